@@ -1,0 +1,40 @@
+"""Perforated Backpropagation (artificial dendrites) for Hugging Face transformers."""
+
+__version__ = "0.1.0"
+
+from .config import DendriteConfig
+from .layer import DendriteLinear
+from .model import (
+    add_dendrites,
+    candidate_parameters,
+    candidate_scores,
+    dendrite_layers,
+    grow,
+    mean_candidate_score,
+    num_dendrites,
+    remove_dendrites,
+    reset_candidate_statistics,
+    start_candidates,
+    stop_candidates,
+)
+from .serialization import from_pretrained
+from .targets import DEFAULT_TARGET_MODULES
+
+__all__ = [
+    "DEFAULT_TARGET_MODULES",
+    "DendriteConfig",
+    "DendriteLinear",
+    "__version__",
+    "add_dendrites",
+    "candidate_parameters",
+    "candidate_scores",
+    "dendrite_layers",
+    "from_pretrained",
+    "grow",
+    "mean_candidate_score",
+    "num_dendrites",
+    "remove_dendrites",
+    "reset_candidate_statistics",
+    "start_candidates",
+    "stop_candidates",
+]

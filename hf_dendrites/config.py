@@ -1,0 +1,203 @@
+"""`DendriteConfig`: every knob of dendrite growth in one validated, serialisable dataclass.
+
+The same object drives three parts: which layers get dendrites (`add_dendrites`), how a dendrite
+is built and trained (`DendriteLinear`, candidate training) and when the trainer grows
+(`DendriteTracker`). It is saved inside an augmented model's `config.json`, so a model always
+carries the settings it was grown with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("pb", "gd")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
+GROWTH_SOURCES = ("best", "last")
+
+
+@dataclass
+class DendriteConfig:
+    """Settings for adding, training and growing dendrites.
+
+    Defaults are meant for fine-tuning a pretrained BERT-family classifier; see the README's
+    "Defaults" section for how they were chosen.
+    """
+
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Linear layers that get dendrites: a list of module-name suffixes (a name matches "
+            "when it equals the suffix or ends with '.' + suffix), or one regular expression that must "
+            "match the whole module name. None picks the default set of the model family "
+            "(attention projections, feed-forward, pooler / pre-classifier and classifier)."
+        },
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names to leave alone, matched like `target_modules`."},
+    )
+    mode: str = field(
+        default="pb",
+        metadata={
+            "help": "'pb': perforated backpropagation (candidates trained on the neuron error in a "
+            "dendrite phase, dendrite inputs detached and frozen afterwards). 'gd': dendrites start "
+            "from small random weights and train jointly with everything by ordinary backprop."
+        },
+    )
+    activation: str = field(
+        default="sigmoid",
+        metadata={"help": f"Non-linearity of a dendrite, one of {', '.join(ACTIVATIONS)}."},
+    )
+    cascade: bool = field(
+        default=False,
+        metadata={"help": "Let each new dendrite of a neuron also see the outputs of its earlier dendrites."},
+    )
+    num_candidates: int = field(
+        default=4,
+        metadata={"help": "Candidate dendrites trained per neuron in a dendrite phase; the best one is kept."},
+    )
+    candidate_init_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Standard deviation of new candidate (and GD dendrite) input weights, in units of "
+            "1/sqrt(in_features), so pre-activations start near unit scale."
+        },
+    )
+    candidate_learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "Adam learning rate of candidate dendrites in a dendrite phase."},
+    )
+    candidate_patience: int = field(
+        default=2,
+        metadata={"help": "Evaluations without a better mean candidate correlation before a dendrite phase ends."},
+    )
+    max_candidate_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Longest dendrite phase, in epochs of the training set."},
+    )
+    patience: int = field(
+        default=3,
+        metadata={"help": "Evaluations without a better metric before the neuron phase counts as stalled."},
+    )
+    min_evals_per_phase: int = field(
+        default=2,
+        metadata={"help": "Evaluations a neuron phase lasts at least before it may end."},
+    )
+    improvement_threshold: float = field(
+        default=1e-3,
+        metadata={"help": "Relative gain a metric must exceed to count as an improvement."},
+    )
+    improvement_threshold_abs: float = field(
+        default=1e-4,
+        metadata={"help": "Absolute gain a metric must exceed to count as an improvement."},
+    )
+    max_dendrites: int = field(
+        default=3,
+        metadata={"help": "Most dendrites per neuron; training completes when this many were grown."},
+    )
+    max_tries: int = field(
+        default=1,
+        metadata={
+            "help": "Fresh candidate sets tried again when the last dendrite never beat the best score "
+            "of the architecture before it (after restoring that best model)."
+        },
+    )
+    grow_from: str = field(
+        default="best",
+        metadata={
+            "help": "Weights a dendrite phase starts from: 'best' restores the best snapshot first, "
+            "'last' keeps the current weights."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, tuple):
+            self.target_modules = list(self.target_modules)
+        if isinstance(self.exclude_modules, tuple):
+            self.exclude_modules = list(self.exclude_modules)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ValueError` naming the first field that holds an impossible value."""
+        for name in ("target_modules", "exclude_modules"):
+            value = getattr(self, name)
+            if value is None or isinstance(value, str):
+                if isinstance(value, str) and not value:
+                    raise ValueError(f"DendriteConfig.{name} is an empty string; give a regex or a list of names")
+                continue
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(
+                    f"DendriteConfig.{name} must be None, a regex string or a list of non-empty module-name "
+                    f"strings, got {value!r}"
+                )
+            if name == "target_modules" and not value:
+                raise ValueError("DendriteConfig.target_modules is an empty list: nothing would get dendrites")
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("activation", self.activation, ACTIVATIONS)
+        _check_choice("grow_from", self.grow_from, GROWTH_SOURCES)
+        if not isinstance(self.cascade, bool):
+            raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")
+        _check_int("num_candidates", self.num_candidates, minimum=1)
+        _check_int("candidate_patience", self.candidate_patience, minimum=1)
+        _check_int("patience", self.patience, minimum=1)
+        _check_int("min_evals_per_phase", self.min_evals_per_phase, minimum=1)
+        _check_int("max_dendrites", self.max_dendrites, minimum=0)
+        _check_int("max_tries", self.max_tries, minimum=0)
+        _check_float("candidate_init_scale", self.candidate_init_scale, positive=True)
+        _check_float("candidate_learning_rate", self.candidate_learning_rate, positive=True)
+        _check_float("max_candidate_epochs", self.max_candidate_epochs, positive=True)
+        _check_float("improvement_threshold", self.improvement_threshold, positive=False)
+        _check_float("improvement_threshold_abs", self.improvement_threshold_abs, positive=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DendriteConfig:
+        """Build from a dict; unknown keys are an error, so a typo never passes silently."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown DendriteConfig field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**values)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> DendriteConfig:
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = json.load(handle)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON: {error}") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object of DendriteConfig fields")
+        return cls.from_dict(values)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"DendriteConfig.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"DendriteConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, *, positive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"DendriteConfig.{name} must be a finite number {bound}, got {value!r}")

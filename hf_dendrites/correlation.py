@@ -1,0 +1,152 @@
+"""The candidate objective: correlation between a candidate dendrite and its neuron's error.
+
+Cascade-correlation done per neuron. For candidate `c` of neuron `o`, over the samples `p` of a
+batch (every leading position of the layer output), the score is
+
+    |sum_p (V_pco - mean V_co)(E_po - mean E_o)| / (N * std V_co * std E_o)
+
+where `E = dLoss/dy` is the neuron error. Normalising to a correlation keeps the score in [0, 1]
+and comparable across layers, whatever the scale of their gradients.
+
+`E` only exists during the backward pass, so the objective is applied there:
+`capture_error(y, v, stats)` returns `y` unchanged in the forward pass and, in the backward pass,
+sends `E` on untouched while handing `v` the gradient of the (negated) correlation. One ordinary
+backward of the task loss therefore both captures the error at every layer and trains every
+candidate, and the model's predictions never depend on a candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+def active_rows(error: torch.Tensor) -> torch.Tensor:
+    """Mask of samples whose error is not identically zero.
+
+    Positions the loss never sees (padding, or every token but [CLS] after the last layer a
+    classifier reads) carry an exactly-zero error; counting them would drown the signal.
+    """
+    return error.ne(0).any(dim=-1)
+
+
+def batch_correlation(values: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """Signed correlation per candidate and neuron.
+
+    values: `[N, C, out]` candidate outputs; error: `[N, out]` neuron errors. Returns `[C, out]`.
+    """
+    n = values.shape[0]
+    v = values - values.mean(dim=0, keepdim=True)
+    e = (error - error.mean(dim=0, keepdim=True)).unsqueeze(1)
+    covariance = (v * e).sum(dim=0) / n
+    return covariance / _joint_std(v.pow(2).mean(dim=0), e.pow(2).mean(dim=0))
+
+
+def _joint_std(var_v: torch.Tensor, var_e: torch.Tensor) -> torch.Tensor:
+    """sqrt(var_v * var_e), kept away from zero without an absolute epsilon.
+
+    Neuron errors can be as small as 1e-7 (attention projections early in training); an
+    additive epsilon would swamp them and read as zero correlation.
+    """
+    return (var_v * var_e).clamp_min(torch.finfo(var_v.dtype).tiny).sqrt()
+
+
+class CorrelationStats:
+    """Running sums over many batches, giving the correlation of a whole evaluation window.
+
+    Float64 sums, so a window of many thousands of tokens loses no precision. The sums can be
+    added across processes (`tensors()`/`load_tensors()`) so every rank reads the same score.
+    """
+
+    def __init__(self, num_candidates: int, out_features: int, device: torch.device | None = None) -> None:
+        shape = (num_candidates, out_features)
+        kwargs = {"dtype": torch.float64, "device": device}
+        self.count = torch.zeros((), **kwargs)
+        self.sum_v = torch.zeros(shape, **kwargs)
+        self.sum_vv = torch.zeros(shape, **kwargs)
+        self.sum_ve = torch.zeros(shape, **kwargs)
+        self.sum_e = torch.zeros(out_features, **kwargs)
+        self.sum_ee = torch.zeros(out_features, **kwargs)
+
+    _FIELDS = ("count", "sum_v", "sum_vv", "sum_ve", "sum_e", "sum_ee")
+
+    @torch.no_grad()
+    def update(self, values: torch.Tensor, error: torch.Tensor) -> None:
+        """Add a batch: values `[N, C, out]`, error `[N, out]` (already restricted to active rows)."""
+        v = values.to(torch.float64)
+        e = error.to(torch.float64)
+        self.count += v.shape[0]
+        self.sum_v += v.sum(dim=0)
+        self.sum_vv += v.pow(2).sum(dim=0)
+        self.sum_ve += (v * e.unsqueeze(1)).sum(dim=0)
+        self.sum_e += e.sum(dim=0)
+        self.sum_ee += e.pow(2).sum(dim=0)
+
+    def correlation(self) -> torch.Tensor:
+        """Signed correlation `[C, out]` over everything added since the last reset."""
+        n = self.count.clamp_min(1)
+        mean_v = self.sum_v / n
+        mean_e = self.sum_e / n
+        covariance = self.sum_ve / n - mean_v * mean_e
+        var_v = (self.sum_vv / n - mean_v.pow(2)).clamp_min(0)
+        var_e = (self.sum_ee / n - mean_e.pow(2)).clamp_min(0)
+        return covariance / _joint_std(var_v, var_e)
+
+    def best_per_neuron(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(index of the best candidate `[out]`, its absolute correlation `[out]`)."""
+        scores, index = self.correlation().abs().max(dim=0)
+        return index, scores
+
+    def score(self) -> float:
+        """Mean over neurons of the best candidate's absolute correlation."""
+        return float(self.best_per_neuron()[1].mean())
+
+    def reset(self) -> None:
+        for name in self._FIELDS:
+            getattr(self, name).zero_()
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The raw sums, in a fixed order, for saving or summing across processes."""
+        return [getattr(self, name) for name in self._FIELDS]
+
+    def load_tensors(self, tensors: list[torch.Tensor]) -> None:
+        for name, value in zip(self._FIELDS, tensors, strict=True):
+            getattr(self, name).copy_(value)
+
+
+class _CaptureError(torch.autograd.Function):
+    """Identity on `y`; in backward, turns the error reaching `y` into a gradient for `v`."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, values: torch.Tensor, stats: CorrelationStats | None):  # type: ignore[override]
+        ctx.save_for_backward(values)
+        ctx.stats = stats
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
+        (values,) = ctx.saved_tensors
+        out_features = grad_output.shape[-1]
+        error = grad_output.reshape(-1, out_features)
+        flat_values = values.reshape(error.shape[0], -1, out_features)
+        rows = active_rows(error)
+        grad_values = torch.zeros_like(flat_values)
+        if int(rows.sum()) > 1:
+            active_values = flat_values[rows].detach()
+            active_error = error[rows].detach().to(values.dtype)
+            with torch.enable_grad():
+                leaf = active_values.requires_grad_(True)
+                objective = batch_correlation(leaf, active_error).abs().sum()
+                (grad_active,) = torch.autograd.grad(objective, leaf)
+            grad_values[rows] = -grad_active
+            if ctx.stats is not None:
+                ctx.stats.update(active_values, active_error)
+        return grad_output, grad_values.view_as(values), None
+
+
+def capture_error(output: torch.Tensor, values: torch.Tensor, stats: CorrelationStats | None = None) -> torch.Tensor:
+    """Return `output` unchanged, training `values` to correlate with the error reaching it.
+
+    output: `[..., out]` a layer output; values: `[..., C, out]` candidate outputs with a graph
+    to the candidate weights. The candidate loss is the negated sum of absolute correlations, so
+    an optimizer step on the candidate weights raises every candidate's score.
+    """
+    return _CaptureError.apply(output, values, stats)

@@ -1,0 +1,246 @@
+"""`DendriteLinear`: an `nn.Linear` whose every output neuron can carry dendrites.
+
+For a wrapped `Linear(in, out)` with `K` dendrites:
+
+    d_k = act(D_k x + c_k [+ sum_{j<k} u_kj * d_j])        D_k: [out, in], c_k, u_kj: [out]
+    y   = W x + b + sum_k a_k * d_k                           a_k: [out], starts at zero
+
+All dendrites of a layer are one parameter `dendrite_weight: [K, out, in]` and are evaluated in a
+single matmul. Candidates of a dendrite phase are likewise one `[C, out, in]` parameter. Growing
+replaces these parameters with larger ones, so an optimizer holding the old ones must be rebuilt.
+
+This module knows nothing of trainers: it computes, grows, and reports candidate scores.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .correlation import CorrelationStats, capture_error
+
+_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "gelu": F.gelu,
+}
+
+# Parameters of the installed dendrites, in state-dict order.
+DENDRITE_PARAMETERS = ("dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
+CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade")
+
+
+class DendriteLinear(nn.Module):
+    """Wraps an `nn.Linear` (kept as `base_layer`) and adds per-neuron dendrites to its output.
+
+    With no dendrites and no candidates the forward pass is exactly `base_layer(x)`.
+    In "pb" mode dendrites read `x.detach()` (no error flows through them into earlier layers)
+    and their input weights are frozen; only the output weights `dendrite_scale` train.
+    In "gd" mode dendrites read `x` and every dendrite weight trains by ordinary backprop.
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        *,
+        mode: str = "pb",
+        activation: str = "sigmoid",
+        cascade: bool = False,
+        init_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"DendriteLinear wraps nn.Linear, got {type(base_layer).__name__}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if mode not in ("pb", "gd"):
+            raise ValueError(f"mode must be 'pb' or 'gd', got {mode!r}")
+        self.base_layer = base_layer
+        self.mode = mode
+        self.activation = activation
+        self.cascade = cascade
+        self.init_scale = init_scale
+        for name in DENDRITE_PARAMETERS + CANDIDATE_PARAMETERS:
+            self.register_parameter(name, None)
+        self.candidate_stats: CorrelationStats | None = None
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def num_dendrites(self) -> int:
+        return 0 if self.dendrite_weight is None else self.dendrite_weight.shape[0]
+
+    @property
+    def num_candidates(self) -> int:
+        return 0 if self.candidate_weight is None else self.candidate_weight.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight, for code that reads `layer.weight` of what used to be a Linear."""
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode}, activation={self.activation}, cascade={self.cascade}, "
+            f"num_dendrites={self.num_dendrites}, num_candidates={self.num_candidates}"
+        )
+
+    def _new_parameter(self, data: torch.Tensor, requires_grad: bool) -> nn.Parameter:
+        reference = self.base_layer.weight
+        return nn.Parameter(data.to(device=reference.device, dtype=reference.dtype), requires_grad=requires_grad)
+
+    def _random_input_weights(self, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """Weights `[count, out, in]`, biases and cascade weights for new dendrites or candidates."""
+        std = self.init_scale / math.sqrt(self.in_features)
+        shape = (count, self.out_features)
+        weight = torch.randn(*shape, self.in_features, generator=generator) * std
+        bias = torch.randn(*shape, generator=generator) * std
+        cascade = torch.randn(count, self.num_dendrites, self.out_features, generator=generator) * std
+        return weight, bias, cascade
+
+    def allocate(self, num_dendrites: int, num_candidates: int = 0) -> None:
+        """Create zero-filled parameters for a recorded structure, ready for `load_state_dict`."""
+        if num_dendrites < 0 or num_candidates < 0:
+            raise ValueError("dendrite and candidate counts must be >= 0")
+        out, inp = self.out_features, self.in_features
+        frozen = self.mode == "pb"
+        if num_dendrites:
+            self.dendrite_weight = self._new_parameter(torch.zeros(num_dendrites, out, inp), not frozen)
+            self.dendrite_bias = self._new_parameter(torch.zeros(num_dendrites, out), not frozen)
+            self.dendrite_scale = self._new_parameter(torch.zeros(num_dendrites, out), True)
+            if self.cascade:
+                cascade = torch.zeros(num_dendrites, num_dendrites, out)
+                self.dendrite_cascade = self._new_parameter(cascade, not frozen)
+        else:
+            for name in DENDRITE_PARAMETERS:
+                setattr(self, name, None)
+        if num_candidates:
+            self.start_candidates(num_candidates)
+        else:
+            self.stop_candidates()
+
+    # ------------------------------------------------------------------ forward
+
+    def dendrite_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations `[..., K, out]` of the installed dendrites."""
+        act = _ACTIVATIONS[self.activation]
+        k, out = self.num_dendrites, self.out_features
+        pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
+        pre = pre.unflatten(-1, (k, out))
+        if not self.cascade or k == 1:
+            return act(pre)
+        outputs: list[torch.Tensor] = []
+        for index in range(k):  # each dendrite sees the ones before it: inherently sequential
+            z = pre[..., index, :]
+            if outputs:
+                earlier = torch.stack(outputs, dim=-2)
+                z = z + (earlier * self.dendrite_cascade[index, :index]).sum(dim=-2)
+            outputs.append(act(z))
+        return torch.stack(outputs, dim=-2)
+
+    def candidate_outputs(self, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
+        """Activations `[..., C, out]` of the candidates, from detached inputs."""
+        act = _ACTIVATIONS[self.activation]
+        c, out = self.num_candidates, self.out_features
+        pre = F.linear(x, self.candidate_weight.view(c * out, -1), self.candidate_bias.view(-1))
+        pre = pre.unflatten(-1, (c, out))
+        if self.cascade and dendrites is not None:
+            pre = pre + torch.einsum("...ko,cko->...co", dendrites.detach(), self.candidate_cascade)
+        return act(pre)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.base_layer(x)
+        has_candidates = self.candidate_weight is not None and self.training and torch.is_grad_enabled()
+        if self.dendrite_weight is None and not has_candidates:
+            return output
+        dendrite_input = x.detach() if self.mode == "pb" else x
+        dendrites = None
+        if self.dendrite_weight is not None:
+            dendrites = self.dendrite_outputs(dendrite_input)
+            output = output + torch.einsum("...ko,ko->...o", dendrites, self.dendrite_scale)
+        if has_candidates:
+            values = self.candidate_outputs(x.detach(), dendrites)
+            output = capture_error(output, values, self.candidate_stats)
+        return output
+
+    # ------------------------------------------------------------------ candidates and growth
+
+    def start_candidates(self, num_candidates: int, generator: torch.Generator | None = None) -> None:
+        """Create `num_candidates` fresh candidates per neuron and empty correlation statistics."""
+        if num_candidates < 1:
+            raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        weight, bias, cascade = self._random_input_weights(num_candidates, generator)
+        self.candidate_weight = self._new_parameter(weight, True)
+        self.candidate_bias = self._new_parameter(bias, True)
+        self.candidate_cascade = self._new_parameter(cascade, True) if self.cascade else None
+        device = self.base_layer.weight.device
+        self.candidate_stats = CorrelationStats(num_candidates, self.out_features, device=device)
+
+    def stop_candidates(self) -> None:
+        for name in CANDIDATE_PARAMETERS:
+            setattr(self, name, None)
+        self.candidate_stats = None
+
+    def candidate_score(self) -> float:
+        """Mean over neurons of the best candidate's absolute correlation (0.0 without data)."""
+        if self.candidate_stats is None or float(self.candidate_stats.count) == 0:
+            return 0.0
+        return self.candidate_stats.score()
+
+    def has_trained_candidates(self) -> bool:
+        return self.candidate_stats is not None and float(self.candidate_stats.count) > 0
+
+    @torch.no_grad()
+    def grow(self, generator: torch.Generator | None = None) -> None:
+        """Add one dendrite per neuron with output weight zero, so the layer's output is unchanged.
+
+        PB mode installs each neuron's best candidate (highest absolute correlation); GD mode
+        draws small random input weights.
+        """
+        out = self.out_features
+        if self.mode == "pb":
+            if not self.has_trained_candidates():
+                raise RuntimeError("grow() in 'pb' mode needs trained candidates: run a dendrite phase first")
+            best, _ = self.candidate_stats.best_per_neuron()
+            neurons = torch.arange(out, device=best.device)
+            new_weight = self.candidate_weight[best, neurons]
+            new_bias = self.candidate_bias[best, neurons]
+            new_cascade = self.candidate_cascade[best, :, neurons].T if self.cascade else None
+        else:
+            weight, bias, cascade = self._random_input_weights(1, generator)
+            new_weight, new_bias, new_cascade = weight[0], bias[0], cascade[0] if self.cascade else None
+
+        k = self.num_dendrites
+        trainable = self.mode == "gd"
+        reference = self.base_layer.weight
+
+        def appended(old: nn.Parameter | None, new: torch.Tensor) -> torch.Tensor:
+            new = new.to(device=reference.device, dtype=reference.dtype).unsqueeze(0)
+            return new if old is None else torch.cat([old.detach(), new], dim=0)
+
+        self.dendrite_weight = self._new_parameter(appended(self.dendrite_weight, new_weight), trainable)
+        self.dendrite_bias = self._new_parameter(appended(self.dendrite_bias, new_bias), trainable)
+        self.dendrite_scale = self._new_parameter(appended(self.dendrite_scale, torch.zeros(out)), True)
+        if self.cascade:
+            cascade = torch.zeros(k + 1, k + 1, out, dtype=reference.dtype, device=reference.device)
+            if k:
+                cascade[:k, :k] = self.dendrite_cascade.detach()
+                cascade[k, :k] = new_cascade.to(cascade)
+            self.dendrite_cascade = self._new_parameter(cascade, trainable)
+        self.stop_candidates()

@@ -1,0 +1,197 @@
+"""Put dendrites into a model, grow them, and drive the candidates of a dendrite phase.
+
+`add_dendrites` wraps the matching `nn.Linear` layers in place (validating everything first, so a
+bad request leaves the model untouched) and records the `DendriteConfig` on the model as
+`model.dendrite_config`, the way PEFT records `peft_config`. The model's `save_pretrained` is
+bound to `serialization.save_pretrained`, so an augmented model saves its structure with it.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .config import DendriteConfig
+from .layer import DendriteLinear
+from .targets import resolve_target_modules
+
+_PAUSED_ATTRIBUTE = "_dendrite_paused_parameters"
+
+
+def dendrite_layers(model: nn.Module) -> dict[str, DendriteLinear]:
+    """Every `DendriteLinear` of the model by module name, in model order."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, DendriteLinear)}
+
+
+def has_dendrites(model: nn.Module) -> bool:
+    return getattr(model, "dendrite_config", None) is not None or bool(dendrite_layers(model))
+
+
+def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iterable[str] | None = None) -> nn.Module:
+    """Wrap the target Linear layers of `model` in place (0 dendrites: outputs unchanged) and return it.
+
+    `layer_names` overrides target matching with exact module names (used when loading a saved
+    structure). Raises `ValueError` before changing anything when the model already has
+    dendrites, when targets match nothing, or when a target is not an `nn.Linear`.
+    """
+    if not isinstance(config, DendriteConfig):
+        raise TypeError(f"config must be a DendriteConfig, got {type(config).__name__}")
+    config.validate()
+    if has_dendrites(model):
+        raise ValueError("add_dendrites() was already called on this model; it has dendrite layers")
+    if layer_names is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        names = resolve_target_modules(model, config.target_modules, config.exclude_modules, model_type)
+    else:
+        names = list(layer_names)
+        modules = dict(model.named_modules())
+        wrong = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
+        if wrong:
+            raise ValueError(f"recorded dendrite layers {wrong} are not nn.Linear modules of this model")
+    for name in names:
+        parent, attribute = _parent_and_attribute(model, name)
+        wrapped = DendriteLinear(
+            getattr(parent, attribute),
+            mode=config.mode,
+            activation=config.activation,
+            cascade=config.cascade,
+            init_scale=config.candidate_init_scale,
+        )
+        setattr(parent, attribute, wrapped)
+    model.dendrite_config = config
+    if hasattr(type(model), "save_pretrained"):
+        from .serialization import save_pretrained
+
+        model.save_pretrained = types.MethodType(save_pretrained, model)
+    return model
+
+
+def remove_dendrites(model: nn.Module) -> nn.Module:
+    """Put the original Linear layers back, dropping every dendrite and candidate."""
+    layers = dendrite_layers(model)
+    if not layers:
+        raise ValueError("this model has no dendrite layers to remove")
+    for name, layer in layers.items():
+        parent, attribute = _parent_and_attribute(model, name)
+        setattr(parent, attribute, layer.base_layer)
+    for attribute in ("dendrite_config", "save_pretrained", _PAUSED_ATTRIBUTE):
+        model.__dict__.pop(attribute, None)
+    return model
+
+
+def num_dendrites(model: nn.Module) -> int:
+    """Dendrites per neuron (the same on every layer unless a structure was edited by hand)."""
+    counts = {layer.num_dendrites for layer in dendrite_layers(model).values()}
+    return max(counts, default=0)
+
+
+def _require_layers(model: nn.Module) -> dict[str, DendriteLinear]:
+    layers = dendrite_layers(model)
+    if not layers:
+        raise ValueError("this model has no dendrite layers: call add_dendrites(model, config) first")
+    return layers
+
+
+def start_candidates(
+    model: nn.Module, num_candidates: int | None = None, generator: torch.Generator | None = None
+) -> None:
+    """Begin a dendrite phase: freeze every existing weight and create fresh candidates.
+
+    Which parameters were trainable is remembered, so `grow`/`stop_candidates` give them back.
+    """
+    layers = _require_layers(model)
+    if getattr(model, _PAUSED_ATTRIBUTE, None) is not None:
+        raise RuntimeError("candidates are already being trained; call grow() or stop_candidates() first")
+    count = num_candidates if num_candidates is not None else model.dendrite_config.num_candidates
+    if count < 1:
+        raise ValueError(f"num_candidates must be >= 1, got {count}")
+    paused = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for layer in layers.values():
+        layer.start_candidates(count, generator=generator)
+    setattr(model, _PAUSED_ATTRIBUTE, paused)
+
+
+def stop_candidates(model: nn.Module) -> None:
+    """End a dendrite phase without growing: drop candidates, unfreeze what was trainable."""
+    for layer in _require_layers(model).values():
+        layer.stop_candidates()
+    _resume_parameters(model)
+
+
+def candidate_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [
+        parameter
+        for layer in dendrite_layers(model).values()
+        for parameter in (layer.candidate_weight, layer.candidate_bias, layer.candidate_cascade)
+        if parameter is not None
+    ]
+
+
+def candidate_scores(model: nn.Module) -> dict[str, float]:
+    """Per layer, the mean over neurons of the best candidate's absolute correlation."""
+    return {name: layer.candidate_score() for name, layer in dendrite_layers(model).items()}
+
+
+def mean_candidate_score(model: nn.Module) -> float:
+    scores = list(candidate_scores(model).values())
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def reset_candidate_statistics(model: nn.Module) -> None:
+    """Start a new scoring window (the candidates keep their weights)."""
+    for layer in dendrite_layers(model).values():
+        if layer.candidate_stats is not None:
+            layer.candidate_stats.reset()
+
+
+def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
+    """Add one dendrite to every dendrite layer; returns the new number of dendrites per neuron.
+
+    The model's outputs do not change (new output weights are zero). In PB mode each neuron gets
+    its best trained candidate, and a model without trained candidates raises before any layer
+    is touched.
+    """
+    layers = _require_layers(model)
+    if model.dendrite_config.mode == "pb":
+        untrained = [name for name, layer in layers.items() if not layer.has_trained_candidates()]
+        if untrained:
+            raise RuntimeError(
+                "grow() in 'pb' mode needs trained candidates; none were trained for "
+                f"{untrained[:3]}{'...' if len(untrained) > 3 else ''}: call start_candidates() and "
+                "train them (a dendrite phase) first"
+            )
+    for layer in layers.values():
+        layer.grow(generator=generator)
+    _resume_parameters(model)
+    return num_dendrites(model)
+
+
+def _resume_parameters(model: nn.Module) -> None:
+    paused = model.__dict__.pop(_PAUSED_ATTRIBUTE, None)
+    if paused is None:
+        return
+    parameters = dict(model.named_parameters())
+    for name in paused:
+        if name in parameters:
+            parameters[name].requires_grad_(True)
+
+
+def paused_parameters(model: nn.Module) -> list[str] | None:
+    """Names of the parameters frozen for the current dendrite phase, or None outside one."""
+    paused = getattr(model, _PAUSED_ATTRIBUTE, None)
+    return None if paused is None else list(paused)
+
+
+def set_paused_parameters(model: nn.Module, names: list[str]) -> None:
+    """Restore the record of a dendrite phase (used when loading a checkpoint taken inside one)."""
+    setattr(model, _PAUSED_ATTRIBUTE, list(names))
+
+
+def _parent_and_attribute(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, attribute = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), attribute

@@ -1,0 +1,239 @@
+"""Saving and loading augmented models.
+
+Format: the ordinary transformers folder (`config.json`, `model.safetensors`, tokenizer files)
+with two changes to `config.json`:
+
+- `model_type` is `"hf_dendrites"` and the family moves to `dendrites.base_model_type`. Plain
+  `AutoModel*.from_pretrained` therefore refuses the folder ("unrecognized model type") instead
+  of silently dropping the dendrite weights it does not know. With remote code (`auto_map`)
+  and `trust_remote_code=True` it can load it in full.
+- `dendrites` records everything needed to rebuild the structure: the `DendriteConfig`, and the
+  dendrite and candidate counts of every wrapped layer.
+
+Loading rebuilds the architecture, then checks every tensor name and shape in the safetensors
+files against it before copying a single value: a truncated file, a missing tensor or a shape
+that disagrees with the recorded structure is an error that names it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from safetensors import SafetensorError, safe_open
+from torch import nn
+from transformers import AutoConfig
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+from .config import DendriteConfig
+from .model import add_dendrites, candidate_parameters, dendrite_layers, paused_parameters, set_paused_parameters
+
+logger = logging.getLogger(__name__)
+
+DENDRITE_MODEL_TYPE = "hf_dendrites"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+
+
+def dendrite_structure(model: nn.Module) -> dict[str, Any]:
+    """The `dendrites` record written into `config.json`."""
+    from . import __version__
+
+    config = getattr(model, "config", None)
+    record: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "base_model_type": getattr(config, "model_type", None),
+        "config": model.dendrite_config.to_dict(),
+        "layers": {
+            name: {"dendrites": layer.num_dendrites, "candidates": layer.num_candidates}
+            for name, layer in dendrite_layers(model).items()
+        },
+    }
+    paused = paused_parameters(model)
+    if paused is not None:
+        record["paused_parameters"] = paused
+    return record
+
+
+def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+    """`save_pretrained` of an augmented model: the transformers folder, with the structure recorded.
+
+    Bound to the model by `add_dendrites`, so `model.save_pretrained`, `Trainer.save_model`,
+    checkpoints and `push_to_hub` all write this format.
+    """
+    push_to_hub = kwargs.pop("push_to_hub", False)
+    repo_id = kwargs.pop("repo_id", None)
+    commit_message = kwargs.pop("commit_message", None)
+    token = kwargs.get("token")
+    type(model).save_pretrained(model, save_directory, **kwargs)
+    if kwargs.get("is_main_process", True):
+        mark_config_file(Path(save_directory) / CONFIG_NAME, dendrite_structure(model))
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = repo_id or Path(save_directory).name
+        repo_id = api.create_repo(repo_id, exist_ok=True).repo_id
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=save_directory,
+            commit_message=commit_message or "Upload model with dendrites",
+        )
+
+
+def mark_config_file(path: Path, record: dict[str, Any]) -> None:
+    """Rewrite a saved base `config.json` into the dendrite format (atomically)."""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["model_type"] = DENDRITE_MODEL_TYPE
+    values["dendrites"] = record
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_dendrite_config_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base config values, dendrites record) of a saved augmented model's `config.json`."""
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if values.get("model_type") != DENDRITE_MODEL_TYPE or "dendrites" not in values:
+        raise ValueError(
+            f"{path} does not describe a model with dendrites (model_type={values.get('model_type')!r}); "
+            "load it with transformers, or save it from a model prepared with add_dendrites()"
+        )
+    record = values.pop("dendrites")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} uses dendrite format version {record.get('format_version')!r}; "
+            f"this hf_dendrites reads version {FORMAT_VERSION}"
+        )
+    for key in ("base_model_type", "config", "layers"):
+        if key not in record:
+            raise ValueError(f"{path}: the 'dendrites' record has no {key!r} entry")
+    values["model_type"] = record["base_model_type"]
+    return values, record
+
+
+def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: torch.dtype | None = None) -> nn.Module:
+    """An untrained model with exactly the recorded architecture and dendrite structure."""
+    base_values = dict(values)
+    model_type = base_values.pop("model_type")
+    base_values.pop("transformers_version", None)
+    config = AutoConfig.for_model(model_type, **base_values)
+    architectures = getattr(config, "architectures", None) or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    if model_class is None:
+        raise ValueError(f"cannot rebuild the model: unknown architectures {architectures!r} in config.json")
+    model = model_class(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    add_dendrites(model, DendriteConfig.from_dict(record["config"]), layer_names=record["layers"])
+    layers = dendrite_layers(model)
+    for name, counts in record["layers"].items():
+        layers[name].allocate(int(counts["dendrites"]), int(counts.get("candidates", 0)))
+    paused = record.get("paused_parameters")
+    if paused is not None:  # saved inside a dendrite phase: only the candidates train
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in candidate_parameters(model):
+            parameter.requires_grad_(True)
+        set_paused_parameters(model, paused)
+    return model
+
+
+def load_weights(model: nn.Module, weight_files: list[str]) -> None:
+    """Copy safetensors weights into `model` after checking every name and shape.
+
+    Nothing is copied unless all files open, every tensor of the model (but tied copies) is
+    present, nothing extra is present, and every shape agrees.
+    """
+    expected = model.state_dict()
+    found: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for file in weight_files:
+        try:
+            with safe_open(file, framework="pt") as handle:
+                for key in handle.keys():
+                    found[key] = (file, tuple(handle.get_slice(key).get_shape()))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read weights file {file}: {error} (incomplete or corrupted download?)") from error
+    tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
+    missing = sorted(set(expected) - set(found) - tied)
+    unexpected = sorted(set(found) - set(expected))
+    mismatched = [
+        f"{key}: file {found[key][1]} vs structure {tuple(expected[key].shape)}"
+        for key in sorted(set(found) & set(expected))
+        if found[key][1] != tuple(expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatches {mismatched[:10]}")
+    if problems:
+        raise ValueError(
+            "saved weights do not match the recorded dendrite structure: " + "; ".join(problems)
+        )
+    by_file: dict[str, list[str]] = {}
+    for key, (file, _) in found.items():
+        by_file.setdefault(file, []).append(key)
+    with torch.no_grad():
+        for file, keys in by_file.items():
+            try:
+                with safe_open(file, framework="pt") as handle:
+                    for key in keys:
+                        expected[key].copy_(handle.get_tensor(key))
+            except SafetensorError as error:
+                raise ValueError(f"cannot read weights file {file}: {error}") from error
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
+def resolve_weight_files(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> list[str]:
+    """The safetensors file(s) of a local folder or Hub repo (single file or sharded index)."""
+    single = cached_file(path_or_repo_id, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if single is not None:
+        return [single]
+    index_file = cached_file(
+        path_or_repo_id, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
+    if index_file is None:
+        raise FileNotFoundError(
+            f"{path_or_repo_id} has neither {SAFE_WEIGHTS_NAME} nor {SAFE_WEIGHTS_INDEX_NAME} "
+            "(only safetensors weights are loaded)"
+        )
+    index = json.loads(Path(index_file).read_text(encoding="utf-8"))
+    shards = sorted(set(index.get("weight_map", {}).values()))
+    return [cached_file(path_or_repo_id, shard, **hub_kwargs) for shard in shards]
+
+
+def from_pretrained(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Load a model saved with dendrites from a local folder or a Hub repo id.
+
+    Returns the model in eval mode, like transformers does. Raises `ValueError` when the folder
+    is not a dendrite model, or when its weights do not match its recorded structure.
+    """
+    hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    config_file = cached_file(path_or_repo_id, CONFIG_NAME, **hub_kwargs)
+    values, record = read_dendrite_config_file(config_file)
+    weight_files = resolve_weight_files(path_or_repo_id, **hub_kwargs)
+    model = build_from_record(values, record, dtype=dtype)
+    load_weights(model, weight_files)
+    model.eval()
+    return model

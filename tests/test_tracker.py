@@ -1,0 +1,606 @@
+"""Tests for the pure-Python dendrite growth policy (hf_dendrites.tracker)."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from dataclasses import FrozenInstanceError, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import hf_dendrites.tracker as tracker_module
+from hf_dendrites.tracker import Decision, DendriteTracker
+
+# Event DSL: ("n", score) -> step(score); ("c", cand) -> candidate_step(cand);
+# ("f", cand) -> candidate_step(cand, force_grow=True).
+# Expected decision codes: C=continue, S=start_dendrite_phase, G=grow, X=complete,
+# followed by "*" for new_best and/or "R" for restore_best.
+_CODES = {"continue": "C", "start_dendrite_phase": "S", "grow": "G", "complete": "X"}
+
+FAST = {"patience": 1, "min_evals_per_phase": 1, "candidate_patience": 2}
+
+
+def code(decision: Decision) -> str:
+    return _CODES[decision.action] + ("*" if decision.new_best else "") + ("R" if decision.restore_best else "")
+
+
+def feed(tracker: DendriteTracker, event: tuple[str, float]) -> Decision:
+    kind, value = event
+    if kind == "n":
+        return tracker.step(value)
+    if kind == "c":
+        return tracker.candidate_step(value)
+    if kind == "f":
+        return tracker.candidate_step(value, force_grow=True)
+    raise AssertionError(f"unknown event kind {kind!r}")
+
+
+def run(tracker: DendriteTracker, events: list[tuple[str, float]]) -> list[Decision]:
+    return [feed(tracker, e) for e in events]
+
+
+def n(*scores: float) -> list[tuple[str, float]]:
+    return [("n", s) for s in scores]
+
+
+def c(*scores: float) -> list[tuple[str, float]]:
+    return [("c", s) for s in scores]
+
+
+# ---------------------------------------------------------------------------- improvement
+
+
+@pytest.mark.parametrize(
+    ("greater", "rel", "abs_", "ref", "score", "improves"),
+    [
+        # maximise
+        (True, 1e-3, 1e-4, 0.5, 0.6, True),
+        (True, 1e-3, 1e-4, 0.5, 0.5, False),
+        (True, 1e-3, 1e-4, 0.5, 0.4, False),
+        (True, 1e-3, 1e-4, 0.5, 0.5003, False),  # beats abs (1e-4) but not rel (5e-4)
+        (True, 1e-3, 1e-4, 0.5, 0.5006, True),
+        (True, 1e-3, 1e-4, 0.01, 0.01005, False),  # beats rel (1e-5) but not abs (1e-4)
+        (True, 1e-3, 1e-4, 0.01, 0.0102, True),
+        (True, 0.0, 0.0, 0.5, 0.5000001, True),  # zero thresholds: any strict gain
+        (True, 0.0, 0.0, 0.5, 0.5, False),
+        (True, 1e-3, 1e-4, -2.0, -1.999, False),  # rel uses abs(ref): 2e-3 needed
+        (True, 1e-3, 1e-4, -2.0, -1.99, True),
+        # minimise
+        (False, 1e-3, 1e-4, 1.0, 0.9, True),
+        (False, 1e-3, 1e-4, 1.0, 1.1, False),
+        (False, 1e-3, 1e-4, 1.0, 0.9995, False),  # below rel threshold
+        (False, 1e-3, 1e-4, 1.0, 0.998, True),
+        (False, 0.0, 0.5, 1.0, 0.6, False),  # below abs threshold
+        (False, 0.0, 0.5, 1.0, 0.4, True),
+    ],
+)
+def test_improvement_thresholds(
+    greater: bool, rel: float, abs_: float, ref: float, score: float, improves: bool
+) -> None:
+    t = DendriteTracker(
+        greater_is_better=greater, improvement_threshold=rel, improvement_threshold_abs=abs_, patience=5
+    )
+    first = t.step(ref)
+    assert first.new_best and first.action == "continue"  # first score ever always improves
+    second = t.step(score)
+    assert second.new_best is improves
+    assert t.best_score == (score if improves else ref)
+    assert t.evals_without_improvement == (0 if improves else 1)
+
+
+def test_candidate_scores_use_thresholds_greater_is_better() -> None:
+    # Task metric minimised; candidate score is still greater-is-better.
+    t = DendriteTracker(greater_is_better=False, candidate_patience=1, patience=1, min_evals_per_phase=1)
+    run(t, n(1.0, 1.0))
+    assert t.phase == "dendrite"
+    assert t.candidate_step(0.3).action == "continue"  # first candidate score improves
+    assert t.candidate_step(0.5).action == "continue"  # higher is better
+    assert t.best_candidate_score == 0.5
+    d = t.candidate_step(0.5003)  # below relative threshold (5e-4): a stall
+    assert d.action == "grow"
+    assert t.best_candidate_score is None  # reset for the next phase
+    assert t.num_dendrites == 1
+
+
+# ---------------------------------------------------------------------------- sequences
+
+
+@dataclass
+class Case:
+    name: str
+    kwargs: dict[str, Any]
+    events: list[tuple[str, float]]
+    expected: list[str]
+    state: dict[str, Any]
+    reason: str = ""  # substring of the last decision's reason
+
+
+CASES = [
+    Case(
+        "patience_max",
+        {"patience": 2, "min_evals_per_phase": 1},
+        n(0.5, 0.6, 0.6, 0.55),
+        ["C*", "C*", "C", "S"],
+        {"phase": "dendrite", "best_score": 0.6, "num_dendrites": 0, "evals_in_phase": 0},
+        "starting dendrite phase for dendrite 1",
+    ),
+    Case(
+        "patience_min",
+        {"greater_is_better": False, "patience": 3},
+        n(1.0, 0.9, 0.95, 0.9, 0.8995),
+        ["C*", "C*", "C", "C", "S"],
+        {"phase": "dendrite", "best_score": 0.9},
+    ),
+    Case(
+        "improvement_resets_patience",
+        {"patience": 2, "min_evals_per_phase": 1},
+        n(0.5, 0.5, 0.6, 0.6, 0.6),
+        ["C*", "C", "C*", "C", "S"],
+        {"best_score": 0.6},
+    ),
+    Case(
+        "min_evals_per_phase_delays_stall",
+        {"patience": 1, "min_evals_per_phase": 3},
+        n(0.5, 0.4, 0.4),
+        ["C*", "C", "S"],
+        {"phase": "dendrite"},
+    ),
+    Case(
+        "min_evals_per_phase_1",
+        {"patience": 1, "min_evals_per_phase": 1},
+        n(0.5, 0.4),
+        ["C*", "S"],
+        {"phase": "dendrite"},
+    ),
+    Case(
+        "pb_stall_candidates_grow",
+        FAST,
+        n(0.5, 0.5) + c(0.1, 0.2, 0.2, 0.2),
+        ["C*", "S", "C", "C", "C", "G"],
+        {
+            "phase": "neuron",
+            "num_dendrites": 1,
+            "score_before_growth": 0.5,
+            "improved_since_growth": False,
+            "evals_in_phase": 0,
+            "evals_without_improvement": 0,
+            "tries": 0,
+        },
+        "candidate score stalled for 2 evaluation(s)",
+    ),
+    Case(
+        "candidate_patience_3",
+        {**FAST, "candidate_patience": 3},
+        n(0.5, 0.5) + c(0.2, 0.1, 0.1, 0.1),
+        ["C*", "S", "C", "C", "C", "G"],
+        {"num_dendrites": 1},
+    ),
+    Case(
+        "force_grow",
+        FAST,
+        n(0.5, 0.5) + [("f", 0.1)],
+        ["C*", "S", "G"],
+        {"num_dendrites": 1, "phase": "neuron"},
+        "forced",
+    ),
+    Case(
+        "growth_helps_then_grows_again",
+        FAST,
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.6) + [("f", 0.1)],
+        ["C*", "S", "G", "C*", "S", "G"],
+        {
+            "num_dendrites": 2,
+            "best_num_dendrites": 1,
+            "best_score": 0.6,
+            "score_before_growth": 0.6,
+            "improved_since_growth": False,
+            "tries": 0,
+        },
+    ),
+    Case(
+        "growth_never_helps_retry_then_complete",
+        {**FAST, "max_tries": 1},
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.5001) + [("f", 0.1)] + n(0.4),
+        ["C*", "S", "G", "SR", "G", "XR"],
+        {
+            "phase": "complete",
+            "num_dendrites": 0,
+            "best_num_dendrites": 0,
+            "best_score": 0.5,
+            "tries": 1,
+            "completed_reason": "dendrite 1 did not improve on 0.5 after 2 tries (max_tries=1)",
+        },
+        "dendrite 1 did not improve on 0.5 after 2 tries",
+    ),
+    Case(
+        "retry_reason",
+        {**FAST, "max_tries": 3},
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.4),
+        ["C*", "S", "G", "SR"],
+        {"phase": "dendrite", "num_dendrites": 0, "tries": 1},
+        "retry 1 of 3",
+    ),
+    Case(
+        "max_tries_0_completes_on_first_failure",
+        {**FAST, "max_tries": 0},
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.5),
+        ["C*", "S", "G", "XR"],
+        {"phase": "complete", "num_dendrites": 0, "tries": 0},
+        "dendrite 1 did not improve on 0.5 after 1 tries",
+    ),
+    Case(
+        "second_dendrite_fails_restores_first",
+        {**FAST, "max_tries": 1},
+        # d1 helps (0.6); d2 never helps -> restore to 1 dendrite, retry, fail -> complete
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.6) + [("f", 0.1)] + n(0.6) + [("f", 0.1)] + n(0.59),
+        ["C*", "S", "G", "C*", "S", "G", "SR", "G", "XR"],
+        {"phase": "complete", "num_dendrites": 1, "best_num_dendrites": 1, "best_score": 0.6},
+        "dendrite 2 did not improve on 0.6 after 2 tries",
+    ),
+    Case(
+        "successful_growth_resets_tries",
+        {**FAST, "max_tries": 1},
+        # d1 fails once (retry), the retry helps -> tries reset, d2 may retry again
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.5) + [("f", 0.1)] + n(0.7)
+        + n(0.7) + [("f", 0.1)] + n(0.7),
+        ["C*", "S", "G", "SR", "G", "C*", "S", "G", "SR"],
+        {"num_dendrites": 1, "best_num_dendrites": 1, "tries": 1, "phase": "dendrite"},
+        "retry 1 of 1",
+    ),
+    Case(
+        "gain_below_threshold_after_growth_is_not_help",
+        {**FAST, "max_tries": 0},
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.50001),
+        ["C*", "S", "G", "XR"],
+        {"best_score": 0.5, "num_dendrites": 0},
+    ),
+    Case(
+        "max_dendrites_reached",
+        {**FAST, "max_dendrites": 1},
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.6),
+        ["C*", "S", "G", "C*", "XR"],
+        {"phase": "complete", "num_dendrites": 1, "completed_reason": "max_dendrites (1) reached"},
+        "max_dendrites (1) reached",
+    ),
+    Case(
+        "max_dendrites_restores_best_architecture",
+        {"patience": 2, "min_evals_per_phase": 1, "max_dendrites": 1},
+        # d1 helps, then the metric degrades; stall restores best (1 dendrite)
+        n(0.5, 0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.55, 0.55),
+        ["C*", "C", "S", "G", "C*", "C", "XR"],
+        {"num_dendrites": 1, "best_num_dendrites": 1, "best_score": 0.6},
+    ),
+    Case(
+        "max_dendrites_0",
+        {**FAST, "max_dendrites": 0},
+        n(0.5, 0.5),
+        ["C*", "XR"],
+        {"phase": "complete", "num_dendrites": 0, "completed_reason": "max_dendrites (0) reached"},
+    ),
+    Case(
+        "gd_stall_grows_directly",
+        {**FAST, "mode": "gd", "max_tries": 1},
+        n(0.5, 0.5, 0.6, 0.6, 0.6, 0.6),
+        ["C*", "G", "C*", "G", "GR", "XR"],
+        {"phase": "complete", "num_dendrites": 1, "best_num_dendrites": 1, "best_score": 0.6},
+        "dendrite 2 did not improve on 0.6 after 2 tries",
+    ),
+    Case(
+        "gd_minimise_max_dendrites",
+        {"greater_is_better": False, "mode": "gd", "patience": 2, "min_evals_per_phase": 1, "max_dendrites": 2},
+        n(1.0, 1.0, 1.0, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7),
+        ["C*", "C", "G", "C*", "C", "G", "C*", "C", "XR"],
+        {"num_dendrites": 2, "best_num_dendrites": 2, "best_score": 0.7},
+        "max_dendrites (2) reached",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_sequences(case: Case) -> None:
+    t = DendriteTracker(**case.kwargs)
+    decisions = run(t, case.events)
+    assert [code(d) for d in decisions] == case.expected
+    for key, value in case.state.items():
+        assert getattr(t, key) == value, key
+    assert case.reason in decisions[-1].reason
+    assert t.is_complete == (t.phase == "complete")
+    if t.is_complete:
+        assert t.completed_reason == decisions[-1].reason
+
+
+def test_gd_retry_applies_growth_to_restored_count() -> None:
+    t = DendriteTracker(mode="gd", max_tries=2, **FAST)
+    run(t, n(0.5, 0.5, 0.6, 0.6))  # d1 helps, d2 grown
+    assert t.num_dendrites == 2 and t.best_num_dendrites == 1
+    d = t.step(0.6)
+    assert (d.action, d.restore_best) == ("grow", True)
+    assert t.num_dendrites == 2  # restored to 1, then grown to 2
+    assert t.score_before_growth == 0.6 and t.tries == 1
+    assert "retry 1 of 2" in d.reason
+
+
+def test_candidate_step_records_task_score_only_in_history() -> None:
+    t = DendriteTracker(**FAST)
+    run(t, n(0.5, 0.5))
+    t.candidate_step(0.2, task_score=0.99, step=40)
+    assert t.best_score == 0.5
+    last = t.history[-1]
+    assert last["score"] == 0.99 and last["candidate_score"] == 0.2
+    assert last["phase"] == "dendrite" and last["step"] == 40
+
+
+def test_history_is_complete() -> None:
+    t = DendriteTracker(**FAST, max_tries=0)
+    t.step(0.5, step=10)
+    t.step(0.5, step=20)
+    t.candidate_step(0.1, step=25)
+    t.candidate_step(0.2, step=30, force_grow=True)
+    t.step(0.4, step=40)
+    h = t.history
+    assert [r["eval"] for r in h] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in h] == [10, 20, 25, 30, 40]
+    assert [r["phase"] for r in h] == ["neuron", "neuron", "dendrite", "dendrite", "neuron"]
+    assert [r["action"] for r in h] == ["continue", "start_dendrite_phase", "continue", "grow", "complete"]
+    assert [r["num_dendrites"] for r in h] == [0, 0, 0, 1, 0]  # after each decision
+    assert [r["new_best"] for r in h] == [True, False, False, False, False]
+    assert [r["restore_best"] for r in h] == [False, False, False, False, True]
+    assert [r["score"] for r in h] == [0.5, 0.5, None, None, 0.4]
+    assert [r["candidate_score"] for r in h] == [None, None, 0.1, 0.2, None]
+    assert all(r["reason"] for r in h)
+    assert set(h[0]) == {
+        "eval", "step", "phase", "score", "candidate_score", "num_dendrites",
+        "action", "new_best", "restore_best", "reason",
+    }
+    h[0]["action"] = "tampered"
+    assert t.history[0]["action"] == "continue"  # callers get copies
+
+
+# ---------------------------------------------------------------------------- finish
+
+
+def test_finish_in_neuron_phase_restores_best() -> None:
+    t2 = DendriteTracker(patience=5)
+    run(t2, n(0.5, 0.6, 0.55))
+    d = t2.finish("budget exhausted")
+    assert (d.action, d.restore_best, d.reason) == ("complete", True, "budget exhausted")
+    assert t2.is_complete and t2.completed_reason == "budget exhausted"
+    assert t2.history[-1]["action"] == "complete" and t2.history[-1]["score"] is None
+
+
+def test_finish_in_dendrite_phase_restores_best_architecture() -> None:
+    t = DendriteTracker(**FAST)
+    run(t, n(0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.6) + c(0.3))
+    assert t.phase == "dendrite" and t.num_dendrites == 1
+    d = t.finish("max steps")
+    assert d.restore_best and t.num_dendrites == t.best_num_dendrites == 1
+    assert t.history[-1]["phase"] == "dendrite"
+
+
+def test_finish_without_scores_has_nothing_to_restore() -> None:
+    t = DendriteTracker()
+    d = t.finish("nothing trained")
+    assert (d.action, d.restore_best) == ("complete", False)
+
+
+def test_finish_twice_is_noop() -> None:
+    t = DendriteTracker()
+    t.step(0.5)
+    t.finish("first")
+    d = t.finish("second")
+    assert (d.action, d.restore_best, d.reason) == ("complete", False, "first")
+    assert len(t.history) == 2
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_step_in_wrong_phase_raises() -> None:
+    t = DendriteTracker(**FAST)
+    with pytest.raises(RuntimeError, match="neuron"):
+        t.candidate_step(0.1)
+    run(t, n(0.5, 0.5))
+    with pytest.raises(RuntimeError, match="dendrite"):
+        t.step(0.5)
+    t.finish("done")
+    with pytest.raises(RuntimeError, match="complete"):
+        t.step(0.5)
+    with pytest.raises(RuntimeError, match="complete"):
+        t.candidate_step(0.5)
+
+
+def test_candidate_step_in_gd_mode_raises() -> None:
+    t = DendriteTracker(mode="gd", **FAST)
+    run(t, n(0.5, 0.5))
+    assert t.phase == "neuron"
+    with pytest.raises(RuntimeError, match="neuron"):
+        t.candidate_step(0.1)
+
+
+def test_nan_scores_raise() -> None:
+    t = DendriteTracker(**FAST)
+    with pytest.raises(ValueError, match="score"):
+        t.step(math.nan)
+    assert t.history == [] and t.best_score is None  # nothing recorded
+    run(t, n(0.5, 0.5))
+    with pytest.raises(ValueError, match="candidate_score"):
+        t.candidate_step(float("nan"))
+    with pytest.raises(ValueError, match="task_score"):
+        t.candidate_step(0.1, task_score=float("nan"))
+    assert t.evals_in_phase == 0
+
+
+def test_accepts_numeric_like_scores() -> None:
+    class FakeScalar:
+        def __float__(self) -> float:
+            return 0.25
+
+    t = DendriteTracker()
+    d = t.step(FakeScalar())  # type: ignore[arg-type]
+    assert d.new_best and t.best_score == 0.25 and type(t.best_score) is float
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("patience", 0),
+        ("patience", 1.5),
+        ("min_evals_per_phase", 0),
+        ("improvement_threshold", -0.1),
+        ("improvement_threshold", math.nan),
+        ("improvement_threshold_abs", -1e-9),
+        ("max_dendrites", -1),
+        ("max_tries", -1),
+        ("candidate_patience", 0),
+        ("mode", "other"),
+        ("greater_is_better", "yes"),
+    ],
+)
+def test_bad_constructor_args_raise(name: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=name):
+        DendriteTracker(**{name: value})
+
+
+def test_decision_is_frozen_and_validated() -> None:
+    d = Decision("continue")
+    with pytest.raises(FrozenInstanceError):
+        d.action = "grow"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="action"):
+        Decision("explode")
+
+
+# ---------------------------------------------------------------------------- from_config
+
+
+def test_from_config_reads_attributes() -> None:
+    cfg = SimpleNamespace(
+        mode="gd", patience=4, min_evals_per_phase=3, improvement_threshold=0.01,
+        improvement_threshold_abs=0.0, max_dendrites=5, max_tries=2, candidate_patience=6,
+        unrelated="ignored",
+    )
+    t = DendriteTracker.from_config(cfg, greater_is_better=False)
+    assert (t.mode, t.patience, t.min_evals_per_phase, t.max_dendrites, t.max_tries) == ("gd", 4, 3, 5, 2)
+    assert (t.improvement_threshold, t.improvement_threshold_abs, t.candidate_patience) == (0.01, 0.0, 6)
+    assert t.greater_is_better is False
+
+
+def test_from_config_mapping_and_defaults_and_validation() -> None:
+    t = DendriteTracker.from_config({"patience": 7}, greater_is_better=True)
+    assert t.patience == 7 and t.max_dendrites == 3  # missing names use defaults
+    with pytest.raises(ValueError, match="max_tries"):
+        DendriteTracker.from_config(SimpleNamespace(max_tries=-2), greater_is_better=True)
+
+
+# ---------------------------------------------------------------------------- state_dict
+
+ROUND_TRIP_SCRIPTS = {
+    "pb": (
+        {**FAST, "max_tries": 1, "max_dendrites": 3},
+        n(0.5, 0.5) + c(0.1, 0.2, 0.2, 0.2) + n(0.6, 0.6) + c(0.3, 0.3, 0.3) + n(0.6)
+        + [("f", 0.1)] + n(0.7, 0.7) + c(0.1, 0.1, 0.1) + n(0.71, 0.71),
+    ),
+    "gd_min": (
+        {"greater_is_better": False, "mode": "gd", "patience": 2, "min_evals_per_phase": 1, "max_tries": 1},
+        n(1.0, 1.0, 1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95),
+    ),
+}
+
+
+@pytest.mark.parametrize("script", sorted(ROUND_TRIP_SCRIPTS))
+def test_state_dict_round_trip_continues_identically(script: str) -> None:
+    kwargs, events = ROUND_TRIP_SCRIPTS[script]
+    reference = DendriteTracker(**kwargs)
+    expected = [code(d) for d in run(reference, events)]
+    expected_full = run(DendriteTracker(**kwargs), events)
+    assert reference.is_complete  # the scripts exercise the whole lifecycle
+    phases_split = set()
+    for split in range(len(events) + 1):
+        first = DendriteTracker(**kwargs)
+        decisions = run(first, events[:split])
+        phases_split.add(first.phase)
+        blob = json.dumps(first.state_dict())  # must be JSON-serialisable
+        resumed = DendriteTracker()  # different (default) config: the state's wins
+        resumed.load_state_dict(json.loads(blob))
+        decisions += run(resumed, events[split:])
+        assert decisions == expected_full, f"split at {split}"
+        assert [code(d) for d in decisions] == expected
+        assert resumed.state_dict() == reference.state_dict()
+    assert {"neuron", "complete"} <= phases_split
+    if kwargs.get("mode", "pb") == "pb":
+        assert "dendrite" in phases_split
+
+
+def test_state_dict_is_a_copy() -> None:
+    t = DendriteTracker()
+    t.step(0.5)
+    state = t.state_dict()
+    state["history"][0]["score"] = 123.0
+    assert t.history[0]["score"] == 0.5
+    other = DendriteTracker()
+    other.load_state_dict(state)
+    state["history"][0]["score"] = 7.0
+    assert other.history[0]["score"] == 123.0
+
+
+def test_load_state_dict_missing_key_raises_and_leaves_tracker_untouched() -> None:
+    t = DendriteTracker(**FAST)
+    run(t, n(0.5, 0.5))
+    state = t.state_dict()
+    del state["tries"]
+    fresh = DendriteTracker()
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match="tries"):
+        fresh.load_state_dict(state)
+    assert fresh.state_dict() == before
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda s: s.update(surprise=1), "surprise"),
+        (lambda s: s["config"].pop("patience"), "patience"),
+        (lambda s: s["config"].update(patience=0), "patience"),
+        (lambda s: s.update(phase="sleeping"), "phase"),
+        (lambda s: s.update(num_dendrites=-1), "num_dendrites"),
+        (lambda s: s.update(best_score=float("nan")), "best_score"),
+        (lambda s: s.update(format_version=99), "format_version"),
+        (lambda s: s["history"][0].pop("action"), "action"),
+    ],
+)
+def test_load_state_dict_rejects_bad_state(mutate: Any, match: str) -> None:
+    t = DendriteTracker()
+    t.step(0.5)
+    state = json.loads(json.dumps(t.state_dict()))
+    mutate(state)
+    with pytest.raises(ValueError, match=match):
+        DendriteTracker().load_state_dict(state)
+
+
+def test_load_state_dict_warns_on_config_change(caplog: pytest.LogCaptureFixture) -> None:
+    state = DendriteTracker(patience=9).state_dict()
+    t = DendriteTracker(patience=2)
+    with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
+        t.load_state_dict(state)
+    assert t.patience == 9
+    assert "patience" in caplog.text
+
+
+# ---------------------------------------------------------------------------- hygiene
+
+
+def test_module_does_not_import_torch_or_print() -> None:
+    source = Path(tracker_module.__file__).read_text()
+    tree = ast.parse(source)
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            assert node.func.id not in {"print", "input", "exit"}
+    assert "torch" not in imported and "sys" not in imported
