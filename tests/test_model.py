@@ -1,0 +1,208 @@
+"""add_dendrites / grow / candidates on whole BERT-family models, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import FAMILIES, tiny_model, token_batch
+
+import hf_dendrites as hd
+from hf_dendrites import DendriteConfig
+
+
+def logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def train_candidates(model, batch, labels, steps: int = 3) -> None:
+    model.train()
+    optimizer = torch.optim.Adam(hd.candidate_parameters(model), lr=1e-2)
+    for _ in range(steps):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+EXPECTED_TARGETS = {
+    "bert": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
+             "pooler.dense", "classifier"},
+    "roberta": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
+                "classifier.dense", "classifier.out_proj"},
+    "electra": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
+                "classifier.dense", "classifier.out_proj"},
+    "distilbert": {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "pre_classifier", "classifier"},
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_default_targets_and_bit_identical_outputs(family):
+    model = tiny_model(family)
+    batch = token_batch()
+    before = logits(model, batch)
+    returned = hd.add_dendrites(model, DendriteConfig())
+    assert returned is model
+    layers = hd.dendrite_layers(model)
+    assert len(layers) == 14  # 6 per encoder layer x 2, plus two head layers
+    assert all(any(name == t or name.endswith("." + t) for t in EXPECTED_TARGETS[family]) for name in layers)
+    assert all(layer.num_dendrites == 0 for layer in layers.values())
+    assert torch.equal(logits(model, batch), before)
+    assert model.dendrite_config.mode == "pb"
+    names = {name for name, _ in model.named_parameters()}
+    assert any(name.endswith("base_layer.weight") for name in names)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["pb", "gd"])
+def test_growth_never_changes_outputs(family, mode):
+    model = tiny_model(family)
+    batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
+    hd.add_dendrites(model, DendriteConfig(mode=mode, cascade=True))
+    before = logits(model, batch)
+    for expected in (1, 2):
+        if mode == "pb":
+            hd.start_candidates(model, num_candidates=2)
+            train_candidates(model, batch, labels)
+        assert hd.grow(model) == expected
+        assert torch.equal(logits(model, batch), before)
+
+
+def test_dendrite_phase_freezes_everything_but_candidates_and_grow_gives_it_back():
+    model = tiny_model()
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # a user's own choice
+    hd.add_dendrites(model, DendriteConfig())
+    batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
+    hd.start_candidates(model)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".candidate_" in name for name in trainable)
+    before = logits(model, batch)
+    train_candidates(model, batch, labels)
+    assert torch.equal(logits(model, batch), before), "candidate training changed predictions"
+    assert hd.mean_candidate_score(model) > 0
+    hd.grow(model)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "bert.embeddings.word_embeddings.weight" not in trainable
+    assert "classifier.base_layer.weight" in trainable
+    assert "classifier.dendrite_scale" in trainable
+    assert "classifier.dendrite_weight" not in trainable  # PB: input weights frozen after growth
+    assert not any(".candidate_" in name for name in dict(model.named_parameters()))
+
+
+def test_target_regex_and_exclusions():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig(target_modules=r".*\.(query|value)", exclude_modules=["layer.1.attention.self.value"]))
+    assert sorted(hd.dendrite_layers(model)) == [
+        "bert.encoder.layer.0.attention.self.query",
+        "bert.encoder.layer.0.attention.self.value",
+        "bert.encoder.layer.1.attention.self.query",
+    ]
+
+
+def test_remove_dendrites_restores_linear_layers():
+    model = tiny_model()
+    batch = token_batch()
+    before = logits(model, batch)
+    hd.add_dendrites(model, DendriteConfig(mode="gd"))
+    hd.grow(model)
+    hd.remove_dendrites(model)
+    assert not hd.dendrite_layers(model)
+    assert not hasattr(model, "dendrite_config")
+    assert torch.equal(logits(model, batch), before)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "hebbian"),
+        ("activation", "swish"),
+        ("num_candidates", -1),
+        ("num_candidates", 0),
+        ("max_dendrites", -2),
+        ("patience", 0),
+        ("max_tries", -1),
+        ("candidate_learning_rate", 0.0),
+        ("improvement_threshold", float("nan")),
+        ("target_modules", []),
+        ("grow_from", "middle"),
+    ],
+)
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        DendriteConfig(**{field: value})
+
+
+def test_config_json_round_trip_and_unknown_keys(tmp_path):
+    config = DendriteConfig(target_modules=["query"], mode="gd", cascade=True, num_candidates=8)
+    path = tmp_path / "dendrites.json"
+    config.to_json_file(path)
+    assert DendriteConfig.from_json_file(path) == config
+    assert DendriteConfig.from_dict(json.loads(config.to_json_string())) == config
+    with pytest.raises(ValueError, match="num_candidatez"):
+        DendriteConfig.from_dict({"num_candidatez": 3})
+
+
+def assert_untouched(model, state):
+    assert not hd.dendrite_layers(model)
+    assert not hasattr(model, "dendrite_config")
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+
+
+def test_targets_matching_nothing_list_the_linear_layers_and_leave_the_model_alone():
+    model = tiny_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"matched no nn.Linear.*bert.encoder.layer.0.attention.self.query"):
+        hd.add_dendrites(model, DendriteConfig(target_modules=["q_proj", "v_proj"]))
+    assert_untouched(model, state)
+
+
+def test_non_linear_target_is_an_error():
+    model = tiny_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'bert.embeddings.LayerNorm' is a LayerNorm, not an nn.Linear"):
+        hd.add_dendrites(model, DendriteConfig(target_modules=["query", "embeddings.LayerNorm"]))
+    assert_untouched(model, state)
+
+
+def test_bad_regex_is_an_error():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="does not compile"):
+        hd.add_dendrites(model, DendriteConfig(target_modules="(query"))
+    assert not hd.dendrite_layers(model)
+
+
+def test_add_dendrites_twice_raises():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    layers_before = list(hd.dendrite_layers(model))
+    with pytest.raises(ValueError, match="already"):
+        hd.add_dendrites(model, DendriteConfig(mode="gd"))
+    assert list(hd.dendrite_layers(model)) == layers_before and model.dendrite_config.mode == "pb"
+
+
+def test_grow_in_pb_mode_without_candidates_raises_before_touching_any_layer():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    with pytest.raises(RuntimeError, match="trained candidates"):
+        hd.grow(model)
+    hd.start_candidates(model, num_candidates=2)
+    with pytest.raises(RuntimeError, match="trained candidates"):
+        hd.grow(model)
+    assert hd.num_dendrites(model) == 0
+    assert all(layer.num_candidates == 2 for layer in hd.dendrite_layers(model).values())
+
+
+def test_start_candidates_twice_raises():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    hd.start_candidates(model)
+    with pytest.raises(RuntimeError, match="already"):
+        hd.start_candidates(model)
+    hd.stop_candidates(model)
+    assert all(p.requires_grad for p in model.parameters())

@@ -1,0 +1,129 @@
+"""save_pretrained / from_pretrained of augmented models, and broken folders."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tiny_models import FAMILIES, tiny_model, token_batch
+from transformers import AutoModelForSequenceClassification
+
+import hf_dendrites as hd
+from hf_dendrites import DendriteConfig
+
+
+def logits(model, batch):
+    model.eval()
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def grown_model(family: str = "bert", mode: str = "pb", cascade: bool = False, dendrites: int = 2):
+    """A model with `dendrites` trained-candidate (PB) or random (GD) dendrites and non-zero output weights."""
+    model = tiny_model(family)
+    hd.add_dendrites(model, DendriteConfig(mode=mode, cascade=cascade))
+    batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
+    for _ in range(dendrites):
+        if mode == "pb":
+            hd.start_candidates(model, num_candidates=2)
+            model.train()
+            model(**batch, labels=labels).loss.backward()
+        hd.grow(model)
+    with torch.no_grad():
+        for layer in hd.dendrite_layers(model).values():
+            layer.dendrite_scale.uniform_(-0.5, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_round_trip_gives_identical_logits(family, tmp_path):
+    model = grown_model(family, cascade=family == "bert")
+    batch = token_batch()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == "hf_dendrites"
+    assert config["dendrites"]["base_model_type"] == family
+    assert set(config["dendrites"]["layers"]) == set(hd.dendrite_layers(model))
+    assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    loaded = hd.from_pretrained(tmp_path)
+    assert type(loaded) is type(model)
+    assert hd.num_dendrites(loaded) == 2
+    assert loaded.dendrite_config == model.dendrite_config
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    # the loaded model saves again in the same format
+    loaded.save_pretrained(tmp_path / "again")
+    assert torch.equal(logits(hd.from_pretrained(tmp_path / "again"), batch), logits(model, batch))
+
+
+def test_gd_round_trip_and_trainable_flags(tmp_path):
+    model = grown_model(mode="gd", dendrites=1)
+    model.save_pretrained(tmp_path)
+    loaded = hd.from_pretrained(tmp_path)
+    assert torch.equal(logits(loaded, token_batch()), logits(model, token_batch()))
+    layer = hd.dendrite_layers(loaded)["classifier"]
+    assert layer.dendrite_weight.requires_grad  # GD dendrites keep training
+
+
+def test_checkpoint_inside_a_dendrite_phase_keeps_candidates_and_frozen_weights(tmp_path):
+    model = grown_model(dendrites=1)
+    hd.start_candidates(model, num_candidates=3)
+    model.save_pretrained(tmp_path)
+    loaded = hd.from_pretrained(tmp_path)
+    for name, layer in hd.dendrite_layers(loaded).items():
+        original = hd.dendrite_layers(model)[name]
+        assert layer.num_candidates == 3
+        assert torch.equal(layer.candidate_weight, original.candidate_weight)
+    trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
+    assert trainable and all(".candidate_" in name for name in trainable)
+    hd.stop_candidates(loaded)
+    assert all(p.requires_grad for name, p in loaded.named_parameters() if not name.endswith(("dendrite_weight", "dendrite_bias")))
+
+
+def test_plain_transformers_refuses_instead_of_dropping_dendrites(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="hf_dendrites"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_plain_transformers_folder_is_not_a_dendrite_model(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="does not describe a model with dendrites"):
+        hd.from_pretrained(tmp_path)
+
+
+def test_weights_that_do_not_match_the_recorded_structure(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dendrites"]["layers"]["classifier"]["dendrites"] = 3
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"shape mismatches.*classifier.dendrite_weight"):
+        hd.from_pretrained(tmp_path)
+
+
+def test_missing_tensor_is_named(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    del weights["classifier.dendrite_scale"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing tensors \['classifier.dendrite_scale'\]"):
+        hd.from_pretrained(tmp_path)
+
+
+def test_truncated_safetensors_file(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        hd.from_pretrained(tmp_path)
+    assert path.stat().st_size == len(data) // 2  # the file is left as it was
+
+
+def test_corrupted_config_json(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        hd.from_pretrained(tmp_path)
