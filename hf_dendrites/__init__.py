@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .callbacks import DendriteCallback
 from .config import DendriteConfig
 from .layer import DendriteLinear
 from .model import (
@@ -19,11 +20,17 @@ from .model import (
 )
 from .serialization import from_pretrained
 from .targets import DEFAULT_TARGET_MODULES
+from .tracker import Decision, DendriteTracker
+from .trainer import DendriteTrainer
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
+    "Decision",
+    "DendriteCallback",
     "DendriteConfig",
     "DendriteLinear",
+    "DendriteTracker",
+    "DendriteTrainer",
     "__version__",
     "add_dendrites",
     "candidate_parameters",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -195,3 +196,43 @@ def set_paused_parameters(model: nn.Module, names: list[str]) -> None:
 def _parent_and_attribute(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     parent_name, _, attribute = name.rpartition(".")
     return (model.get_submodule(parent_name) if parent_name else model), attribute
+
+
+# ---------------------------------------------------------------------- snapshots
+
+
+@dataclass
+class ModelSnapshot:
+    """A copy of a model's dendrite structure and weights, taken in a neuron phase.
+
+    Restoring it puts the exact architecture back (layers may have had more dendrites since),
+    which `load_state_dict(strict=False)` on a grown model would not do.
+    """
+
+    dendrites: dict[str, int]
+    state_dict: dict[str, torch.Tensor]
+
+
+def take_snapshot(model: nn.Module) -> ModelSnapshot:
+    """Copy the model's structure and weights to CPU memory."""
+    if paused_parameters(model) is not None:
+        raise RuntimeError("snapshots are taken in a neuron phase; candidates are being trained")
+    state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+    return ModelSnapshot({name: layer.num_dendrites for name, layer in dendrite_layers(model).items()}, state)
+
+
+def restore_snapshot(model: nn.Module, snapshot: ModelSnapshot) -> None:
+    """Put a snapshot back in place: same module objects, snapshot structure, snapshot weights.
+
+    Ends a dendrite phase if one is running. Parameters of dendrite layers are new objects
+    afterwards, so an optimizer must be rebuilt.
+    """
+    layers = dendrite_layers(model)
+    if set(layers) != set(snapshot.dendrites):
+        raise ValueError("the snapshot was taken from a model with different dendrite layers")
+    if paused_parameters(model) is not None:
+        stop_candidates(model)
+    for name, count in snapshot.dendrites.items():
+        if layers[name].num_dendrites != count:
+            layers[name].allocate(count)
+    model.load_state_dict(snapshot.state_dict, strict=True)

@@ -26,12 +26,21 @@ from typing import Any
 import torch
 import transformers
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .config import DendriteConfig
-from .model import add_dendrites, candidate_parameters, dendrite_layers, paused_parameters, set_paused_parameters
+from .model import (
+    ModelSnapshot,
+    add_dendrites,
+    candidate_parameters,
+    dendrite_layers,
+    paused_parameters,
+    set_paused_parameters,
+    stop_candidates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +144,26 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     if dtype is not None:
         model = model.to(dtype)
     add_dendrites(model, DendriteConfig.from_dict(record["config"]), layer_names=record["layers"])
+    apply_structure(model, record)
+    return model
+
+
+def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
+    """Give the dendrite layers of `model` the recorded dendrite and candidate counts (weights zeroed).
+
+    A record taken inside a dendrite phase also freezes everything but the candidates, as
+    `start_candidates` did when it was taken.
+    """
     layers = dendrite_layers(model)
+    if set(layers) != set(record["layers"]):
+        only_saved = sorted(set(record["layers"]) - set(layers))
+        only_model = sorted(set(layers) - set(record["layers"]))
+        raise ValueError(
+            f"recorded dendrite layers differ from the model's: only recorded {only_saved[:5]}, "
+            f"only in the model {only_model[:5]}"
+        )
+    if paused_parameters(model) is not None:
+        stop_candidates(model)
     for name, counts in record["layers"].items():
         layers[name].allocate(int(counts["dendrites"]), int(counts.get("candidates", 0)))
     paused = record.get("paused_parameters")
@@ -145,7 +173,6 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
         for parameter in candidate_parameters(model):
             parameter.requires_grad_(True)
         set_paused_parameters(model, paused)
-    return model
 
 
 def load_weights(model: nn.Module, weight_files: list[str]) -> None:
@@ -237,3 +264,34 @@ def from_pretrained(
     load_weights(model, weight_files)
     model.eval()
     return model
+
+
+def save_snapshot(model: nn.Module, snapshot: ModelSnapshot, folder: str | os.PathLike) -> None:
+    """Write a snapshot as a loadable model folder (the format `from_pretrained` reads)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = dendrite_structure(model)
+    record.pop("paused_parameters", None)
+    record["layers"] = {name: {"dendrites": count, "candidates": 0} for name, count in snapshot.dendrites.items()}
+    config = model.config
+    config_path = folder / CONFIG_NAME
+    config.to_json_file(config_path)
+    values = json.loads(config_path.read_text(encoding="utf-8"))
+    values["architectures"] = [type(model).__name__]
+    config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    mark_config_file(config_path, record)
+    tensors = {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()}
+    save_file(tensors, folder / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
+
+
+def load_snapshot(folder: str | os.PathLike) -> ModelSnapshot:
+    """Read a folder written by `save_snapshot` (or `save_pretrained` outside a dendrite phase)."""
+    folder = Path(folder)
+    _, record = read_dendrite_config_file(folder / CONFIG_NAME)
+    weights = folder / SAFE_WEIGHTS_NAME
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"cannot read snapshot weights {weights}: {error}") from error
+    dendrites = {name: int(counts["dendrites"]) for name, counts in record["layers"].items()}
+    return ModelSnapshot(dendrites, state)

@@ -1,0 +1,270 @@
+"""`DendriteCallback`: evaluation metrics in, restructuring of the model out.
+
+After every evaluation the callback hands the score to a `DendriteTracker` and carries out its
+decision on the trainer's model: snapshot the best model, restore it, start a dendrite phase,
+grow, or stop training. It logs the phase, dendrite count, candidate correlation and parameter
+count through `trainer.log` (so every `report_to` integration sees them), draws
+`dendrite_history.png` in `output_dir`, and writes its state into every checkpoint.
+
+It works with any `Trainer` (pass the trainer: the optimizer must be swapped on it, see
+`optimization.py`); `DendriteTrainer` adds it for you and also makes resuming from a checkpoint
+rebuild the saved structure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from .model import (
+    ModelSnapshot,
+    dendrite_layers,
+    grow,
+    mean_candidate_score,
+    num_dendrites,
+    reset_candidate_statistics,
+    restore_snapshot,
+    start_candidates,
+    take_snapshot,
+)
+from .optimization import in_dendrite_phase, rebuild_optimizer
+from .plotting import plot_history
+from .serialization import load_snapshot, save_snapshot
+from .tracker import Decision, DendriteTracker
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "dendrite_state.json"
+BEST_FOLDER = "dendrite_best"
+HISTORY_PLOT = "dendrite_history.png"
+
+
+def metric_key(args: TrainingArguments) -> str:
+    """The evaluation key of the score that drives growth (Trainer's own convention)."""
+    name = args.metric_for_best_model or "loss"
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+def greater_is_better(args: TrainingArguments) -> bool:
+    if args.greater_is_better is not None:
+        return bool(args.greater_is_better)
+    return not metric_key(args).endswith("loss")
+
+
+class DendriteCallback(TrainerCallback):
+    """Drives dendrite growth from `metric_for_best_model` (and `greater_is_better`).
+
+    Args:
+        trainer: the trainer whose model has dendrites (`add_dendrites` was called on it).
+        plot: draw `dendrite_history.png` in `output_dir` after every evaluation.
+    """
+
+    def __init__(self, trainer: Trainer, plot: bool = True) -> None:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if getattr(model, "dendrite_config", None) is None:
+            raise ValueError("DendriteCallback needs a model prepared with add_dendrites(model, config)")
+        self.trainer = trainer
+        self.plot = plot
+        self.config = model.dendrite_config
+        self.metric_key = metric_key(trainer.args)
+        self.tracker = DendriteTracker.from_config(self.config, greater_is_better=greater_is_better(trainer.args))
+        self.best: ModelSnapshot | None = None
+        self.phase_start_epoch = 0.0
+        self.phases_started = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainer.accelerator.unwrap_model(self.trainer.model)
+
+    def _score(self, metrics: dict[str, float]) -> float:
+        if self.metric_key not in metrics:
+            raise ValueError(
+                f"metric_for_best_model={self.trainer.args.metric_for_best_model!r} is not among the evaluation "
+                f"metrics {sorted(metrics)}; set it to one of them"
+            )
+        return float(metrics[self.metric_key])
+
+    def _synchronise_candidate_statistics(self) -> None:
+        """Sum the correlation statistics of all processes, so every rank picks the same candidates."""
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes == 1:
+            return
+        for layer in dendrite_layers(self.model).values():
+            if layer.candidate_stats is None:
+                continue
+            tensors = layer.candidate_stats.tensors()
+            layer.candidate_stats.load_tensors([accelerator.reduce(t.clone(), reduction="sum") for t in tensors])
+
+    def _candidate_generator(self) -> torch.Generator:
+        """Candidates of the k-th dendrite phase of a run start from the same weights on every rank."""
+        return torch.Generator().manual_seed(self.trainer.args.seed * 1000 + self.phases_started)
+
+    def _restore_best(self) -> None:
+        if self.best is not None:
+            restore_snapshot(self.model, self.best)
+
+    # ------------------------------------------------------------------ decisions
+
+    def _neuron_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
+        decision = self.tracker.step(score, step=state.global_step)
+        if decision.new_best:
+            self.best = take_snapshot(self.model)
+        if decision.restore_best:
+            self._restore_best()
+        if decision.action == "start_dendrite_phase":
+            if self.config.grow_from == "best" and not decision.restore_best:
+                self._restore_best()
+            start_candidates(self.model, generator=self._candidate_generator())
+            self.phases_started += 1
+            self.phase_start_epoch = float(state.epoch or 0.0)
+        elif decision.action == "grow":  # gd: no dendrite phase
+            if self.config.grow_from == "best" and not decision.restore_best:
+                self._restore_best()
+            grow(self.model, generator=self._candidate_generator())
+            self.phases_started += 1
+        return decision
+
+    def _dendrite_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
+        self._synchronise_candidate_statistics()
+        candidate_score = mean_candidate_score(self.model)
+        epochs = float(state.epoch or 0.0) - self.phase_start_epoch
+        capped = epochs >= self.config.max_candidate_epochs - 1e-9
+        decision = self.tracker.candidate_step(
+            candidate_score, task_score=score, step=state.global_step, force_grow=capped
+        )
+        if decision.action == "grow":
+            grow(self.model)
+        else:
+            reset_candidate_statistics(self.model)
+        return decision
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> TrainerControl:
+        if metrics is None or self.tracker.is_complete:
+            return control
+        score = self._score(metrics)
+        candidate_score = None
+        if self.tracker.phase == "dendrite":
+            decision = self._dendrite_phase_evaluation(score, state)
+            candidate_score = self.tracker.history[-1]["candidate_score"]
+        else:
+            decision = self._neuron_phase_evaluation(score, state)
+        if decision.action != "continue" or decision.restore_best:
+            rebuild_optimizer(self.trainer)
+        if decision.action == "complete":
+            control.should_training_stop = True
+        if decision.action != "continue" or decision.restore_best:
+            logger.info("dendrites: %s (%s)", decision.action, decision.reason)
+        self._log(decision, candidate_score)
+        self._plot(args)
+        return control
+
+    def _log(self, decision: Decision, candidate_score: float | None) -> None:
+        model = self.model
+        dendrite_parameters = sum(
+            p.numel() for layer in dendrite_layers(model).values() for n, p in layer.named_parameters()
+            if n.startswith("dendrite_")
+        )
+        logs: dict[str, float] = {
+            "dendrites/count": float(num_dendrites(model)),
+            "dendrites/dendrite_phase": float(in_dendrite_phase(model)),
+            "dendrites/parameters": float(sum(p.numel() for p in model.parameters()) - self._candidate_numel()),
+            "dendrites/dendrite_parameters": float(dendrite_parameters),
+            "dendrites/grew": float(decision.action == "grow"),
+            "dendrites/reverted": float(decision.restore_best),
+        }
+        if candidate_score is not None:
+            logs["dendrites/candidate_correlation"] = float(candidate_score)
+        if self.tracker.best_score is not None:
+            logs["dendrites/best_score"] = float(self.tracker.best_score)
+        self.trainer.log(logs)
+
+    def _candidate_numel(self) -> int:
+        return sum(
+            p.numel() for layer in dendrite_layers(self.model).values() for n, p in layer.named_parameters()
+            if n.startswith("candidate_")
+        )
+
+    def _plot(self, args: TrainingArguments) -> None:
+        if not self.plot or not self.trainer.is_world_process_zero():
+            return
+        os.makedirs(args.output_dir, exist_ok=True)
+        plot_history(self.tracker.history, Path(args.output_dir) / HISTORY_PLOT, self.metric_key)
+
+    # ------------------------------------------------------------------ end of training, checkpoints
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        """Training ends with the best model, whichever way it ended."""
+        if not self.tracker.is_complete:
+            decision = self.tracker.finish("training budget used up")
+            logger.info("dendrites: %s", decision.reason)
+        self._restore_best()
+        self._plot(args)
+        return control
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self.trainer.is_world_process_zero():
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                self.save_state(folder)
+        return control
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "tracker": self.tracker.state_dict(),
+            "phase_start_epoch": self.phase_start_epoch,
+            "phases_started": self.phases_started,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = {"tracker", "phase_start_epoch", "phases_started"} - set(state)
+        if missing:
+            raise ValueError(f"dendrite state is missing {sorted(missing)}")
+        self.tracker.load_state_dict(state["tracker"])
+        self.phase_start_epoch = float(state["phase_start_epoch"])
+        self.phases_started = int(state["phases_started"])
+
+    def save_state(self, folder: str | os.PathLike) -> None:
+        """Write the tracker state and the best snapshot into a checkpoint folder."""
+        folder = Path(folder)
+        (folder / STATE_FILE).write_text(json.dumps(self.state_dict(), indent=2) + "\n", encoding="utf-8")
+        if self.best is not None:
+            save_snapshot(self.model, self.best, folder / BEST_FOLDER)
+
+    def load_state(self, folder: str | os.PathLike) -> None:
+        """Read what `save_state` wrote (a checkpoint without it is an error: it cannot resume growth)."""
+        folder = Path(folder)
+        state_file = folder / STATE_FILE
+        if not state_file.is_file():
+            raise FileNotFoundError(
+                f"{state_file} not found: this checkpoint was not written by a dendrite trainer, so growth "
+                "cannot resume from it"
+            )
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{state_file} is not valid JSON: {error}") from error
+        self.load_state_dict(state)
+        best_folder = folder / BEST_FOLDER
+        self.best = load_snapshot(best_folder) if best_folder.is_dir() else None
+        if self.best is None and self.tracker.best_score is not None and not math.isnan(self.tracker.best_score):
+            raise FileNotFoundError(f"{best_folder} is missing: the checkpoint's best model cannot be restored")

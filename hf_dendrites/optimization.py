@@ -1,0 +1,67 @@
+"""Optimizers for the two phases, and swapping them inside a running `Trainer`.
+
+Neuron phase: the trainer's own optimizer and schedule over the trainable weights.
+Dendrite phase: Adam over the candidates only, at a constant `candidate_learning_rate`.
+
+Growth replaces parameters, so the optimizer must be rebuilt. A callback cannot do that through
+the optimizer it is handed (the training loop reads the trainer's attribute), so this works on
+the trainer: drop the old optimizer from accelerate, create and prepare the new one, recreate the
+schedule and advance it to the current step, and update the callback handler's references.
+(`optimizer.add_param_group` is not an option: it breaks torch's schedulers.)
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from .model import candidate_parameters, paused_parameters
+
+
+def in_dendrite_phase(model: nn.Module) -> bool:
+    return paused_parameters(model) is not None
+
+
+def candidate_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """Adam over the candidates: their objective is a correlation, with no weight decay."""
+    parameters = candidate_parameters(model)
+    if not parameters:
+        raise RuntimeError("no candidates to optimise: start a dendrite phase first")
+    return torch.optim.Adam(parameters, lr=model.dendrite_config.candidate_learning_rate)
+
+
+def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def rebuild_optimizer(trainer: Trainer) -> None:
+    """Give `trainer` a fresh optimizer and schedule for the model's current trainable parameters."""
+    accelerator = trainer.accelerator
+    old = trainer.optimizer
+    accelerator._optimizers = [optimizer for optimizer in accelerator._optimizers if optimizer is not old]
+    model = accelerator.unwrap_model(trainer.model)
+    model.zero_grad(set_to_none=True)
+    trainer.optimizer = None
+    trainer.lr_scheduler = None
+    if in_dendrite_phase(model):
+        trainer.optimizer = accelerator.prepare_optimizer(candidate_optimizer(model))
+        trainer.lr_scheduler = constant_schedule(trainer.optimizer)
+    else:
+        trainer.create_optimizer()
+        trainer.optimizer = accelerator.prepare_optimizer(trainer.optimizer)
+        trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=trainer.optimizer)
+        advance_schedule(trainer.lr_scheduler, trainer.state.global_step)
+    handler = trainer.callback_handler
+    handler.optimizer = trainer.optimizer
+    handler.lr_scheduler = trainer.lr_scheduler
+
+
+def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
+    """Step a fresh schedule to where training is, so the learning rate continues its curve."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "scheduler.step() before optimizer.step()"
+        for _ in range(steps):
+            scheduler.step()

@@ -1,0 +1,165 @@
+"""`DendriteTrainer`: a `Trainer` that grows dendrites whenever the evaluation metric stalls.
+
+Neuron phases train as usual. When `metric_for_best_model` stalls, a dendrite phase freezes the
+model and trains candidate dendrites on the correlation objective with their own optimizer (the
+metric stays flat), then the best candidates are grown and training goes on. When growth stops
+helping, training ends and `trainer.model` is the best model seen. The budget is the usual one:
+`num_train_epochs` / `max_steps` bound all phases together; the run may end sooner.
+
+Beyond the callback, this class makes checkpoints resumable across growth (the checkpoint's
+structure is rebuilt before its weights load, strictly), never lets `load_best_model_at_end`
+mix a pre-growth checkpoint into a grown model, and scales the loss correctly under gradient
+accumulation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+
+from .callbacks import DendriteCallback, metric_key
+from .config import DendriteConfig
+from .model import add_dendrites, dendrite_layers, has_dendrites
+from .optimization import candidate_optimizer, constant_schedule, in_dendrite_phase
+from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
+
+logger = logging.getLogger(__name__)
+
+# Fields that change what a saved dendrite computes; a checkpoint must agree on them to resume.
+STRUCTURAL_FIELDS = ("mode", "activation", "cascade")
+
+
+class DendriteTrainer(Trainer):
+    """`transformers.Trainer` with dendrite growth driven by the evaluation metric.
+
+    Args:
+        model: a transformers model; either give `dendrite_config` or a model already prepared
+            with `add_dendrites` (not both).
+        args: `TrainingArguments`; evaluation must be enabled, and `metric_for_best_model` /
+            `greater_is_better` choose the score (evaluation loss if unset).
+        dendrite_config: the `DendriteConfig` to add dendrites with.
+        plot_history: draw `dendrite_history.png` in `output_dir` as training goes.
+        **kwargs: everything `Trainer` accepts.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        args: TrainingArguments | None = None,
+        *,
+        dendrite_config: DendriteConfig | None = None,
+        plot_history: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if model is None:
+            raise ValueError("DendriteTrainer needs a model (model_init is not supported)")
+        if dendrite_config is not None and has_dendrites(model):
+            raise ValueError(
+                "dendrite_config was given but the model already has dendrites (add_dendrites was called): "
+                "pass one or the other"
+            )
+        if dendrite_config is None and not has_dendrites(model):
+            raise ValueError("give dendrite_config, or a model prepared with add_dendrites(model, config)")
+        if args is not None and args.eval_strategy == IntervalStrategy.NO:
+            raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")
+        if dendrite_config is not None:
+            add_dendrites(model, dendrite_config)
+        super().__init__(model=model, args=args, **kwargs)
+        if self.args.eval_strategy == IntervalStrategy.NO:
+            raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")
+        # BERT's forward takes **kwargs, so Trainer would assume the loss is already scaled for
+        # gradient accumulation; it is not.
+        self.model_accepts_loss_kwargs = False
+        self.dendrite_callback = DendriteCallback(self, plot=plot_history)
+        self.add_callback(self.dendrite_callback)
+
+    @property
+    def tracker(self):
+        return self.dendrite_callback.tracker
+
+    # ------------------------------------------------------------------ checks before training
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        self.check_metric_name()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def check_metric_name(self) -> None:
+        """Evaluate a few examples and make sure the growth metric is among the results.
+
+        A typo in `metric_for_best_model` would otherwise surface only at the first evaluation,
+        after a whole phase of training.
+        """
+        if self.eval_dataset is None:
+            raise ValueError("DendriteTrainer needs an eval_dataset: growth is driven by evaluation scores")
+        if isinstance(self.eval_dataset, dict):
+            raise ValueError("DendriteTrainer takes one eval_dataset, not a dict of them")
+        size = min(len(self.eval_dataset), 2 * self.args.per_device_eval_batch_size)
+        if hasattr(self.eval_dataset, "select"):
+            probe = self.eval_dataset.select(range(size))
+        else:
+            probe = torch.utils.data.Subset(self.eval_dataset, range(size))
+        output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
+        key = metric_key(self.args)
+        if key not in output.metrics:
+            names = sorted(name.removeprefix("eval_") for name in output.metrics)
+            raise ValueError(
+                f"metric_for_best_model={self.args.metric_for_best_model!r} is not computed; the evaluation "
+                f"gives {names} (add it to compute_metrics or pick one of these)"
+            )
+
+    # ------------------------------------------------------------------ optimizers of the two phases
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        unwrapped = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if self.optimizer is None and in_dendrite_phase(unwrapped):
+            self.optimizer = candidate_optimizer(unwrapped)
+            return self.optimizer
+        return super().create_optimizer(model)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        if self.lr_scheduler is None and in_dendrite_phase(self.accelerator.unwrap_model(self.model)):
+            self.lr_scheduler = constant_schedule(optimizer if optimizer is not None else self.optimizer)
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        """Rebuild the checkpoint's dendrite structure, then load its weights strictly."""
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        folder = Path(resume_from_checkpoint)
+        _, record = read_dendrite_config_file(folder / CONFIG_NAME)
+        self._check_compatible(folder, record, model)
+        weight_files = resolve_weight_files(str(folder))
+        apply_structure(model, record)
+        load_weights(model, weight_files)
+        self.dendrite_callback.load_state(folder)
+
+    @staticmethod
+    def _check_compatible(folder: os.PathLike, record: dict[str, Any], model: torch.nn.Module) -> None:
+        saved = DendriteConfig.from_dict(record["config"])
+        current = model.dendrite_config
+        different = [
+            f"{name}: checkpoint {getattr(saved, name)!r}, model {getattr(current, name)!r}"
+            for name in STRUCTURAL_FIELDS
+            if getattr(saved, name) != getattr(current, name)
+        ]
+        if set(record["layers"]) != set(dendrite_layers(model)):
+            different.append("the checkpoint has dendrites on other layers")
+        if different:
+            raise ValueError(f"cannot resume from {folder}: its dendrite structure differs ({'; '.join(different)})")
+
+    def _load_best_model(self) -> None:
+        """The best model is restored by the dendrite callback from its own snapshot.
+
+        Transformers would load the best checkpoint with `strict=False`, silently mixing a
+        checkpoint saved before growth into the grown model.
+        """
+        logger.info("dendrites: the best model is restored from the dendrite snapshot, not from a checkpoint")

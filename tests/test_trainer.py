@@ -1,0 +1,208 @@
+"""DendriteTrainer on a tiny random BERT and a small synthetic task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from tiny_models import tiny_model
+from transformers import Trainer, TrainingArguments
+
+import hf_dendrites as hd
+from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites.metrics import build_compute_metrics
+
+
+def synthetic(n: int, seed: int) -> datasets.Dataset:
+    """Label 1 when at least 3 of 12 tokens are small ids: learnable, but not at once."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 100, (n, 12), generator=generator)
+    labels = ((ids < 30).sum(1) >= 3).long()
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist(), "labels": labels.tolist()}
+    )
+
+
+TRAIN, VALIDATION = synthetic(128, 0), synthetic(64, 1)
+
+
+def training_args(output_dir: Path, **overrides) -> TrainingArguments:
+    values = dict(
+        output_dir=str(output_dir), max_steps=40, per_device_train_batch_size=16, learning_rate=1e-3,
+        eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
+        metric_for_best_model="accuracy", report_to=[], logging_steps=4, use_cpu=True, seed=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def dendrite_config(**overrides) -> DendriteConfig:
+    values = dict(patience=1, min_evals_per_phase=1, max_dendrites=3, candidate_learning_rate=1e-2,
+                  max_candidate_epochs=1.0)
+    values.update(overrides)
+    return DendriteConfig(**values)
+
+
+def make_trainer(output_dir: Path, config: DendriteConfig | None = None, args: dict | None = None, **kwargs):
+    return DendriteTrainer(
+        tiny_model(num_labels=2),
+        training_args(output_dir, **(args or {})),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+        dendrite_config=config or dendrite_config(),
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """One uninterrupted run with a checkpoint at every evaluation."""
+    output_dir = tmp_path_factory.mktemp("full")
+    trainer = make_trainer(output_dir)
+    trainer.train()
+    return trainer, output_dir
+
+
+def test_a_stall_leads_to_a_dendrite_phase_and_growth(full_run):
+    trainer, output_dir = full_run
+    actions = [record["action"] for record in trainer.tracker.history]
+    phases = [record["phase"] for record in trainer.tracker.history]
+    assert "start_dendrite_phase" in actions and "grow" in actions
+    assert "dendrite" in phases
+    grown = [r for r in trainer.tracker.history if r["action"] == "grow"]
+    assert all(r["candidate_score"] is not None and r["candidate_score"] > 0 for r in grown)
+    logged = [entry for entry in trainer.state.log_history if "dendrites/count" in entry]
+    assert logged and any(entry["dendrites/grew"] == 1.0 for entry in logged)
+    assert any("dendrites/candidate_correlation" in entry for entry in logged)
+    assert (output_dir / "dendrite_history.png").stat().st_size > 1000
+
+
+def test_training_ends_with_the_best_model(full_run):
+    trainer, _ = full_run
+    tracker = trainer.tracker
+    assert tracker.is_complete
+    assert hd.num_dendrites(trainer.model) == tracker.best_num_dendrites
+    assert trainer.evaluate()["eval_accuracy"] == pytest.approx(tracker.best_score, abs=1e-9)
+    assert not any(".candidate_" in name for name, _ in trainer.model.named_parameters())
+
+
+def test_a_growth_that_never_helps_is_reverted_and_training_completes(full_run):
+    trainer, _ = full_run
+    history = trainer.tracker.history
+    reverted = [r for r in history if r["restore_best"]]
+    assert reverted, "expected at least one revert on this task"
+    assert history[-1]["action"] == "complete"
+    assert "did not improve" in trainer.tracker.completed_reason or "max_dendrites" in trainer.tracker.completed_reason
+
+
+def test_the_metric_is_flat_through_a_dendrite_phase(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        # an absolute threshold no loss change can pass: the neuron phase stalls at once
+        dendrite_config(grow_from="last", max_candidate_epochs=2.0, candidate_patience=5, max_dendrites=1,
+                        improvement_threshold_abs=10.0),
+        args={"metric_for_best_model": "loss", "max_steps": 32, "save_strategy": "no"},
+    )
+    trainer.train()
+    history = trainer.tracker.history
+    start = next(i for i, r in enumerate(history) if r["action"] == "start_dendrite_phase")
+    phase = []
+    for record in history[start + 1:]:
+        if record["phase"] != "dendrite" or record["score"] is None:
+            break
+        phase.append(record)
+    assert len(phase) >= 3
+    assert all(r["score"] == history[start]["score"] for r in phase)  # eval loss, bit for bit
+
+
+@pytest.mark.parametrize("checkpoint_phase", ["neuron", "dendrite"])
+def test_resume_reaches_the_same_structure_and_weights(full_run, tmp_path, checkpoint_phase):
+    trainer, output_dir = full_run
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    chosen = None
+    for checkpoint in checkpoints:
+        state = json.loads((checkpoint / "dendrite_state.json").read_text())
+        if state["tracker"]["phase"] == checkpoint_phase and state["tracker"]["num_dendrites"] + state["phases_started"] > 0:
+            chosen = checkpoint
+            break
+    assert chosen is not None, f"no checkpoint in a {checkpoint_phase} phase after growth started"
+    resumed = make_trainer(tmp_path)
+    resumed.train(resume_from_checkpoint=str(chosen))
+    expected, actual = trainer.model.state_dict(), resumed.model.state_dict()
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[k], expected[k]) for k in expected)
+    assert [r["action"] for r in resumed.tracker.history] == [r["action"] for r in trainer.tracker.history]
+
+
+def test_gd_mode_grows_without_a_dendrite_phase(tmp_path):
+    trainer = make_trainer(tmp_path, dendrite_config(mode="gd", max_dendrites=2), args={"save_strategy": "no"})
+    trainer.train()
+    history = trainer.tracker.history
+    assert "grow" in [r["action"] for r in history]
+    assert all(r["phase"] != "dendrite" for r in history)
+    assert trainer.evaluate()["eval_accuracy"] == pytest.approx(trainer.tracker.best_score, abs=1e-9)
+
+
+def test_gradient_accumulation_keeps_the_loss_scale(tmp_path):
+    def one_step(batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
+        trainer = make_trainer(
+            tmp_path / f"ga{accumulation}",
+            args={"max_steps": 1, "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": accumulation,
+                  "save_strategy": "no", "learning_rate": 1e-2, "eval_steps": 100},
+        )
+        trainer.train()
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    plain, accumulated = one_step(16, 1), one_step(8, 2)
+    assert all(torch.allclose(plain[k], accumulated[k], atol=1e-5) for k in plain)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_metric_name_fails_before_training(tmp_path):
+    trainer = make_trainer(tmp_path, args={"metric_for_best_model": "acuracy"})
+    with pytest.raises(ValueError, match=r"acuracy.*\['accuracy', 'loss'"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert not list(tmp_path.glob("checkpoint-*"))
+
+
+def test_dendrite_config_given_twice(tmp_path):
+    model = hd.add_dendrites(tiny_model(num_labels=2), DendriteConfig())
+    with pytest.raises(ValueError, match="already has dendrites"):
+        DendriteTrainer(model, training_args(tmp_path), train_dataset=TRAIN, eval_dataset=VALIDATION,
+                        dendrite_config=DendriteConfig())
+
+
+def test_no_evaluation_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="eval_strategy"):
+        make_trainer(tmp_path, args={"eval_strategy": "no", "save_strategy": "no"})
+
+
+def test_resume_from_a_checkpoint_of_a_different_structure(full_run, tmp_path):
+    _, output_dir = full_run
+    checkpoint = sorted(output_dir.glob("checkpoint-*"))[0]
+    other = make_trainer(tmp_path, dendrite_config(cascade=True))
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"dendrite structure differs \(cascade"):
+        other.train(resume_from_checkpoint=str(checkpoint))
+    assert other.state.global_step == 0
+    after = other.model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_callback_works_with_a_plain_trainer(tmp_path):
+    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(max_dendrites=1))
+    trainer = Trainer(model, training_args(tmp_path, save_strategy="no"), train_dataset=TRAIN,
+                      eval_dataset=VALIDATION, compute_metrics=build_compute_metrics(["accuracy"]))
+    callback = hd.DendriteCallback(trainer)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert "grow" in [r["action"] for r in callback.tracker.history]
+    assert hd.num_dendrites(trainer.model) == callback.tracker.best_num_dendrites
