@@ -206,6 +206,16 @@ class DendriteCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         plot_history(self.tracker.history, Path(args.output_dir) / HISTORY_PLOT, self.metric_key)
 
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self.trainer.accelerator.num_processes > 1 and not hasattr(self.trainer, "_average_gradients_unknown_to_ddp"):
+            raise ValueError(
+                "several processes need DendriteTrainer (it averages the gradients of dendrites grown after the "
+                "model was wrapped); a plain Trainer with DendriteCallback runs in one process"
+            )
+        return control
+
     # ------------------------------------------------------------------ end of training, checkpoints
 
     def on_train_end(

@@ -68,9 +68,15 @@ class DendriteTrainer(Trainer):
             raise ValueError("give dendrite_config, or a model prepared with add_dendrites(model, config)")
         if args is not None and args.eval_strategy == IntervalStrategy.NO:
             raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")
+        if args is not None and args.ddp_find_unused_parameters is False:
+            raise ValueError(
+                "DendriteTrainer needs ddp_find_unused_parameters=True (or unset): dendrite phases freeze weights "
+                "the distributed wrapper was built with"
+            )
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
         super().__init__(model=model, args=args, **kwargs)
+        self.args.ddp_find_unused_parameters = True
         if self.args.eval_strategy == IntervalStrategy.NO:
             raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")
         # BERT's forward takes **kwargs, so Trainer would assume the loss is already scaled for
@@ -104,7 +110,17 @@ class DendriteTrainer(Trainer):
             probe = self.eval_dataset.select(range(size))
         else:
             probe = torch.utils.data.Subset(self.eval_dataset, range(size))
-        output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
+        # An evaluation before train() registers the model with accelerate, after which train()
+        # no longer wraps it for distributed training (ranks would silently diverge): undo that.
+        prepared_models, wrapped = list(self.accelerator._models), self.model_wrapped
+        was_prepared = "_is_accelerate_prepared" in self.model.__dict__
+        try:
+            output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
+        finally:
+            self.accelerator._models[:] = prepared_models
+            self.model_wrapped = wrapped
+            if not was_prepared:
+                self.model.__dict__.pop("_is_accelerate_prepared", None)
         key = metric_key(self.args)
         if key not in output.metrics:
             names = sorted(name.removeprefix("eval_") for name in output.metrics)
@@ -112,6 +128,30 @@ class DendriteTrainer(Trainer):
                 f"metric_for_best_model={self.args.metric_for_best_model!r} is not computed; the evaluation "
                 f"gives {names} (add it to compute_metrics or pick one of these)"
             )
+
+    # ------------------------------------------------------------------ several processes
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.num_processes > 1:
+            self._average_gradients_unknown_to_ddp(model)
+        return loss
+
+    def _average_gradients_unknown_to_ddp(self, wrapper: torch.nn.Module) -> None:
+        """Average across processes the gradients the distributed wrapper does not reduce.
+
+        DDP reduces the parameters that were trainable when it wrapped the model at the start of
+        `train()`. Dendrites and candidates created later are new parameters it never sees, so
+        their gradients are averaged here, after every backward pass (averaging partial sums
+        under gradient accumulation gives the same result), before clipping and the step.
+        """
+        if getattr(self, "_ddp_wrapper_id", None) != id(wrapper):
+            self._ddp_wrapper_id = id(wrapper)
+            self._ddp_known = {id(p) for p in wrapper.parameters() if p.requires_grad}
+        for parameter in self.accelerator.unwrap_model(wrapper).parameters():
+            if parameter.grad is not None and id(parameter) not in self._ddp_known:
+                torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                parameter.grad.div_(self.accelerator.num_processes)
 
     # ------------------------------------------------------------------ optimizers of the two phases
 
