@@ -17,12 +17,14 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .compression import parameter_report
 from .model import (
     ModelSnapshot,
     dendrite_layers,
@@ -78,6 +80,10 @@ class DendriteCallback(TrainerCallback):
         self.best: ModelSnapshot | None = None
         self.phase_start_epoch = 0.0
         self.phases_started = 0
+        # Training seconds and optimizer steps spent in each phase (evaluation excluded).
+        self.phase_seconds = {"neuron": 0.0, "dendrite": 0.0}
+        self.phase_steps = {"neuron": 0, "dendrite": 0}
+        self._step_started: tuple[str, float] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -175,16 +181,12 @@ class DendriteCallback(TrainerCallback):
         return control
 
     def _log(self, decision: Decision, candidate_score: float | None) -> None:
-        model = self.model
-        dendrite_parameters = sum(
-            p.numel() for layer in dendrite_layers(model).values() for n, p in layer.named_parameters()
-            if n.startswith("dendrite_")
-        )
+        report = parameter_report(self.model)
         logs: dict[str, float] = {
-            "dendrites/count": float(num_dendrites(model)),
-            "dendrites/dendrite_phase": float(in_dendrite_phase(model)),
-            "dendrites/parameters": float(sum(p.numel() for p in model.parameters()) - self._candidate_numel()),
-            "dendrites/dendrite_parameters": float(dendrite_parameters),
+            "dendrites/count": float(num_dendrites(self.model)),
+            "dendrites/dendrite_phase": float(in_dendrite_phase(self.model)),
+            "dendrites/parameters": float(report["total"]),
+            "dendrites/dendrite_parameters": float(report["dendrites"]),
             "dendrites/grew": float(decision.action == "grow"),
             "dendrites/reverted": float(decision.restore_best),
         }
@@ -193,12 +195,6 @@ class DendriteCallback(TrainerCallback):
         if self.tracker.best_score is not None:
             logs["dendrites/best_score"] = float(self.tracker.best_score)
         self.trainer.log(logs)
-
-    def _candidate_numel(self) -> int:
-        return sum(
-            p.numel() for layer in dendrite_layers(self.model).values() for n, p in layer.named_parameters()
-            if n.startswith("candidate_")
-        )
 
     def _plot(self, args: TrainingArguments) -> None:
         if not self.plot or not self.trainer.is_world_process_zero():
@@ -209,11 +205,29 @@ class DendriteCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self.trainer.accelerator.num_processes > 1 and not hasattr(self.trainer, "_average_gradients_unknown_to_ddp"):
+        if self.trainer.accelerator.num_processes > 1 and not hasattr(
+            self.trainer, "_average_gradients_unknown_to_ddp"
+        ):
             raise ValueError(
                 "several processes need DendriteTrainer (it averages the gradients of dendrites grown after the "
                 "model was wrapped); a plain Trainer with DendriteCallback runs in one process"
             )
+        return control
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        self._step_started = (self.tracker.phase, time.perf_counter())
+        return control
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> TrainerControl:
+        if self._step_started is not None and self._step_started[0] in self.phase_seconds:
+            phase, started = self._step_started
+            self.phase_seconds[phase] += time.perf_counter() - started
+            self.phase_steps[phase] += 1
+        self._step_started = None
         return control
 
     # ------------------------------------------------------------------ end of training, checkpoints
@@ -243,6 +257,8 @@ class DendriteCallback(TrainerCallback):
             "tracker": self.tracker.state_dict(),
             "phase_start_epoch": self.phase_start_epoch,
             "phases_started": self.phases_started,
+            "phase_seconds": dict(self.phase_seconds),
+            "phase_steps": dict(self.phase_steps),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -252,6 +268,8 @@ class DendriteCallback(TrainerCallback):
         self.tracker.load_state_dict(state["tracker"])
         self.phase_start_epoch = float(state["phase_start_epoch"])
         self.phases_started = int(state["phases_started"])
+        self.phase_seconds = {**self.phase_seconds, **state.get("phase_seconds", {})}
+        self.phase_steps = {**self.phase_steps, **state.get("phase_steps", {})}
 
     def save_state(self, folder: str | os.PathLike) -> None:
         """Write the tracker state and the best snapshot into a checkpoint folder."""

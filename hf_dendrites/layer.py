@@ -1,13 +1,10 @@
-"""`DendriteLinear`: an `nn.Linear` whose every output neuron can carry dendrites.
+"""`DendriteLinear`: an `nn.Linear` whose every output neuron can carry dendrites, and grow more.
 
-For a wrapped `Linear(in, out)` with `K` dendrites:
-
-    d_k = act(D_k x + c_k [+ sum_{j<k} u_kj * d_j])        D_k: [out, in], c_k, u_kj: [out]
-    y   = W x + b + sum_k a_k * d_k                           a_k: [out], starts at zero
-
-All dendrites of a layer are one parameter `dendrite_weight: [K, out, in]` and are evaluated in a
-single matmul. Candidates of a dendrite phase are likewise one `[C, out, in]` parameter. Growing
-replaces these parameters with larger ones, so an optimizer holding the old ones must be rebuilt.
+`StaticDendriteLinear` (in `dendrite_modeling.py`, self-contained so saved models can ship it)
+computes the installed dendrites. This subclass adds what training needs: the candidates of a
+dendrite phase (one `[C, out, in]` parameter, trained through the correlation objective without
+changing the layer's output) and growth. Growing replaces parameters with larger ones, so an
+optimizer holding the old ones must be rebuilt.
 
 This module knows nothing of trainers: it computes, grows, and reports candidate scores.
 """
@@ -21,20 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .correlation import CorrelationStats, capture_error
+from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
 
-_ACTIVATIONS = {
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": F.relu,
-    "gelu": F.gelu,
-}
-
-# Parameters of the installed dendrites, in state-dict order.
-DENDRITE_PARAMETERS = ("dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
 CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade")
 
 
-class DendriteLinear(nn.Module):
+class DendriteLinear(StaticDendriteLinear):
     """Wraps an `nn.Linear` (kept as `base_layer`) and adds per-neuron dendrites to its output.
 
     With no dendrites and no candidates the forward pass is exactly `base_layer(x)`.
@@ -52,58 +41,21 @@ class DendriteLinear(nn.Module):
         cascade: bool = False,
         init_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"DendriteLinear wraps nn.Linear, got {type(base_layer).__name__}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        if mode not in ("pb", "gd"):
-            raise ValueError(f"mode must be 'pb' or 'gd', got {mode!r}")
-        self.base_layer = base_layer
-        self.mode = mode
-        self.activation = activation
-        self.cascade = cascade
+        super().__init__(base_layer, mode=mode, activation=activation, cascade=cascade)
         self.init_scale = init_scale
-        for name in DENDRITE_PARAMETERS + CANDIDATE_PARAMETERS:
+        for name in CANDIDATE_PARAMETERS:
             self.register_parameter(name, None)
         self.candidate_stats: CorrelationStats | None = None
-
-    # ------------------------------------------------------------------ structure
-
-    @property
-    def in_features(self) -> int:
-        return self.base_layer.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.base_layer.out_features
-
-    @property
-    def num_dendrites(self) -> int:
-        return 0 if self.dendrite_weight is None else self.dendrite_weight.shape[0]
 
     @property
     def num_candidates(self) -> int:
         return 0 if self.candidate_weight is None else self.candidate_weight.shape[0]
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The base weight, for code that reads `layer.weight` of what used to be a Linear."""
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
 
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode}, activation={self.activation}, cascade={self.cascade}, "
             f"num_dendrites={self.num_dendrites}, num_candidates={self.num_candidates}"
         )
-
-    def _new_parameter(self, data: torch.Tensor, requires_grad: bool) -> nn.Parameter:
-        reference = self.base_layer.weight
-        return nn.Parameter(data.to(device=reference.device, dtype=reference.dtype), requires_grad=requires_grad)
 
     def _random_input_weights(self, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
         """Weights `[count, out, in]`, biases and cascade weights for new dendrites or candidates."""
@@ -116,20 +68,9 @@ class DendriteLinear(nn.Module):
 
     def allocate(self, num_dendrites: int, num_candidates: int = 0) -> None:
         """Create zero-filled parameters for a recorded structure, ready for `load_state_dict`."""
-        if num_dendrites < 0 or num_candidates < 0:
-            raise ValueError("dendrite and candidate counts must be >= 0")
-        out, inp = self.out_features, self.in_features
-        frozen = self.mode == "pb"
-        if num_dendrites:
-            self.dendrite_weight = self._new_parameter(torch.zeros(num_dendrites, out, inp), not frozen)
-            self.dendrite_bias = self._new_parameter(torch.zeros(num_dendrites, out), not frozen)
-            self.dendrite_scale = self._new_parameter(torch.zeros(num_dendrites, out), True)
-            if self.cascade:
-                cascade = torch.zeros(num_dendrites, num_dendrites, out)
-                self.dendrite_cascade = self._new_parameter(cascade, not frozen)
-        else:
-            for name in DENDRITE_PARAMETERS:
-                setattr(self, name, None)
+        if num_candidates < 0:
+            raise ValueError(f"candidate count must be >= 0, got {num_candidates}")
+        self.allocate_dendrites(num_dendrites)
         if num_candidates:
             self.start_candidates(num_candidates)
         else:
@@ -137,26 +78,9 @@ class DendriteLinear(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def dendrite_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Activations `[..., K, out]` of the installed dendrites."""
-        act = _ACTIVATIONS[self.activation]
-        k, out = self.num_dendrites, self.out_features
-        pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
-        pre = pre.unflatten(-1, (k, out))
-        if not self.cascade or k == 1:
-            return act(pre)
-        outputs: list[torch.Tensor] = []
-        for index in range(k):  # each dendrite sees the ones before it: inherently sequential
-            z = pre[..., index, :]
-            if outputs:
-                earlier = torch.stack(outputs, dim=-2)
-                z = z + (earlier * self.dendrite_cascade[index, :index]).sum(dim=-2)
-            outputs.append(act(z))
-        return torch.stack(outputs, dim=-2)
-
     def candidate_outputs(self, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
         """Activations `[..., C, out]` of the candidates, from detached inputs."""
-        act = _ACTIVATIONS[self.activation]
+        act = ACTIVATIONS[self.activation]
         c, out = self.num_candidates, self.out_features
         pre = F.linear(x, self.candidate_weight.view(c * out, -1), self.candidate_bias.view(-1))
         pre = pre.unflatten(-1, (c, out))
@@ -169,11 +93,7 @@ class DendriteLinear(nn.Module):
         has_candidates = self.candidate_weight is not None and self.training and torch.is_grad_enabled()
         if self.dendrite_weight is None and not has_candidates:
             return output
-        dendrite_input = x.detach() if self.mode == "pb" else x
-        dendrites = None
-        if self.dendrite_weight is not None:
-            dendrites = self.dendrite_outputs(dendrite_input)
-            output = output + torch.einsum("...ko,ko->...o", dendrites, self.dendrite_scale)
+        output, dendrites = self.add_dendrites_to(output, x)
         if has_candidates:
             values = self.candidate_outputs(x.detach(), dendrites)
             output = capture_error(output, values, self.candidate_stats)

@@ -128,9 +128,7 @@ def build_compute_metrics(
         predicted = _class_predictions(predictions)
         references = np.asarray(_first(labels)).reshape(-1).astype(np.int64)
         if predicted.shape != references.shape:
-            raise ValueError(
-                f"{predicted.shape[0]} predictions but {references.shape[0]} labels"
-            )
+            raise ValueError(f"{predicted.shape[0]} predictions but {references.shape[0]} labels")
         results: dict[str, float] = {}
         for name, module in modules.items():
             value = module.compute(predictions=predicted, references=references)

@@ -206,9 +206,7 @@ def load_weights(model: nn.Module, weight_files: list[str]) -> None:
     if mismatched:
         problems.append(f"shape mismatches {mismatched[:10]}")
     if problems:
-        raise ValueError(
-            "saved weights do not match the recorded dendrite structure: " + "; ".join(problems)
-        )
+        raise ValueError("saved weights do not match the recorded dendrite structure: " + "; ".join(problems))
     by_file: dict[str, list[str]] = {}
     for key, (file, _) in found.items():
         by_file.setdefault(file, []).append(key)

@@ -9,6 +9,7 @@ any BERT-family model whose modules are named like BERT's, RoBERTa's or DistilBE
 from __future__ import annotations
 
 import re
+
 from torch import nn
 
 # Attention projections, feed-forward, pooler / pre-classifier and classifier of each family.
@@ -78,4 +79,3 @@ def resolve_target_modules(
             f"Linear layers in this model: {linear_module_names(model)}"
         )
     return selected
-

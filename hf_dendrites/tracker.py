@@ -453,8 +453,7 @@ class DendriteTracker:
             self._evals_without_improvement += 1
 
         stalled = (
-            self._evals_without_improvement >= self._patience
-            and self._evals_in_phase >= self._min_evals_per_phase
+            self._evals_without_improvement >= self._patience and self._evals_in_phase >= self._min_evals_per_phase
         )
         if not stalled:
             if new_best:

@@ -46,8 +46,12 @@ class DigestAfterEachEvaluation(TrainerCallback):
 def main(output_dir: str, mode: str) -> None:
     args = training_args(Path(output_dir), save_strategy="no", per_device_train_batch_size=8, max_steps=40)
     trainer = DendriteTrainer(
-        tiny_model(num_labels=2), args, train_dataset=TRAIN, eval_dataset=VALIDATION,
-        compute_metrics=build_compute_metrics(["accuracy"]), dendrite_config=dendrite_config(mode=mode),
+        tiny_model(num_labels=2),
+        args,
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+        dendrite_config=dendrite_config(mode=mode),
     )
     digests = DigestAfterEachEvaluation()
     trainer.add_callback(digests)

@@ -749,7 +749,9 @@ def _commit(hub: LocalHub, repo: Repo, revision: str, body: bytes, query: dict[s
         elif key == "deletedFolder":
             folders.append(value["path"])
         elif key == "lfsFile":
-            raise HubError(400, f"LocalHub stores no LFS objects (lfsFile {value.get('path')!r}); preupload says regular")
+            raise HubError(
+                400, f"LocalHub stores no LFS objects (lfsFile {value.get('path')!r}); preupload says regular"
+            )
         else:
             raise HubError(400, f"Unknown commit operation key: {key!r}")
     pr_url = None

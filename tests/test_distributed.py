@@ -22,11 +22,27 @@ def free_port() -> int:
 @pytest.mark.parametrize("mode", ["pb", "gd"])
 def test_two_processes_take_identical_decisions_and_end_with_identical_weights(tmp_path, mode):
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--num_cpu_threads_per_process", "1", "--main_process_ip", "127.0.0.1",
-        "--main_process_port", str(free_port()),
-        str(HERE / "distributed_run.py"), str(tmp_path), mode,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--num_cpu_threads_per_process",
+        "1",
+        "--main_process_ip",
+        "127.0.0.1",
+        "--main_process_port",
+        str(free_port()),
+        str(HERE / "distributed_run.py"),
+        str(tmp_path),
+        mode,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]

@@ -10,7 +10,9 @@ from hf_dendrites import DendriteLinear
 from hf_dendrites.correlation import CorrelationStats, batch_correlation, capture_error
 
 
-def make_layer(mode: str = "pb", cascade: bool = False, in_features: int = 6, out_features: int = 5, dtype=torch.float32):
+def make_layer(
+    mode: str = "pb", cascade: bool = False, in_features: int = 6, out_features: int = 5, dtype=torch.float32
+):
     torch.manual_seed(0)
     return DendriteLinear(nn.Linear(in_features, out_features, dtype=dtype), mode=mode, cascade=cascade)
 

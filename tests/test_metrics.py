@@ -89,9 +89,7 @@ def test_perfect_and_constant_predictions():
     compute = metrics.build_compute_metrics()
     perfect = compute(EvalPrediction(predictions=one_hot_logits(REFERENCES), label_ids=REFERENCES))
     assert perfect == {"accuracy": 1.0, "macro_f1": 1.0, "matthews_correlation": 1.0}
-    constant = compute(
-        EvalPrediction(predictions=one_hot_logits(np.zeros(8, dtype=int)), label_ids=REFERENCES)
-    )
+    constant = compute(EvalPrediction(predictions=one_hot_logits(np.zeros(8, dtype=int)), label_ids=REFERENCES))
     assert constant["accuracy"] == pytest.approx(3 / 8)
     assert constant["matthews_correlation"] == 0.0
     # Only class 0 gets any F1: 2*3 / (2*3 + 5 + 0) = 6/11, averaged over the 3 classes present.
@@ -99,9 +97,7 @@ def test_perfect_and_constant_predictions():
 
 
 def test_compute_metrics_function():
-    result = metrics.compute_metrics(
-        EvalPrediction(predictions=one_hot_logits(PREDICTIONS), label_ids=REFERENCES)
-    )
+    result = metrics.compute_metrics(EvalPrediction(predictions=one_hot_logits(PREDICTIONS), label_ids=REFERENCES))
     assert result["matthews_correlation"] == pytest.approx(MCC)
 
 

@@ -28,12 +28,36 @@ def train_candidates(model, batch, labels, steps: int = 3) -> None:
 
 
 EXPECTED_TARGETS = {
-    "bert": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
-             "pooler.dense", "classifier"},
-    "roberta": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
-                "classifier.dense", "classifier.out_proj"},
-    "electra": {"query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense",
-                "classifier.dense", "classifier.out_proj"},
+    "bert": {
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+        "pooler.dense",
+        "classifier",
+    },
+    "roberta": {
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+        "classifier.dense",
+        "classifier.out_proj",
+    },
+    "electra": {
+        "query",
+        "key",
+        "value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+        "classifier.dense",
+        "classifier.out_proj",
+    },
     "distilbert": {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "pre_classifier", "classifier"},
 }
 
@@ -93,7 +117,9 @@ def test_dendrite_phase_freezes_everything_but_candidates_and_grow_gives_it_back
 
 def test_target_regex_and_exclusions():
     model = tiny_model()
-    hd.add_dendrites(model, DendriteConfig(target_modules=r".*\.(query|value)", exclude_modules=["layer.1.attention.self.value"]))
+    hd.add_dendrites(
+        model, DendriteConfig(target_modules=r".*\.(query|value)", exclude_modules=["layer.1.attention.self.value"])
+    )
     assert sorted(hd.dendrite_layers(model)) == [
         "bert.encoder.layer.0.attention.self.query",
         "bert.encoder.layer.0.attention.self.value",

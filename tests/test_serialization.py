@@ -78,7 +78,11 @@ def test_checkpoint_inside_a_dendrite_phase_keeps_candidates_and_frozen_weights(
     trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
     assert trainable and all(".candidate_" in name for name in trainable)
     hd.stop_candidates(loaded)
-    assert all(p.requires_grad for name, p in loaded.named_parameters() if not name.endswith(("dendrite_weight", "dendrite_bias")))
+    assert all(
+        p.requires_grad
+        for name, p in loaded.named_parameters()
+        if not name.endswith(("dendrite_weight", "dendrite_bias"))
+    )
 
 
 def test_plain_transformers_refuses_instead_of_dropping_dendrites(tmp_path):

@@ -245,8 +245,7 @@ CASES = [
         "successful_growth_resets_tries",
         {**FAST, "max_tries": 1},
         # d1 fails once (retry), the retry helps -> tries reset, d2 may retry again
-        n(0.5, 0.5) + [("f", 0.1)] + n(0.5) + [("f", 0.1)] + n(0.7)
-        + n(0.7) + [("f", 0.1)] + n(0.7),
+        n(0.5, 0.5) + [("f", 0.1)] + n(0.5) + [("f", 0.1)] + n(0.7) + n(0.7) + [("f", 0.1)] + n(0.7),
         ["C*", "S", "G", "SR", "G", "C*", "S", "G", "SR"],
         {"num_dendrites": 1, "best_num_dendrites": 1, "tries": 1, "phase": "dendrite"},
         "retry 1 of 1",
@@ -353,8 +352,16 @@ def test_history_is_complete() -> None:
     assert [r["candidate_score"] for r in h] == [None, None, 0.1, 0.2, None]
     assert all(r["reason"] for r in h)
     assert set(h[0]) == {
-        "eval", "step", "phase", "score", "candidate_score", "num_dendrites",
-        "action", "new_best", "restore_best", "reason",
+        "eval",
+        "step",
+        "phase",
+        "score",
+        "candidate_score",
+        "num_dendrites",
+        "action",
+        "new_best",
+        "restore_best",
+        "reason",
     }
     h[0]["action"] = "tampered"
     assert t.history[0]["action"] == "continue"  # callers get copies
@@ -478,8 +485,14 @@ def test_decision_is_frozen_and_validated() -> None:
 
 def test_from_config_reads_attributes() -> None:
     cfg = SimpleNamespace(
-        mode="gd", patience=4, min_evals_per_phase=3, improvement_threshold=0.01,
-        improvement_threshold_abs=0.0, max_dendrites=5, max_tries=2, candidate_patience=6,
+        mode="gd",
+        patience=4,
+        min_evals_per_phase=3,
+        improvement_threshold=0.01,
+        improvement_threshold_abs=0.0,
+        max_dendrites=5,
+        max_tries=2,
+        candidate_patience=6,
         unrelated="ignored",
     )
     t = DendriteTracker.from_config(cfg, greater_is_better=False)
@@ -500,8 +513,15 @@ def test_from_config_mapping_and_defaults_and_validation() -> None:
 ROUND_TRIP_SCRIPTS = {
     "pb": (
         {**FAST, "max_tries": 1, "max_dendrites": 3},
-        n(0.5, 0.5) + c(0.1, 0.2, 0.2, 0.2) + n(0.6, 0.6) + c(0.3, 0.3, 0.3) + n(0.6)
-        + [("f", 0.1)] + n(0.7, 0.7) + c(0.1, 0.1, 0.1) + n(0.71, 0.71),
+        n(0.5, 0.5)
+        + c(0.1, 0.2, 0.2, 0.2)
+        + n(0.6, 0.6)
+        + c(0.3, 0.3, 0.3)
+        + n(0.6)
+        + [("f", 0.1)]
+        + n(0.7, 0.7)
+        + c(0.1, 0.1, 0.1)
+        + n(0.71, 0.71),
     ),
     "gd_min": (
         {"greater_is_better": False, "mode": "gd", "patience": 2, "min_evals_per_phase": 1, "max_tries": 1},

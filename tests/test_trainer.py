@@ -31,9 +31,19 @@ TRAIN, VALIDATION = synthetic(128, 0), synthetic(64, 1)
 
 def training_args(output_dir: Path, **overrides) -> TrainingArguments:
     values = dict(
-        output_dir=str(output_dir), max_steps=40, per_device_train_batch_size=16, learning_rate=1e-3,
-        eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
-        metric_for_best_model="accuracy", report_to=[], logging_steps=4, use_cpu=True, seed=0,
+        output_dir=str(output_dir),
+        max_steps=40,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="steps",
+        save_steps=4,
+        metric_for_best_model="accuracy",
+        report_to=[],
+        logging_steps=4,
+        use_cpu=True,
+        seed=0,
         disable_tqdm=True,
     )
     values.update(overrides)
@@ -41,8 +51,9 @@ def training_args(output_dir: Path, **overrides) -> TrainingArguments:
 
 
 def dendrite_config(**overrides) -> DendriteConfig:
-    values = dict(patience=1, min_evals_per_phase=1, max_dendrites=3, candidate_learning_rate=1e-2,
-                  max_candidate_epochs=1.0)
+    values = dict(
+        patience=1, min_evals_per_phase=1, max_dendrites=3, candidate_learning_rate=1e-2, max_candidate_epochs=1.0
+    )
     values.update(overrides)
     return DendriteConfig(**values)
 
@@ -104,15 +115,20 @@ def test_the_metric_is_flat_through_a_dendrite_phase(tmp_path):
     trainer = make_trainer(
         tmp_path,
         # an absolute threshold no loss change can pass: the neuron phase stalls at once
-        dendrite_config(grow_from="last", max_candidate_epochs=2.0, candidate_patience=5, max_dendrites=1,
-                        improvement_threshold_abs=10.0),
+        dendrite_config(
+            grow_from="last",
+            max_candidate_epochs=2.0,
+            candidate_patience=5,
+            max_dendrites=1,
+            improvement_threshold_abs=10.0,
+        ),
         args={"metric_for_best_model": "loss", "max_steps": 32, "save_strategy": "no"},
     )
     trainer.train()
     history = trainer.tracker.history
     start = next(i for i, r in enumerate(history) if r["action"] == "start_dendrite_phase")
     phase = []
-    for record in history[start + 1:]:
+    for record in history[start + 1 :]:
         if record["phase"] != "dendrite" or record["score"] is None:
             break
         phase.append(record)
@@ -127,7 +143,10 @@ def test_resume_reaches_the_same_structure_and_weights(full_run, tmp_path, check
     chosen = None
     for checkpoint in checkpoints:
         state = json.loads((checkpoint / "dendrite_state.json").read_text())
-        if state["tracker"]["phase"] == checkpoint_phase and state["tracker"]["num_dendrites"] + state["phases_started"] > 0:
+        if (
+            state["tracker"]["phase"] == checkpoint_phase
+            and state["tracker"]["num_dendrites"] + state["phases_started"] > 0
+        ):
             chosen = checkpoint
             break
     assert chosen is not None, f"no checkpoint in a {checkpoint_phase} phase after growth started"
@@ -152,8 +171,14 @@ def test_gradient_accumulation_keeps_the_loss_scale(tmp_path):
     def one_step(batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
         trainer = make_trainer(
             tmp_path / f"ga{accumulation}",
-            args={"max_steps": 1, "per_device_train_batch_size": batch_size, "gradient_accumulation_steps": accumulation,
-                  "save_strategy": "no", "learning_rate": 1e-2, "eval_steps": 100},
+            args={
+                "max_steps": 1,
+                "per_device_train_batch_size": batch_size,
+                "gradient_accumulation_steps": accumulation,
+                "save_strategy": "no",
+                "learning_rate": 1e-2,
+                "eval_steps": 100,
+            },
         )
         trainer.train()
         return {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -176,8 +201,13 @@ def test_unknown_metric_name_fails_before_training(tmp_path):
 def test_dendrite_config_given_twice(tmp_path):
     model = hd.add_dendrites(tiny_model(num_labels=2), DendriteConfig())
     with pytest.raises(ValueError, match="already has dendrites"):
-        DendriteTrainer(model, training_args(tmp_path), train_dataset=TRAIN, eval_dataset=VALIDATION,
-                        dendrite_config=DendriteConfig())
+        DendriteTrainer(
+            model,
+            training_args(tmp_path),
+            train_dataset=TRAIN,
+            eval_dataset=VALIDATION,
+            dendrite_config=DendriteConfig(),
+        )
 
 
 def test_no_evaluation_is_refused(tmp_path):
@@ -199,8 +229,13 @@ def test_resume_from_a_checkpoint_of_a_different_structure(full_run, tmp_path):
 
 def test_callback_works_with_a_plain_trainer(tmp_path):
     model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(max_dendrites=1))
-    trainer = Trainer(model, training_args(tmp_path, save_strategy="no"), train_dataset=TRAIN,
-                      eval_dataset=VALIDATION, compute_metrics=build_compute_metrics(["accuracy"]))
+    trainer = Trainer(
+        model,
+        training_args(tmp_path, save_strategy="no"),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+    )
     callback = hd.DendriteCallback(trainer)
     trainer.add_callback(callback)
     trainer.train()

@@ -23,22 +23,52 @@ def tiny_model(family: str = "bert", num_labels: int = 3, seed: int = 0) -> torc
     torch.manual_seed(seed)
     common = {"vocab_size": VOCAB, "num_labels": num_labels}
     if family == "bert":
-        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        config = BertConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            **common,
+        )
         model = BertForSequenceClassification(config)
     elif family == "roberta":
-        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                               hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                               max_position_embeddings=64, pad_token_id=1, **common)
+        config = RobertaConfig(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            max_position_embeddings=64,
+            pad_token_id=1,
+            **common,
+        )
         model = RobertaForSequenceClassification(config)
     elif family == "distilbert":
-        config = DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=37, dropout=0.0,
-                                  attention_dropout=0.0, seq_classif_dropout=0.0, **common)
+        config = DistilBertConfig(
+            dim=32,
+            n_layers=2,
+            n_heads=2,
+            hidden_dim=37,
+            dropout=0.0,
+            attention_dropout=0.0,
+            seq_classif_dropout=0.0,
+            **common,
+        )
         model = DistilBertForSequenceClassification(config)
     elif family == "electra":
-        config = ElectraConfig(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=37, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                               **common)
+        config = ElectraConfig(
+            embedding_size=16,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            **common,
+        )
         model = ElectraForSequenceClassification(config)
     else:
         raise ValueError(f"unknown family {family!r}")

@@ -49,12 +49,8 @@ class Accuracy(evaluate.Metric):
                     "references": datasets.Value("int32"),
                 }
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.accuracy_score.html"],
         )
 
     def _compute(self, predictions, references, sample_weight=None):
-        return {
-            "accuracy": float(accuracy_score(references, predictions, sample_weight=sample_weight))
-        }
+        return {"accuracy": float(accuracy_score(references, predictions, sample_weight=sample_weight))}

@@ -53,9 +53,7 @@ class MacroF1(evaluate.Metric):
                     "references": datasets.Value("int32"),
                 }
             ),
-            reference_urls=[
-                "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"
-            ],
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"],
         )
 
     def _compute(self, predictions, references, labels=None, sample_weight=None):

@@ -1,0 +1,151 @@
+"""Installed dendrites, self-contained: this file imports only torch.
+
+It is the part of the library a trained model needs to compute, so it is also copied next to
+the weights when a model is saved: with `trust_remote_code=True`, transformers loads a model with
+dendrites from that copy in an environment where hf_dendrites is not installed. Keep it free of
+imports from the rest of the package.
+
+For a wrapped `Linear(in, out)` with `K` dendrites:
+
+    d_k = act(D_k x + c_k [+ sum_{j<k} u_kj * d_j])        D_k: [out, in], c_k, u_kj: [out]
+    y   = W x + b + sum_k a_k * d_k                           a_k: [out]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "gelu": F.gelu,
+}
+
+# Parameters of the installed dendrites, in state-dict order.
+DENDRITE_PARAMETERS = ("dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
+
+
+class StaticDendriteLinear(nn.Module):
+    """An `nn.Linear` (kept as `base_layer`) plus its installed dendrites; computes, never grows.
+
+    All dendrites of the layer are one `[K, out, in]` parameter evaluated in a single matmul.
+    In "pb" mode dendrites read `x.detach()`: no error flows through them into earlier layers.
+    """
+
+    def __init__(
+        self, base_layer: nn.Linear, *, mode: str = "pb", activation: str = "sigmoid", cascade: bool = False
+    ) -> None:
+        super().__init__()
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(f"dendrite layers wrap nn.Linear, got {type(base_layer).__name__}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if mode not in ("pb", "gd"):
+            raise ValueError(f"mode must be 'pb' or 'gd', got {mode!r}")
+        self.base_layer = base_layer
+        self.mode = mode
+        self.activation = activation
+        self.cascade = cascade
+        for name in DENDRITE_PARAMETERS:
+            self.register_parameter(name, None)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def num_dendrites(self) -> int:
+        return 0 if self.dendrite_weight is None else self.dendrite_weight.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight, for code that reads `layer.weight` of what used to be a Linear."""
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def _new_parameter(self, data: torch.Tensor, requires_grad: bool) -> nn.Parameter:
+        reference = self.base_layer.weight
+        return nn.Parameter(data.to(device=reference.device, dtype=reference.dtype), requires_grad=requires_grad)
+
+    def allocate_dendrites(self, num_dendrites: int) -> None:
+        """Zero-filled parameters for `num_dendrites` dendrites, ready for `load_state_dict`."""
+        if num_dendrites < 0:
+            raise ValueError(f"dendrite count must be >= 0, got {num_dendrites}")
+        if not num_dendrites:
+            for name in DENDRITE_PARAMETERS:
+                setattr(self, name, None)
+            return
+        out, inp = self.out_features, self.in_features
+        trainable = self.mode == "gd"  # PB input weights stay frozen; output weights always train
+        self.dendrite_weight = self._new_parameter(torch.zeros(num_dendrites, out, inp), trainable)
+        self.dendrite_bias = self._new_parameter(torch.zeros(num_dendrites, out), trainable)
+        self.dendrite_scale = self._new_parameter(torch.zeros(num_dendrites, out), True)
+        self.dendrite_cascade = (
+            self._new_parameter(torch.zeros(num_dendrites, num_dendrites, out), trainable) if self.cascade else None
+        )
+
+    def dendrite_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Activations `[..., K, out]` of the installed dendrites."""
+        act = ACTIVATIONS[self.activation]
+        k, out = self.num_dendrites, self.out_features
+        pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
+        pre = pre.unflatten(-1, (k, out))
+        if not self.cascade or k == 1:
+            return act(pre)
+        outputs: list[torch.Tensor] = []
+        for index in range(k):  # each dendrite sees the ones before it: inherently sequential
+            z = pre[..., index, :]
+            if outputs:
+                earlier = torch.stack(outputs, dim=-2)
+                z = z + (earlier * self.dendrite_cascade[index, :index]).sum(dim=-2)
+            outputs.append(act(z))
+        return torch.stack(outputs, dim=-2)
+
+    def add_dendrites_to(self, output: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(output plus the dendrites' contribution, the dendrite activations or None)."""
+        if self.dendrite_weight is None:
+            return output, None
+        dendrites = self.dendrite_outputs(x.detach() if self.mode == "pb" else x)
+        # One fused multiply-add per dendrite: an einsum over K becomes a bmm batched over the
+        # neurons, which on CPU copies one slice per neuron (several times slower for K >= 2).
+        for index in range(dendrites.shape[-2]):
+            output = torch.addcmul(output, dendrites[..., index, :], self.dendrite_scale[index])
+        return output, dendrites
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.base_layer(x)
+        if self.dendrite_weight is None:
+            return output
+        return self.add_dendrites_to(output, x)[0]
+
+
+def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.Module:
+    """Wrap the Linear layers named in a saved `dendrites` record, with their recorded counts.
+
+    Used by the remote code of a saved model: the weights are loaded afterwards by transformers.
+    """
+    settings = record["config"]
+    modules = dict(model.named_modules())
+    for name, counts in record["layers"].items():
+        base = modules.get(name)
+        if not isinstance(base, nn.Linear):
+            raise ValueError(f"recorded dendrite layer {name!r} is not an nn.Linear of this model")
+        layer = StaticDendriteLinear(
+            base, mode=settings["mode"], activation=settings["activation"], cascade=settings["cascade"]
+        )
+        layer.allocate_dendrites(int(counts["dendrites"]))
+        parent_name, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attribute, layer)
+    return model

@@ -1,0 +1,268 @@
+#!/usr/bin/env python
+"""Fine-tune a BERT-family classifier with dendrites, from a YAML recipe and/or flags.
+
+    python scripts/train.py configs/movie_reviews.yaml
+    python scripts/train.py configs/movie_reviews.yaml --num_train_epochs 2 --dendrites none
+    python scripts/train.py --model_name_or_path minilm-l2 --task trec6 --output_dir runs/trec6
+
+Every key of the YAML file is a flag; flags given after the file override it. Flags are those of
+`ModelArguments`, `DataArguments`, `transformers.TrainingArguments` and `hf_dendrites.DendriteConfig`
+(plus `--dendrites pb|gd|none`). Writes `results.json`, the trained model and
+`dendrite_history.png` to `output_dir` and prints a short result table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import transformers
+import yaml
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+)
+
+import hf_dendrites
+from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites.compression import parameter_report
+from hf_dendrites.data import load_hub, load_local, load_task, num_labels
+from hf_dendrites.metrics import METRICS, build_compute_metrics
+from hf_dendrites.pretrained import resolve_model
+
+logger = logging.getLogger("train")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(
+        default="minilm-l2",
+        metadata={"help": "'minilm-l2' / 'minilm-l6' (shipped, offline), a local folder, or a Hub model id."},
+    )
+    max_seq_length: int = field(default=64, metadata={"help": "Tokens per example after truncation."})
+
+
+@dataclass
+class DataArguments:
+    task: str | None = field(
+        default="movie_reviews",
+        metadata={"help": "A built-in offline task (movie_reviews, trec6, sms_spam); ignored when files are given."},
+    )
+    data_file: str | None = field(default=None, metadata={"help": "One CSV/JSON(L) file, split 80/10/10 by hash."})
+    train_file: str | None = field(
+        default=None, metadata={"help": "A CSV/JSON(L) training file (with validation_file)."}
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "A CSV/JSON(L) validation file."})
+    test_file: str | None = field(default=None, metadata={"help": "A CSV/JSON(L) test file (optional)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset name (needs the network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The Hub dataset's configuration."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text, for your own data."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the label, for your own data."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+
+
+def _dendrite_arguments_class() -> type:
+    """`DendriteConfig` as flags: the same fields and help, with target lists as plain lists.
+
+    argparse cannot express "a list or a regex"; a single value that is not a plain module-name
+    suffix (letters, digits, '_' and '.') is taken as the regex.
+    """
+    fields = [
+        ("dendrites", str, field(default="pb", metadata={"help": "'pb', 'gd', or 'none' for the plain baseline."}))
+    ]
+    for item in dataclasses.fields(DendriteConfig):
+        kind = item.type if item.name not in ("target_modules", "exclude_modules") else list[str] | None
+        kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind) if isinstance(kind, str) else kind
+        fields.append((item.name, kind, field(default=item.default, metadata=dict(item.metadata))))
+    return dataclasses.make_dataclass("DendriteArguments", fields)
+
+
+DendriteArguments = _dendrite_arguments_class()
+
+
+def dendrite_config_from(arguments: Any) -> DendriteConfig | None:
+    values = {f.name: getattr(arguments, f.name) for f in dataclasses.fields(DendriteConfig)}
+    for name in ("target_modules", "exclude_modules"):
+        value = values[name]
+        if value is not None and len(value) == 1 and not re.fullmatch(r"[\w.]+", value[0]):
+            values[name] = value[0]
+    if arguments.dendrites == "none":
+        return None
+    if arguments.dendrites not in ("pb", "gd"):
+        raise ValueError(f"--dendrites must be 'pb', 'gd' or 'none', got {arguments.dendrites!r}")
+    values["mode"] = arguments.dendrites
+    return DendriteConfig(**values)
+
+
+def yaml_to_flags(path: str) -> list[str]:
+    """Turn a recipe into flags, so argparse checks its keys and values like command-line ones."""
+    try:
+        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path} must be a mapping of argument names to values")
+    flags: list[str] = []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            raise ValueError(f"{path}: {key} must be a plain value or a list, not a mapping")
+        values = value if isinstance(value, list) else [value]
+        flags.append(f"--{key}")
+        flags.extend(str(v) for v in values)
+    return flags
+
+
+def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
+    # allow_abbrev=False: a misspelt key must fail, not silently match a longer flag
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, DendriteArguments), allow_abbrev=False)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = yaml_to_flags(argv[0]) + argv[1:]
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def load_data(data_args: DataArguments) -> datasets.DatasetDict:
+    if data_args.train_file or data_args.data_file:
+        files = data_args.data_file or {
+            split: path
+            for split, path in (
+                ("train", data_args.train_file),
+                ("validation", data_args.validation_file),
+                ("test", data_args.test_file),
+            )
+            if path
+        }
+        data = load_local(files, text_column=data_args.text_column, label_column=data_args.label_column)
+    elif data_args.dataset_name:
+        data = load_hub(
+            data_args.dataset_name,
+            data_args.dataset_config_name,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+        )
+    else:
+        data = load_task(data_args.task)
+    limits = {
+        "train": data_args.max_train_samples,
+        "validation": data_args.max_eval_samples,
+        "test": data_args.max_test_samples,
+    }
+    for split, limit in limits.items():
+        if limit is not None and split in data:
+            data[split] = data[split].select(range(min(limit, len(data[split]))))
+    return data
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "hf_dendrites": hf_dendrites.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    model_args, data_args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    dendrite_config = dendrite_config_from(dendrite_args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    training_args.metric_for_best_model = training_args.metric_for_best_model or "accuracy"
+    if training_args.greater_is_better is None:
+        training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
+
+    raw = load_data(data_args)
+    model_path, overrides = resolve_model(model_args.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels(raw), **overrides)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["text"], truncation=True, max_length=model_args.max_seq_length)
+
+    encoded = raw.map(tokenize, batched=True, remove_columns=["id", "text"]).rename_column("label", "labels")
+    base_parameters = parameter_report(model)["total"]
+    common = dict(
+        model=model,
+        args=training_args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=build_compute_metrics(METRICS),
+    )
+    if dendrite_config is None:
+        training_args.load_best_model_at_end = True
+        trainer = Trainer(**common, callbacks=[EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience)])
+    else:
+        trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
+
+    start = time.time()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    seconds = time.time() - start
+    trainer.save_model()
+    validation = trainer.evaluate(metric_key_prefix="eval")
+    test = trainer.evaluate(encoded["test"], metric_key_prefix="test") if "test" in encoded else {}
+    report = parameter_report(trainer.model)
+    results = {
+        "validation": {k.removeprefix("eval_"): v for k, v in validation.items() if k.removeprefix("eval_") in METRICS},
+        "test": {k.removeprefix("test_"): v for k, v in test.items() if k.removeprefix("test_") in METRICS},
+        "parameters": {"base": base_parameters, "dendrites": report["dendrites"], "total": report["total"]},
+        "dendrites_per_layer": report["dendrites_per_layer"],
+        "epochs": trainer.state.epoch,
+        "seconds": seconds,
+        "config": {
+            "model": dataclasses.asdict(model_args),
+            "data": dataclasses.asdict(data_args),
+            "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
+            "training": training_args.to_dict(),
+        },
+        "versions": versions(),
+    }
+    if isinstance(trainer, DendriteTrainer):
+        results["dendrite_history"] = trainer.tracker.history
+        results["completed_reason"] = trainer.tracker.completed_reason
+    output = Path(training_args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print_table(results)
+    return results
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows = [("split", *METRICS)]
+    for split in ("validation", "test"):
+        if results[split]:
+            rows.append((split, *(f"{results[split][m]:.4f}" for m in METRICS)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows]
+    parameters = results["parameters"]
+    dendrites = max(results["dendrites_per_layer"].values(), default=0)
+    lines.append(
+        f"parameters: {parameters['total']:,} ({parameters['base']:,} base + {parameters['dendrites']:,} in dendrites; "
+        f"{dendrites} dendrite(s) per neuron on {len(results['dendrites_per_layer'])} layers)"
+    )
+    lines.append(f"epochs: {results['epochs']:.2f}   training time: {results['seconds']:.0f} s")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""scripts/train.py end to end on tiny slices of the offline datasets, and its input checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+import hf_dendrites as hd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+train = load_script()
+
+TINY = [
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "64",
+    "--max_test_samples",
+    "64",
+    "--max_seq_length",
+    "32",
+    "--num_train_epochs",
+    "2",
+    "--per_device_train_batch_size",
+    "16",
+    "--learning_rate",
+    "1e-4",
+    "--patience",
+    "1",
+    "--min_evals_per_phase",
+    "1",
+    "--max_dendrites",
+    "1",
+    "--max_candidate_epochs",
+    "1",
+    "--save_strategy",
+    "no",
+]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "task", "labels"),
+    [("movie_reviews.yaml", "movie_reviews", 2), ("trec6.yaml", "trec6", 6), ("sms_spam.yaml", "sms_spam", 2)],
+)
+def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, task, labels, capsys):
+    results = train.main([str(ROOT / "configs" / recipe), *TINY, "--output_dir", str(tmp_path)])
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["config"]["data"]["task"] == task
+    for key in ("validation", "test", "parameters", "dendrites_per_layer", "epochs", "seconds", "config", "versions"):
+        assert key in written, key
+    for split in ("validation", "test"):
+        assert set(written[split]) == {"accuracy", "macro_f1", "matthews_correlation"}
+        assert 0.0 <= written[split]["accuracy"] <= 1.0
+    parameters = written["parameters"]
+    assert parameters["total"] == parameters["base"] + parameters["dendrites"]
+    assert written["dendrites_per_layer"] and set(written["dendrites_per_layer"].values()) <= {0, 1}
+    assert written["epochs"] > 0 and written["seconds"] > 0
+    assert results["test"] == written["test"]
+    assert (tmp_path / "dendrite_history.png").exists()
+    model = hd.from_pretrained(tmp_path)
+    assert model.config.num_labels == labels and model.config.num_hidden_layers == 2
+    table = capsys.readouterr().out
+    assert "validation" in table and "parameters:" in table
+
+
+def test_baseline_has_no_dendrites(tmp_path):
+    results = train.main([str(ROOT / "configs" / "movie_reviews_baseline.yaml"), *TINY, "--output_dir", str(tmp_path)])
+    assert results["parameters"]["dendrites"] == 0 and results["config"]["dendrites"] is None
+    assert results["parameters"]["total"] == results["parameters"]["base"]
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: trec6\nnum_candidate: 3\n")
+    with pytest.raises(ValueError, match="num_candidate"):
+        train.parse_arguments([str(recipe)])
+
+
+def test_bad_yaml_value_is_named(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: trec6\nnum_candidates: many\n")
+    with pytest.raises(SystemExit):
+        train.parse_arguments([str(recipe)])
+    assert "--num_candidates" in capsys.readouterr().err
+
+
+def test_invalid_dendrite_value_is_named(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: trec6\nactivation: swish\n")
+    arguments = train.parse_arguments([str(recipe)])
+    with pytest.raises(ValueError, match="activation"):
+        train.dendrite_config_from(arguments[3])
+
+
+def test_flags_override_the_recipe_and_targets_take_a_regex():
+    arguments = train.parse_arguments(
+        [
+            str(ROOT / "configs" / "movie_reviews.yaml"),
+            "--num_train_epochs",
+            "1",
+            "--target_modules",
+            r".*\.(query|value)",
+        ]
+    )
+    model_args, data_args, training_args, dendrite_args = arguments
+    assert training_args.num_train_epochs == 1 and model_args.model_name_or_path == "minilm-l2"
+    assert train.dendrite_config_from(dendrite_args).target_modules == r".*\.(query|value)"
+    listed = train.parse_arguments(["--target_modules", "query", "value"])[3]
+    assert train.dendrite_config_from(listed).target_modules == ["query", "value"]
