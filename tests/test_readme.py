@@ -30,3 +30,11 @@ def test_readme_snippet_trains_grows_saves_and_loads(tmp_path, monkeypatch):
     assert (tmp_path / "out" / "dendrite_history.png").exists()
     assert hd.num_dendrites(model) == hd.num_dendrites(trainer.model)
     assert trainer.evaluate()["eval_accuracy"] == trainer.tracker.best_score
+
+
+def test_readme_tables_match_the_committed_results():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(README.parent / "scripts" / "update_readme.py"), "--check"])
+    assert result.returncode == 0, "README.md tables are stale: run python scripts/update_readme.py"

@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Regenerate the README's result tables from the committed JSON in benchmarks/results.
+
+    python scripts/update_readme.py          # rewrite README.md in place
+    python scripts/update_readme.py --check  # exit 1 if README.md is out of date
+
+Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers; nothing in a
+table is typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def layers_table(results: dict) -> str:
+    lines = [
+        f"Measured with `{results['command']}` on {results['machine'].get('cpu', 'a CPU')} "
+        f"({results['machine'].get('torch_threads', '?')} threads), torch {results['versions']['torch']}. "
+        "Ratios are to the same step without dendrites; the ideal is the FLOP ratio.",
+        "",
+        "| step | time ratio | ideal | measured / ideal | memory ratio | ideal | measured / ideal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    memory = results["memory"]
+    for mode in ("pb", "gd"):
+        memory_rows = {row["dendrites"]: row for row in memory.get(mode, [])}
+        for row in results["training_step"][mode]:
+            if row["dendrites"] == 0:
+                continue
+            m = memory_rows.get(row["dendrites"], {})
+            lines.append(
+                f"| {mode} neuron phase, {row['dendrites']} dendrite(s) | {row['ratio']:.2f} | {row['ideal_ratio']:.2f} "
+                f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
+                f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
+            )
+    candidate_memory = {row["candidates"]: row for row in memory.get("candidate_step", [])}
+    for row in results["candidate_step"]:
+        m = candidate_memory.get(row["candidates"], {})
+        lines.append(
+            f"| dendrite phase, {row['candidates']} candidate(s) | {row['ratio']:.2f} | {row['ideal_ratio']:.2f} "
+            f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
+            f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+TABLES = {"layers": ("layers.json", layers_table)}
+
+
+def render(readme: str) -> str:
+    for name, (file, build) in TABLES.items():
+        path = RESULTS / file
+        if not path.exists():
+            continue
+        table = build(json.loads(path.read_text(encoding="utf-8")))
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+        readme = pattern.sub(lambda match: match.group(1) + table + "\n" + match.group(2), readme)
+    return readme
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if README.md is out of date")
+    args = parser.parse_args()
+    readme_path = ROOT / "README.md"
+    current = readme_path.read_text(encoding="utf-8")
+    updated = render(current)
+    if args.check:
+        return int(updated != current)
+    readme_path.write_text(updated, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
