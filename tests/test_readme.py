@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import hf_dendrites as hd
 from test_trainer import TRAIN, VALIDATION
 from tiny_models import tiny_model
+
+import hf_dendrites as hd
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
