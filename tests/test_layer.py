@@ -140,6 +140,23 @@ def test_capture_error_is_identity_forward_and_gives_candidates_the_correlation_
     assert torch.allclose(values.grad, leaf.grad, atol=1e-6)
 
 
+def test_capture_error_ignores_rows_without_error_and_still_counts_statistics_exactly():
+    torch.manual_seed(1)
+    output = torch.randn(40, 4, requires_grad=True)
+    values = torch.randn(40, 3, 4, requires_grad=True)
+    stats = CorrelationStats(3, 4)
+    error = torch.randn(40, 4)
+    error[::3] = 0.0  # e.g. padding: the loss never sees these positions
+    capture_error(output, values, stats).backward(error)
+    rows = error.ne(0).any(dim=-1)
+    leaf = values.detach()[rows].requires_grad_(True)
+    (-batch_correlation(leaf, error[rows]).abs().sum()).backward()
+    assert torch.allclose(values.grad[rows], leaf.grad, atol=1e-6)
+    assert torch.equal(values.grad[~rows], torch.zeros_like(values.grad[~rows]))
+    assert float(stats.count) == int(rows.sum())
+    assert torch.allclose(stats.correlation().float(), batch_correlation(values.detach()[rows], error[rows]), atol=1e-5)
+
+
 def synthetic_regression(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets whose residual after the best linear fit is a non-linear function of the inputs.
 
