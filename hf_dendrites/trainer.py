@@ -23,8 +23,10 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .callbacks import DendriteCallback, metric_key
+from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
 from .config import DendriteConfig
+from .hub import RESULTS_FILE
+from .hub import push_to_hub as push_model
 from .model import add_dendrites, dendrite_layers, has_dendrites
 from .optimization import candidate_optimizer, constant_schedule, in_dendrite_phase
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
@@ -203,3 +205,42 @@ class DendriteTrainer(Trainer):
         checkpoint saved before growth into the grown model.
         """
         logger.info("dendrites: the best model is restored from the dendrite snapshot, not from a checkpoint")
+
+    # ------------------------------------------------------------------ publishing
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """No intermediate pushes: a checkpoint inside a dendrite phase holds candidates, not a
+        model anyone should download. The repo gets one complete push from `push_to_hub()`."""
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs: Any,
+    ):
+        """Push the trained model with its tokenizer, `results.json` and history plot (when in
+        `output_dir`) and a model card to `args.hub_model_id` (default: the output folder's name).
+
+        `kwargs` go to `hub.push_to_hub` (`base_model`, `reference`, `license`, `create_pr`).
+        The upload always completes before this returns (`blocking` is accepted for compatibility).
+        """
+        output_dir = Path(self.args.output_dir)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.hub_model_id or self.args.hub_model_id or output_dir.absolute().name
+        return push_model(
+            self.accelerator.unwrap_model(self.model),
+            repo_id,
+            tokenizer=self.processing_class,
+            results=output_dir / RESULTS_FILE,
+            history_plot=output_dir / HISTORY_PLOT,
+            commit_message=commit_message,
+            private=self.args.hub_private_repo if private is None else private,
+            token=token if token is not None else self.args.hub_token,
+            revision=revision if revision is not None else self.args.hub_revision,
+            **kwargs,
+        )

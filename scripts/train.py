@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     raw = load_data(data_args)
     model_path, overrides = resolve_model(model_args.model_name_or_path)
+    transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels(raw), **overrides)
 
@@ -218,7 +219,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     seconds = time.time() - start
-    trainer.save_model()
+    if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
+        trainer.save_model()
     validation = trainer.evaluate(metric_key_prefix="eval")
     test = trainer.evaluate(encoded["test"], metric_key_prefix="test") if "test" in encoded else {}
     report = parameter_report(trainer.model)
@@ -238,11 +240,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "versions": versions(),
     }
     if isinstance(trainer, DendriteTrainer):
+        callback = trainer.dendrite_callback
         results["dendrite_history"] = trainer.tracker.history
         results["completed_reason"] = trainer.tracker.completed_reason
+        # optimizer-step seconds per phase (data loading and evaluation excluded): the fair way to
+        # compare what a dendrite-phase step costs against a neuron-phase step
+        results["phase_seconds"] = dict(callback.phase_seconds)
+        results["phase_steps"] = dict(callback.phase_steps)
     output = Path(training_args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    if training_args.push_to_hub:
+        commit = trainer.push_to_hub()
+        logger.info("pushed to %s", getattr(commit, "commit_url", commit))
     print_table(results)
     return results
 

@@ -1,0 +1,270 @@
+"""Publishing: push a model with dendrites to the Hub with a model card; load it back.
+
+A pushed repo is the saved folder (`config.json` with the dendrite structure, safetensors weights,
+the self-contained remote code of `remote_code.py`), the tokenizer, `results.json` and the history
+plot when there are any, and a `README.md` rendered from `model_cards/model_card.md.j2` through
+`huggingface_hub.ModelCard`: YAML metadata (library, base model, datasets, metrics, `model-index`
+with the evaluation results, tags) and a description of the model, its training and its results.
+
+Loading is `hf_dendrites.from_pretrained(repo_id, revision=..., token=...)`, or transformers with
+`trust_remote_code=True` where hf_dendrites is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from torch import nn
+
+from .compression import parameter_report
+from .metrics import METRICS
+from .pretrained import hub_id_of
+from .serialization import from_pretrained, save_pretrained
+
+__all__ = ["from_pretrained", "model_card", "push_to_hub"]
+
+CARD_TEMPLATE = "model_card.md.j2"
+RESULTS_FILE = "results.json"
+HISTORY_PLOT = "dendrite_history.png"
+TAGS = ["dendrites", "perforated-backpropagation", "text-classification"]
+MODE_NAMES = {"pb": "perforated backpropagation", "gd": "gradient-descent dendrites"}
+# Hub ids of the datasets behind the built-in offline tasks, where the Hub has one.
+TASK_DATASETS = {"trec6": "CogComp/trec", "sms_spam": "ucirvine/sms_spam"}
+TASK_TITLES = {
+    "movie_reviews": "Movie-review sentences (Hutto & Gilbert 2014), binary sentiment",
+    "trec6": "TREC question classification, 6 coarse classes",
+    "sms_spam": "SMS spam collection (deduplicated)",
+}
+# Names the Hub's metric metadata uses for ours.
+METRIC_IDS = {"accuracy": "accuracy", "macro_f1": "f1", "matthews_correlation": "matthews_correlation"}
+# Weights that must never leave or enter a repo: anything but safetensors could run code on load.
+STALE_WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
+
+
+def _read_results(results: dict[str, Any] | str | os.PathLike | None) -> dict[str, Any] | None:
+    if results is None or isinstance(results, dict):
+        return results
+    path = Path(results)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def _format_count(count: int) -> str:
+    return f"{count:,}"
+
+
+def _phases(history: list[dict[str, Any]] | None, completed_reason: str | None) -> dict[str, Any] | None:
+    """Counts of what happened during training, from the tracker's history."""
+    if not history:
+        return None
+    return {
+        "evaluations": len(history),
+        "dendrite_phases": sum(1 for r in history if r.get("action") == "start_dendrite_phase"),
+        "growths": sum(1 for r in history if r.get("action") == "grow"),
+        "reverts": sum(1 for r in history if r.get("restore_best")),
+        "completed_reason": completed_reason,
+    }
+
+
+def _dataset(results: dict[str, Any] | None) -> tuple[str | None, str, str]:
+    """(Hub dataset id or None, dataset type for model-index, readable dataset name)."""
+    data = ((results or {}).get("config") or {}).get("data") or {}
+    if data.get("dataset_name"):
+        name = data["dataset_name"]
+        return name, name, name
+    task = data.get("task")
+    if task and not (data.get("train_file") or data.get("data_file")):
+        return TASK_DATASETS.get(task), TASK_DATASETS.get(task, task), TASK_TITLES.get(task, task)
+    return None, "custom", "custom data"
+
+
+def _eval_results(results: dict[str, Any] | None, dataset: tuple[str | None, str, str]) -> list[EvalResult]:
+    _, dataset_type, dataset_name = dataset
+    entries = []
+    for split in ("test", "validation"):
+        for metric, value in ((results or {}).get(split) or {}).items():
+            if metric not in METRIC_IDS or value is None:
+                continue
+            entries.append(
+                EvalResult(
+                    task_type="text-classification",
+                    task_name="Text Classification",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=METRIC_IDS[metric],
+                    metric_name=f"{metric} ({split})",
+                    metric_value=float(value),
+                )
+            )
+    return entries
+
+
+def model_card(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    results: dict[str, Any] | str | os.PathLike | None = None,
+    base_model: str | None = None,
+    reference: dict[str, Any] | None = None,
+    history_plot: str | None = None,
+    license: str | None = None,
+) -> ModelCard:
+    """The model card of an augmented model, from the package's Jinja2 template.
+
+    Args:
+        results: a `results.json` of `scripts/train.py` (dict or path), for the results table,
+            the `model-index` metadata, the recipe and the phase summary.
+        base_model: Hub id of the pretrained model it started from (read from `results` when
+            omitted; shipped models such as `minilm-l2` map to their Hub id).
+        reference: `{"name", "parameters"}` of the full model a compressed one is compared with.
+        history_plot: file name of the history plot in the repo, to embed.
+    """
+    if getattr(model, "dendrite_config", None) is None:
+        raise ValueError("model_card needs a model prepared with add_dendrites(model, config)")
+    results = _read_results(results)
+    report = parameter_report(model)
+    config = model.config
+    recipe = (results or {}).get("config") or {}
+    base_model = base_model or hub_id_of(((recipe.get("model") or {}).get("model_name_or_path")))
+    dataset = _dataset(results)
+    dendrite_config = model.dendrite_config.to_dict()
+    metric_names = [m for m in METRICS if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
+    card_data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base_model,
+        datasets=[dataset[0]] if dataset[0] else None,
+        library_name="hf_dendrites",
+        license=license,
+        metrics=[METRIC_IDS[m] for m in metric_names] or None,
+        pipeline_tag="text-classification",
+        tags=[*TAGS, f"dendrites-{dendrite_config['mode']}", config.model_type],
+        eval_results=_eval_results(results, dataset) or None,
+    )
+    compressed = reference is not None
+    template = resources.files("hf_dendrites").joinpath("model_cards", CARD_TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=base_model,
+        base_model_type=getattr(config, "model_type", "transformer"),
+        compressed=compressed,
+        mode_name=MODE_NAMES.get(dendrite_config["mode"], dendrite_config["mode"]),
+        layer_count=len(report["dendrites_per_layer"]),
+        max_dendrites=dendrite_config["max_dendrites"],
+        task=dataset[2] if results else None,
+        num_labels=getattr(config, "num_labels", None),
+        parameters={key: _format_count(report[key]) for key in ("base", "dendrites", "total")},
+        reference=None
+        if reference is None
+        else {
+            "name": reference["name"],
+            "parameters": _format_count(int(reference["parameters"])),
+            "share": f"{100 * report['total'] / int(reference['parameters']):.1f}%",
+        },
+        dendrites_per_layer=report["dendrites_per_layer"],
+        results={split: results[split] for split in ("validation", "test") if (results or {}).get(split)}
+        if results
+        else None,
+        metric_names=metric_names,
+        dendrite_config=dendrite_config,
+        phases=_phases((results or {}).get("dendrite_history"), (results or {}).get("completed_reason")),
+        recipe=_recipe_summary(recipe),
+        history_plot=history_plot,
+    )
+
+
+def _recipe_summary(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The training settings worth reading in a card (the full set stays in results.json)."""
+    if not recipe:
+        return None
+    training = recipe.get("training") or {}
+    keep = (
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "learning_rate",
+        "weight_decay",
+        "optim",
+        "lr_scheduler_type",
+        "seed",
+        "metric_for_best_model",
+    )
+    return {
+        "model": recipe.get("model"),
+        "data": {k: v for k, v in (recipe.get("data") or {}).items() if v is not None},
+        "training": {k: training[k] for k in keep if k in training},
+    }
+
+
+def push_to_hub(
+    model: nn.Module,
+    repo_id: str,
+    *,
+    tokenizer: Any = None,
+    results: dict[str, Any] | str | os.PathLike | None = None,
+    history_plot: str | os.PathLike | None = None,
+    base_model: str | None = None,
+    reference: dict[str, Any] | None = None,
+    commit_message: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    license: str | None = None,
+) -> CommitInfo:
+    """Upload an augmented model, its tokenizer, results, history plot and model card as one commit.
+
+    Creates the repo if needed. Pushing again replaces the files (stale weight shards of an
+    earlier push are deleted in the same commit). Returns the commit's `CommitInfo`.
+    """
+    if getattr(model, "dendrite_config", None) is None:
+        raise ValueError("push_to_hub needs a model prepared with add_dendrites(model, config)")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repo id ('name' or 'namespace/name')")
+    results_data = _read_results(results)
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision is not None and not create_pr:
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hf_dendrites_push_") as folder:
+        save_pretrained(model, folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        if results_data is not None:
+            Path(folder, RESULTS_FILE).write_text(json.dumps(results_data, indent=2, default=str) + "\n")
+        plot_name = None
+        if history_plot is not None and Path(history_plot).is_file():
+            plot_name = HISTORY_PLOT
+            shutil.copyfile(history_plot, Path(folder, plot_name))
+        card = model_card(
+            model,
+            repo_id,
+            results=results_data,
+            base_model=base_model,
+            reference=reference,
+            history_plot=plot_name,
+            license=license,
+        )
+        card.save(Path(folder, "README.md"))
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message or "Upload model with dendrites",
+            revision=revision,
+            create_pr=create_pr,
+            delete_patterns=STALE_WEIGHTS,
+        )

@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""Task benchmark: plain fine-tune vs GD dendrites vs PB dendrites vs the reference library.
+
+    python scripts/benchmark.py                       # every task, method and seed not yet run
+    python scripts/benchmark.py --tasks trec6 --methods baseline pb --seeds 0
+    python scripts/benchmark.py --aggregate-only      # rebuild <task>.json and plots from runs/
+    python scripts/benchmark.py --commit              # git-commit each result as it lands
+
+Each (task, method, seed) runs in its own process from the task's recipe in `configs/` (the
+same model, data, split, optimizer, batch size and epoch budget for every method; only
+`--dendrites` changes) and leaves one file, `benchmarks/results/runs/<task>/<method>/seed<k>.json`.
+A run whose file exists is skipped, so an interrupted benchmark resumes where it stopped. After
+every run the per-task summary `benchmarks/results/<task>.json` and `<task>.png` are rebuilt
+from whatever files exist; `scripts/update_readme.py` turns them into the README table.
+
+`perforatedai` (the reference library) runs in its own virtual environment
+(`--perforatedai-python`, default `.venv-perforatedai/bin/python`), made with
+`scripts/setup_perforatedai.sh`, through `scripts/benchmark_perforatedai.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = RESULTS / "runs"
+TASKS = {"movie_reviews": "configs/movie_reviews.yaml", "trec6": "configs/trec6.yaml"}
+METHODS = ("baseline", "gd", "pb", "perforatedai")
+SEEDS = (0, 1, 2)
+
+
+def run_file(task: str, method: str, seed: int) -> Path:
+    return RUNS / task / method / f"seed{seed}.json"
+
+
+def run_command(task: str, method: str, seed: int, output_dir: Path, perforatedai_python: str) -> list[str]:
+    common = [TASKS[task], "--seed", str(seed), "--output_dir", str(output_dir), "--save_total_limit", "1"]
+    if method == "perforatedai":
+        # like our methods, it is scored on its best model, also when the budget ends mid-cycle
+        return [perforatedai_python, "scripts/benchmark_perforatedai.py", *common, "--final_model", "best"]
+    dendrites = {"baseline": "none", "gd": "gd", "pb": "pb"}[method]
+    return [sys.executable, "scripts/train.py", *common, "--dendrites", dendrites]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch: Path) -> dict[str, Any]:
+    """Run one (task, method, seed) in a subprocess and keep its results.json, plus how it ran."""
+    output_dir = scratch / task / method / f"seed{seed}"
+    shutil.rmtree(output_dir, ignore_errors=True)
+    command = run_command(task, method, seed, output_dir, perforatedai_python)
+    log_path = output_dir.parent / f"seed{seed}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    started = time.time()
+    with log_path.open("w") as log:
+        completed = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if completed.returncode != 0:
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"{' '.join(command)} failed with exit code {completed.returncode}:\n{tail}")
+    results = json.loads((output_dir / "results.json").read_text())
+    results["benchmark"] = {
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "command": " ".join(command),
+        "wall_seconds": time.time() - started,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "machine": machine(),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints: hundreds of MB per run
+    return results
+
+
+# ---------------------------------------------------------------------- aggregation
+
+
+def dendrite_count(results: dict[str, Any]) -> int:
+    """Dendrites added per neuron (the deepest layer's count), whichever library produced it."""
+    if "num_dendrites" in results:
+        return int(results["num_dendrites"])
+    return max(results.get("dendrites_per_layer", {}).values(), default=0)
+
+
+def run_summary(results: dict[str, Any]) -> dict[str, Any]:
+    epochs = float(results["epochs"])
+    summary = {
+        "seed": results["benchmark"]["seed"],
+        "test_accuracy": results["test"]["accuracy"],
+        "test_macro_f1": results["test"]["macro_f1"],
+        "validation_accuracy": results["validation"]["accuracy"],
+        "parameters": results["parameters"]["total"],
+        "dendrites": dendrite_count(results),
+        "epochs": epochs,
+        "seconds_total": results["seconds"],
+        "seconds_per_epoch": results["seconds"] / epochs if epochs else None,
+        "load_average": [results["benchmark"]["load_average_before"], results["benchmark"]["load_average_after"]],
+    }
+    steps, seconds = results.get("phase_steps"), results.get("phase_seconds")
+    if steps and seconds and steps.get("neuron") and steps.get("dendrite"):
+        per_step = {phase: seconds[phase] / steps[phase] for phase in ("neuron", "dendrite")}
+        summary["dendrite_step_over_neuron_step"] = per_step["dendrite"] / per_step["neuron"]
+    epoch_log = results.get("epoch_log")
+    if epoch_log:
+        by_phase: dict[str, list[float]] = {}
+        for entry in epoch_log:
+            by_phase.setdefault(entry["phase"], []).append(entry["seconds"])
+        if by_phase.get("neuron") and by_phase.get("dendrite"):
+            summary["dendrite_step_over_neuron_step"] = statistics.mean(by_phase["dendrite"]) / statistics.mean(
+                by_phase["neuron"]
+            )
+    return summary
+
+
+def mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    accuracies = [run["test_accuracy"] for run in runs]
+    return {
+        "seeds": len(runs),
+        "test_accuracy_mean": statistics.mean(accuracies),
+        "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+        "test_macro_f1_mean": mean([run["test_macro_f1"] for run in runs]),
+        "parameters": round(mean([run["parameters"] for run in runs])),
+        "dendrites": mean([run["dendrites"] for run in runs]),
+        "epochs": mean([run["epochs"] for run in runs]),
+        "seconds_per_epoch": mean([run["seconds_per_epoch"] for run in runs]),
+        "seconds_total": mean([run["seconds_total"] for run in runs]),
+        "dendrite_step_over_neuron_step": mean([run.get("dendrite_step_over_neuron_step") for run in runs]),
+        "runs": runs,
+    }
+
+
+def add_ratios(methods: dict[str, dict[str, Any]]) -> None:
+    """Ratios to the plain fine-tune, and PB's speed against the reference library."""
+    baseline = methods.get("baseline")
+    for name, summary in methods.items():
+        if baseline is None or name == "baseline":
+            continue
+        baseline_error = 1.0 - baseline["test_accuracy_mean"]
+        summary["test_error_reduction_vs_baseline"] = (
+            1.0 - (1.0 - summary["test_accuracy_mean"]) / baseline_error if baseline_error > 0 else None
+        )
+        summary["seconds_per_epoch_vs_baseline"] = summary["seconds_per_epoch"] / baseline["seconds_per_epoch"]
+        summary["parameters_vs_baseline"] = summary["parameters"] / baseline["parameters"]
+    reference = methods.get("perforatedai")
+    if reference is not None:
+        for name in ("pb", "gd"):
+            if name in methods:
+                ratio = methods[name]["seconds_per_epoch"] / reference["seconds_per_epoch"]
+                methods[name]["seconds_per_epoch_vs_perforatedai"] = ratio
+
+
+def aggregate(task: str, command: str) -> dict[str, Any] | None:
+    methods: dict[str, dict[str, Any]] = {}
+    versions: dict[str, dict[str, str]] = {}
+    machines: list[dict[str, Any]] = []
+    for method in METHODS:
+        files = sorted((RUNS / task / method).glob("seed*.json"))
+        if not files:
+            continue
+        loaded = [json.loads(path.read_text()) for path in files]
+        methods[method] = method_summary([run_summary(results) for results in loaded])
+        versions[method] = loaded[-1]["versions"]
+        machines.extend(results["benchmark"]["machine"] for results in loaded)
+    if not methods:
+        return None
+    add_ratios(methods)
+    summary = {
+        "command": command,
+        "task": task,
+        "recipe": TASKS[task],
+        "machine": machines[-1] if machines else machine(),
+        "same_machine": all(m == machines[0] for m in machines),
+        "versions": versions,
+        "methods": methods,
+    }
+    (RESULTS / f"{task}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(task, summary)
+    return summary
+
+
+def plot(task: str, summary: dict[str, Any]) -> None:
+    """Test accuracy (mean and std over seeds) and seconds per epoch, one bar per method."""
+    names = list(summary["methods"])
+    methods = [summary["methods"][name] for name in names]
+    figure = Figure(figsize=(9, 4))
+    accuracy_axis, speed_axis = figure.subplots(1, 2)
+    colors = {"baseline": "tab:gray", "gd": "tab:blue", "pb": "tab:green", "perforatedai": "tab:purple"}
+    palette = [colors.get(name, "tab:olive") for name in names]
+    means = [100 * m["test_accuracy_mean"] for m in methods]
+    accuracy_axis.bar(names, means, yerr=[100 * m["test_accuracy_std"] for m in methods], color=palette, capsize=4)
+    low = min(means) - 5
+    accuracy_axis.set_ylim(max(0, low), min(100, max(means) + 3))
+    accuracy_axis.set_ylabel("test accuracy (%)")
+    accuracy_axis.set_title(f"{task}: test accuracy (mean ± std over seeds)")
+    for x, m in enumerate(methods):
+        accuracy_axis.annotate(f"n={m['seeds']}", (x, low + 0.5), ha="center", fontsize=8)
+    speed_axis.bar(names, [m["seconds_per_epoch"] for m in methods], color=palette)
+    speed_axis.set_ylabel("seconds per epoch")
+    speed_axis.set_title("training time per epoch")
+    figure.tight_layout()
+    figure.savefig(RESULTS / f"{task}.png", dpi=100)
+
+
+# ---------------------------------------------------------------------- main
+
+
+def git_commit(paths: list[Path], message: str, attempts: int = 5) -> None:
+    """Commit just these files; retried because someone else may hold the index lock for a moment."""
+    names = [str(path) for path in paths]
+    for attempt in range(attempts):
+        added = subprocess.run(["git", "add", *names], cwd=ROOT, check=False)
+        committed = added.returncode == 0 and (
+            subprocess.run(["git", "commit", "-q", "-m", message, "--", *names], cwd=ROOT, check=False).returncode == 0
+        )
+        if committed:
+            return
+        time.sleep(2 + 3 * attempt)
+    print(f"[benchmark] could not commit {names}; the files are written, commit them by hand", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--perforatedai-python", default=str(ROOT / ".venv-perforatedai" / "bin" / "python"))
+    parser.add_argument("--scratch", default=str(ROOT / "runs" / "benchmark"), help="where runs write checkpoints")
+    parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the summaries and plots")
+    parser.add_argument("--commit", action="store_true", help="git-commit each run's result as it lands")
+    args = parser.parse_args(argv)
+    command = "python scripts/benchmark.py"
+    if "perforatedai" in args.methods and not args.aggregate_only and not Path(args.perforatedai_python).exists():
+        parser.error(f"{args.perforatedai_python} not found: run `bash scripts/setup_perforatedai.sh` first")
+
+    # seed-major order, so every method has a first seed before any has a third
+    plan = [(task, method, seed) for seed in args.seeds for task in args.tasks for method in args.methods]
+    for task, method, seed in plan if not args.aggregate_only else []:
+        path = run_file(task, method, seed)
+        if path.exists():
+            continue
+        print(f"[benchmark] {task} / {method} / seed {seed} ...", flush=True)
+        results = run_one(task, method, seed, args.perforatedai_python, Path(args.scratch))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        aggregate(task, command)
+        print(
+            f"[benchmark] {task} / {method} / seed {seed}: test accuracy {results['test']['accuracy']:.4f} "
+            f"in {results['seconds']:.0f} s",
+            flush=True,
+        )
+        if args.commit:
+            summary = [RESULTS / f"{task}.json", RESULTS / f"{task}.png"]
+            git_commit([path, *summary], f"Benchmark result: {task} / {method} / seed {seed}")
+    for task in args.tasks:
+        aggregate(task, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
