@@ -174,4 +174,3 @@ def test_push_rejects_a_model_without_dendrites_and_a_bad_repo_id():
     model = hd.add_dendrites(tiny_model(), hd.DendriteConfig())
     with pytest.raises(ValueError, match="not a Hub repo id"):
         model.push_to_hub("not a/valid/repo")
-
