@@ -234,6 +234,12 @@ def plot(task: str, summary: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- main
 
 
+def refresh_readme() -> Path:
+    """Regenerate the README tables, so a committed result never leaves the README stale."""
+    subprocess.run([sys.executable, "scripts/update_readme.py"], cwd=ROOT, check=True)
+    return ROOT / "README.md"
+
+
 def git_commit(paths: list[Path], message: str, attempts: int = 5) -> None:
     """Commit just these files; retried because someone else may hold the index lock for a moment."""
     names = [str(path) for path in paths]
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.commit:
-            summary = [RESULTS / f"{task}.json", RESULTS / f"{task}.png"]
+            summary = [RESULTS / f"{task}.json", RESULTS / f"{task}.png", refresh_readme()]
             git_commit([path, *summary], f"Benchmark result: {task} / {method} / seed {seed}")
     for task in args.tasks:
         aggregate(task, command)

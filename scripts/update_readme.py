@@ -52,7 +52,38 @@ def layers_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"layers": ("layers.json", layers_table)}
+def _fmt(value: float | None, pattern: str) -> str:
+    return "–" if value is None else format(value, pattern)
+
+
+def benchmark_table(results: dict) -> str:
+    machine = results["machine"]
+    lines = [
+        f"`{results['command']}` ({results['recipe']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}, "
+        f"{machine.get('cores', '?')} cores; n = seeds finished. Error change: relative change of the test "
+        "error vs the plain fine-tune (negative is better).",
+        "",
+        "| method | n | test accuracy | macro-F1 | error change | parameters | dendrites | epochs "
+        "| s / epoch | vs baseline | dendrite / neuron step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in results["methods"].items():
+        reduction = m.get("test_error_reduction_vs_baseline")
+        lines.append(
+            f"| {name} | {m['seeds']} | {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
+            f"| {100 * m['test_macro_f1_mean']:.2f} | {_fmt(None if reduction is None else -100 * reduction, '+.1f')}% "
+            f"| {m['parameters'] / 1e6:.2f}M | {_fmt(m['dendrites'], '.1f')} | {_fmt(m['epochs'], '.1f')} "
+            f"| {_fmt(m['seconds_per_epoch'], '.1f')} | {_fmt(m.get('seconds_per_epoch_vs_baseline'), '.2f')} "
+            f"| {_fmt(m.get('dendrite_step_over_neuron_step'), '.2f')} |"
+        )
+    return "\n".join(lines).replace("–%", "–")
+
+
+TABLES = {
+    "layers": ("layers.json", layers_table),
+    "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
+    "benchmark_trec6": ("trec6.json", benchmark_table),
+}
 
 
 def render(readme: str) -> str:
