@@ -85,10 +85,14 @@ def test_checkpoint_inside_a_dendrite_phase_keeps_candidates_and_frozen_weights(
     )
 
 
-def test_plain_transformers_refuses_instead_of_dropping_dendrites(tmp_path):
+def test_plain_transformers_refuses_instead_of_dropping_dendrites(tmp_path, monkeypatch):
     grown_model().save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="hf_dendrites"):
+    # no terminal to answer transformers' remote-code question: it must refuse, not load a plain BERT
+    monkeypatch.setattr("builtins.input", lambda *args: (_ for _ in ()).throw(EOFError()))
+    with pytest.raises(ValueError, match="trust_remote_code"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=False)
 
 
 def test_plain_transformers_folder_is_not_a_dendrite_model(tmp_path):
