@@ -89,9 +89,10 @@ TABLES = {
 def render(readme: str) -> str:
     for name, (file, build) in TABLES.items():
         path = RESULTS / file
-        if not path.exists():
-            continue
-        table = build(json.loads(path.read_text(encoding="utf-8")))
+        if path.exists():
+            table = build(json.loads(path.read_text(encoding="utf-8")))
+        else:  # never leave figures in the README that no committed result backs
+            table = f"No results yet: `benchmarks/results/{file}` is written by the benchmark as runs finish."
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(readme):
             raise ValueError(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
