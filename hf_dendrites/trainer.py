@@ -117,7 +117,11 @@ class DendriteTrainer(Trainer):
         prepared_models, wrapped = list(self.accelerator._models), self.model_wrapped
         was_prepared = "_is_accelerate_prepared" in self.model.__dict__
         try:
-            output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
+            # Iterating a DataLoader draws from the global RNG; without the fork the probe would
+            # shift every dropout mask of the run, and a dendrite run would no longer match the
+            # plain Trainer run of the same seed step for step until its first growth.
+            with torch.random.fork_rng(devices=[]):
+                output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
         finally:
             self.accelerator._models[:] = prepared_models
             self.model_wrapped = wrapped

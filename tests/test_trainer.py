@@ -187,6 +187,32 @@ def test_gradient_accumulation_keeps_the_loss_scale(tmp_path):
     assert all(torch.allclose(plain[k], accumulated[k], atol=1e-5) for k in plain)
 
 
+def test_before_its_first_growth_a_dendrite_run_matches_the_plain_trainer(tmp_path):
+    """Same seed, same dropout masks, same batches: the paired comparison the benchmark relies on."""
+
+    def losses(trainer_class, **kwargs) -> list[float]:
+        model = tiny_model(num_labels=2)
+        model.config.hidden_dropout_prob = 0.2
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.2
+        trainer = trainer_class(
+            model,
+            training_args(tmp_path / trainer_class.__name__, max_steps=8, eval_steps=100, save_strategy="no"),
+            train_dataset=TRAIN,
+            eval_dataset=VALIDATION,
+            compute_metrics=build_compute_metrics(["accuracy"]),
+            **kwargs,
+        )
+        trainer.train()
+        return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+    plain = losses(Trainer)
+    with_dendrites = losses(DendriteTrainer, dendrite_config=dendrite_config())
+    assert len(plain) == 2
+    assert with_dendrites == plain
+
+
 # ---------------------------------------------------------------- bad input
 
 
