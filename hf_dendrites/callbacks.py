@@ -27,6 +27,7 @@ from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState,
 from .compression import parameter_report
 from .model import (
     ModelSnapshot,
+    candidate_scores,
     dendrite_layers,
     grow,
     mean_candidate_score,
@@ -84,6 +85,8 @@ class DendriteCallback(TrainerCallback):
         self.phase_seconds = {"neuron": 0.0, "dendrite": 0.0}
         self.phase_steps = {"neuron": 0, "dendrite": 0}
         self._step_started: tuple[str, float] | None = None
+        # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
+        self.candidate_scores_per_layer: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ helpers
 
@@ -141,7 +144,11 @@ class DendriteCallback(TrainerCallback):
 
     def _dendrite_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
         self._synchronise_candidate_statistics()
+        layer_scores = candidate_scores(self.model)
         candidate_score = mean_candidate_score(self.model)
+        self.candidate_scores_per_layer.append(
+            {"dendrite_phase": self.phases_started, "step": state.global_step, "scores": layer_scores}
+        )
         epochs = float(state.epoch or 0.0) - self.phase_start_epoch
         capped = epochs >= self.config.max_candidate_epochs - 1e-9
         decision = self.tracker.candidate_step(
@@ -259,6 +266,7 @@ class DendriteCallback(TrainerCallback):
             "phases_started": self.phases_started,
             "phase_seconds": dict(self.phase_seconds),
             "phase_steps": dict(self.phase_steps),
+            "candidate_scores_per_layer": self.candidate_scores_per_layer,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -270,6 +278,7 @@ class DendriteCallback(TrainerCallback):
         self.phases_started = int(state["phases_started"])
         self.phase_seconds = {**self.phase_seconds, **state.get("phase_seconds", {})}
         self.phase_steps = {**self.phase_steps, **state.get("phase_steps", {})}
+        self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
 
     def save_state(self, folder: str | os.PathLike) -> None:
         """Write the tracker state and the best snapshot into a checkpoint folder."""

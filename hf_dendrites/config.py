@@ -72,6 +72,14 @@ class DendriteConfig:
         default=1e-3,
         metadata={"help": "Adam learning rate of candidate dendrites in a dendrite phase."},
     )
+    dendrite_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Learning rate of the installed dendrites in neuron phases (their output weights, and "
+            "in 'gd' mode all their weights), following the trainer's schedule. None uses the trainer's "
+            "learning rate, which for fine-tuning (~5e-5) leaves output weights that start at zero near zero."
+        },
+    )
     candidate_patience: int = field(
         default=2,
         metadata={"help": "Evaluations without a better mean candidate correlation before a dendrite phase ends."},
@@ -150,6 +158,8 @@ class DendriteConfig:
         _check_int("max_tries", self.max_tries, minimum=0)
         _check_float("candidate_init_scale", self.candidate_init_scale, positive=True)
         _check_float("candidate_learning_rate", self.candidate_learning_rate, positive=True)
+        if self.dendrite_learning_rate is not None:
+            _check_float("dendrite_learning_rate", self.dendrite_learning_rate, positive=True)
         _check_float("max_candidate_epochs", self.max_candidate_epochs, positive=True)
         _check_float("improvement_threshold", self.improvement_threshold, positive=False)
         _check_float("improvement_threshold_abs", self.improvement_threshold_abs, positive=False)

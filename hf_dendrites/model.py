@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .config import DendriteConfig
+from .dendrite_modeling import DENDRITE_PARAMETERS
 from .layer import DendriteLinear
 from .targets import resolve_target_modules
 
@@ -133,6 +134,16 @@ def candidate_parameters(model: nn.Module) -> list[nn.Parameter]:
         for layer in dendrite_layers(model).values()
         for parameter in (layer.candidate_weight, layer.candidate_bias, layer.candidate_cascade)
         if parameter is not None
+    ]
+
+
+def dendrite_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The installed dendrites' parameters (input weights, biases, cascade and output weights)."""
+    return [
+        parameter
+        for layer in dendrite_layers(model).values()
+        for name, parameter in layer.named_parameters(recurse=False)
+        if name in DENDRITE_PARAMETERS
     ]
 
 

@@ -1,6 +1,7 @@
 """Optimizers for the two phases, and swapping them inside a running `Trainer`.
 
-Neuron phase: the trainer's own optimizer and schedule over the trainable weights.
+Neuron phase: the trainer's own optimizer and schedule over the trainable weights (installed
+dendrites optionally at their own `dendrite_learning_rate`, on the same schedule).
 Dendrite phase: Adam over the candidates only, at a constant `candidate_learning_rate`.
 
 Growth replaces parameters, so the optimizer must be rebuilt. A callback cannot do that through
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from .model import candidate_parameters, paused_parameters
+from .model import candidate_parameters, dendrite_parameters, paused_parameters
 
 
 def in_dendrite_phase(model: nn.Module) -> bool:
@@ -31,6 +32,29 @@ def candidate_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     if not parameters:
         raise RuntimeError("no candidates to optimise: start a dendrite phase first")
     return torch.optim.Adam(parameters, lr=model.dendrite_config.candidate_learning_rate)
+
+
+def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Move the installed dendrites' parameters into groups of their own at `dendrite_learning_rate`.
+
+    Called on a freshly created optimizer, before its schedule exists (a schedule reads every
+    group's learning rate when it is built, so it then scales the dendrite groups too).
+    """
+    config = getattr(model, "dendrite_config", None)
+    if config is None or config.dendrite_learning_rate is None:
+        return
+    dendrite_ids = {id(parameter) for parameter in dendrite_parameters(model)}
+    moved = []
+    for group in optimizer.param_groups:
+        if group.get("dendrites"):
+            return  # already split
+        mine = [parameter for parameter in group["params"] if id(parameter) in dendrite_ids]
+        if mine:
+            group["params"] = [parameter for parameter in group["params"] if id(parameter) not in dendrite_ids]
+            moved.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine})
+    optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
+    for group in moved:
+        optimizer.add_param_group({**group, "lr": config.dendrite_learning_rate, "dendrites": True})
 
 
 def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
@@ -51,6 +75,7 @@ def rebuild_optimizer(trainer: Trainer) -> None:
         trainer.lr_scheduler = constant_schedule(trainer.optimizer)
     else:
         trainer.create_optimizer()
+        apply_dendrite_learning_rate(trainer.optimizer, model)
         trainer.optimizer = accelerator.prepare_optimizer(trainer.optimizer)
         trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=trainer.optimizer)
         advance_schedule(trainer.lr_scheduler, trainer.state.global_step)

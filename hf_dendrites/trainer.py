@@ -28,7 +28,7 @@ from .config import DendriteConfig
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
 from .model import add_dendrites, dendrite_layers, has_dendrites
-from .optimization import candidate_optimizer, constant_schedule, in_dendrite_phase
+from .optimization import apply_dendrite_learning_rate, candidate_optimizer, constant_schedule, in_dendrite_phase
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,11 @@ class DendriteTrainer(Trainer):
         if self.optimizer is None and in_dendrite_phase(unwrapped):
             self.optimizer = candidate_optimizer(unwrapped)
             return self.optimizer
-        return super().create_optimizer(model)
+        created = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if created:
+            apply_dendrite_learning_rate(optimizer, unwrapped)
+        return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None and in_dendrite_phase(self.accelerator.unwrap_model(self.model)):

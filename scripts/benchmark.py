@@ -73,9 +73,14 @@ def machine() -> dict[str, Any]:
 def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch: Path) -> dict[str, Any]:
     """Run one (task, method, seed) in a subprocess and keep its results.json, plus how it ran."""
     output_dir = scratch / task / method / f"seed{seed}"
-    shutil.rmtree(output_dir, ignore_errors=True)
     command = run_command(task, method, seed, output_dir, perforatedai_python)
-    log_path = output_dir.parent / f"seed{seed}.log"
+    return execute(command, output_dir, {"task": task, "method": method, "seed": seed})
+
+
+def execute(command: list[str], output_dir: Path, labels: dict[str, Any]) -> dict[str, Any]:
+    """Run a training command that writes `output_dir/results.json`; return it with how it ran."""
+    shutil.rmtree(output_dir, ignore_errors=True)
+    log_path = output_dir.parent / f"{output_dir.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
     started = time.time()
@@ -86,9 +91,7 @@ def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch
         raise RuntimeError(f"{' '.join(command)} failed with exit code {completed.returncode}:\n{tail}")
     results = json.loads((output_dir / "results.json").read_text())
     results["benchmark"] = {
-        "task": task,
-        "method": method,
-        "seed": seed,
+        **labels,
         "command": " ".join(command),
         "wall_seconds": time.time() - started,
         "load_average_before": load_before,

@@ -247,6 +247,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # compare what a dendrite-phase step costs against a neuron-phase step
         results["phase_seconds"] = dict(callback.phase_seconds)
         results["phase_steps"] = dict(callback.phase_steps)
+        results["candidate_scores_per_layer"] = callback.candidate_scores_per_layer
+        results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     output = Path(training_args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
@@ -255,6 +257,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("pushed to %s", getattr(commit, "commit_url", commit))
     print_table(results)
     return results
+
+
+def output_weight_sizes(model: torch.nn.Module) -> dict[str, list[float]]:
+    """Per layer, the mean |a_k| of each dendrite: how much the grown dendrites are actually used."""
+    return {
+        name: layer.dendrite_scale.detach().abs().mean(dim=-1).tolist()
+        for name, layer in hf_dendrites.dendrite_layers(model).items()
+        if layer.dendrite_scale is not None
+    }
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -213,6 +213,33 @@ def test_before_its_first_growth_a_dendrite_run_matches_the_plain_trainer(tmp_pa
     assert with_dendrites == plain
 
 
+def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp_path):
+    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode="gd", dendrite_learning_rate=0.05))
+    hd.grow(model)
+    trainer = DendriteTrainer(
+        model,
+        training_args(tmp_path, learning_rate=1e-3, lr_scheduler_type="linear", max_steps=10),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+    )
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    dendrite_ids = {id(p) for p in hd.model.dendrite_parameters(model)}
+    assert len(dendrite_ids) == 3 * len(hd.dendrite_layers(model))  # weight, bias, output weight
+    groups = trainer.optimizer.param_groups
+    dendrite_groups = [g for g in groups if g.get("dendrites")]
+    assert {id(p) for g in dendrite_groups for p in g["params"]} == {
+        id(p) for p in hd.model.dendrite_parameters(model) if p.requires_grad
+    }
+    assert all(id(p) not in dendrite_ids for g in groups if not g.get("dendrites") for p in g["params"])
+    assert all(g["lr"] == pytest.approx(0.05) for g in dendrite_groups)
+    for _ in range(5):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    assert all(g["lr"] == pytest.approx(0.025) for g in dendrite_groups)  # linear decay, halfway
+    assert all(g["lr"] == pytest.approx(5e-4) for g in groups if not g.get("dendrites"))
+
+
 # ---------------------------------------------------------------- bad input
 
 

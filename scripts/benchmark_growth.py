@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Growth study: which dendrite policy turns a stalled fine-tune into a better model, and why.
+
+    python scripts/benchmark_growth.py                          # every variant and seed not yet run
+    python scripts/benchmark_growth.py --variants pb pb_dlr1e-3 --seeds 0
+    python scripts/benchmark_growth.py --aggregate-only
+
+Every variant runs the task recipe with the task benchmark's budget and seeds, changing only the
+flags listed in `VARIANTS`. A dendrite run is step for step the plain fine-tune of the same seed
+until its first growth, so each variant is compared with the baseline run of the same seed from
+`benchmarks/results/runs/<task>/baseline/` (paired differences). Besides accuracy it records
+what explains the outcome: the candidates' correlation with the neuron error per layer, how far
+the grown dendrites' output weights moved from zero, and whether a dendrite was kept.
+
+One file per run, `benchmarks/results/runs/growth/<task>/<variant>/seed<k>.json`, skipped when
+present; `benchmarks/results/growth.json` and `growth.png` summarise what has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine
+from matplotlib.figure import Figure
+
+GROWTH_RUNS = RUNS / "growth"
+# Flags on top of the task recipe (which is PB on the family's default layers).
+VARIANTS: dict[str, list[str]] = {
+    "pb": ["--dendrites", "pb"],
+    "pb_dlr1e-3": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-3"],
+    "pb_dlr1e-2": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-2"],
+    "pb_head_dlr1e-2": [
+        "--dendrites",
+        "pb",
+        "--dendrite_learning_rate",
+        "1e-2",
+        "--target_modules",
+        "pooler.dense",
+        "classifier",
+    ],
+    "pb_last_dlr1e-2": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-2", "--grow_from", "last"],
+    "gd": ["--dendrites", "gd"],
+    "gd_dlr1e-3": ["--dendrites", "gd", "--dendrite_learning_rate", "1e-3"],
+}
+
+
+def run_file(task: str, variant: str, seed: int) -> Path:
+    return GROWTH_RUNS / task / variant / f"seed{seed}.json"
+
+
+def baseline_file(task: str, seed: int) -> Path:
+    return RUNS / task / "baseline" / f"seed{seed}.json"
+
+
+def run_variant(task: str, variant: str, seed: int, scratch: Path) -> dict[str, Any]:
+    output_dir = scratch / task / variant / f"seed{seed}"
+    command = [
+        sys.executable,
+        "scripts/train.py",
+        TASKS[task],
+        *BUDGET,
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(output_dir),
+        "--save_total_limit",
+        "1",
+        *VARIANTS[variant],
+    ]
+    return execute(command, output_dir, {"task": task, "variant": variant, "seed": seed})
+
+
+# ---------------------------------------------------------------------- aggregation
+
+
+def best_before_growth(results: dict[str, Any]) -> float | None:
+    """The best validation score reached before the first dendrite phase or growth."""
+    best = None
+    for entry in results.get("dendrite_history", []):
+        if entry["action"] in ("start_dendrite_phase", "grow") or entry["phase"] == "dendrite":
+            break
+        best = entry["score"] if best is None else max(best, entry["score"])
+    return best
+
+
+def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    phases = results.get("candidate_scores_per_layer") or []
+    last_scores = phases[-1]["scores"] if phases else {}
+    weights = results.get("dendrite_output_weights") or {}
+    summary = {
+        "seed": results["benchmark"]["seed"],
+        "test_accuracy": results["test"]["accuracy"],
+        "validation_accuracy": results["validation"]["accuracy"],
+        "validation_before_growth": best_before_growth(results),
+        "dendrites_kept": max(results.get("dendrites_per_layer", {}).values(), default=0),
+        "dendrite_phases": len({entry["dendrite_phase"] for entry in phases}),
+        "candidate_correlation_mean": statistics.mean(last_scores.values()) if last_scores else None,
+        "candidate_correlation_per_layer": last_scores,
+        "output_weight_abs_mean": statistics.mean(v for values in weights.values() for v in values)
+        if weights
+        else None,
+        "epochs": results["epochs"],
+        "completed_reason": results.get("completed_reason"),
+    }
+    if baseline is not None:
+        summary["baseline_test_accuracy"] = baseline["test"]["accuracy"]
+        summary["test_accuracy_minus_baseline"] = summary["test_accuracy"] - baseline["test"]["accuracy"]
+    return summary
+
+
+def mean_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.mean(values) if values else None
+
+
+def aggregate() -> dict[str, Any]:
+    tasks: dict[str, Any] = {}
+    for task in TASKS:
+        variants = {}
+        for variant in VARIANTS:
+            files = sorted((GROWTH_RUNS / task / variant).glob("seed*.json"))
+            runs = []
+            for path in files:
+                results = json.loads(path.read_text())
+                base = baseline_file(task, results["benchmark"]["seed"])
+                runs.append(run_summary(results, json.loads(base.read_text()) if base.exists() else None))
+            if runs:
+                variants[variant] = {
+                    "flags": " ".join(VARIANTS[variant]),
+                    "seeds": len(runs),
+                    "test_accuracy_mean": mean_of(runs, "test_accuracy"),
+                    "test_accuracy_minus_baseline_mean": mean_of(runs, "test_accuracy_minus_baseline"),
+                    "dendrites_kept_mean": mean_of(runs, "dendrites_kept"),
+                    "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
+                    "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),
+                    "runs": runs,
+                }
+        if variants:
+            tasks[task] = variants
+    summary = {
+        "command": "python scripts/benchmark_growth.py",
+        "recipe": "configs/<task>.yaml " + " ".join(BUDGET),
+        "machine": machine(),
+        "tasks": tasks,
+    }
+    (RESULTS / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary)
+    return summary
+
+
+def plot(summary: dict[str, Any]) -> None:
+    """Paired test-accuracy change vs the plain fine-tune, one point per seed, per variant."""
+    tasks = summary["tasks"]
+    if not tasks:
+        return
+    figure = Figure(figsize=(5 * len(tasks), 4))
+    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
+    for axis, (task, variants) in zip(axes, tasks.items()):
+        names = list(variants)
+        for x, name in enumerate(names):
+            deltas = [
+                100 * run["test_accuracy_minus_baseline"]
+                for run in variants[name]["runs"]
+                if run.get("test_accuracy_minus_baseline") is not None
+            ]
+            axis.scatter([x] * len(deltas), deltas, color="tab:green" if name.startswith("pb") else "tab:blue")
+            if deltas:
+                axis.hlines(statistics.mean(deltas), x - 0.3, x + 0.3, color="black")
+        axis.axhline(0, color="gray", linewidth=0.8)
+        axis.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        axis.set_ylabel("test accuracy - plain fine-tune (points)")
+        axis.set_title(f"{task}: paired change per seed")
+    figure.tight_layout()
+    figure.savefig(RESULTS / "growth.png", dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["movie_reviews"])
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--scratch", default="runs/benchmark_growth", help="where runs write checkpoints")
+    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--commit", action="store_true", help="git-commit each run's result as it lands")
+    args = parser.parse_args(argv)
+    plan = [(task, variant, seed) for seed in args.seeds for task in args.tasks for variant in args.variants]
+    for task, variant, seed in plan if not args.aggregate_only else []:
+        path = run_file(task, variant, seed)
+        if path.exists():
+            continue
+        print(f"[growth] {task} / {variant} / seed {seed} ...", flush=True)
+        results = run_variant(task, variant, seed, Path(args.scratch))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        aggregate()
+        print(f"[growth] {task} / {variant} / seed {seed}: test accuracy {results['test']['accuracy']:.4f}", flush=True)
+        if args.commit:
+            git_commit([path, RESULTS / "growth.json", RESULTS / "growth.png"], f"Growth study: {task} / {variant} / seed {seed}")
+    aggregate()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
