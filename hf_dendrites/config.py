@@ -80,6 +80,15 @@ class DendriteConfig:
             "learning rate, which for fine-tuning (~5e-5) leaves output weights that start at zero near zero."
         },
     )
+    candidate_token_fraction: float = field(
+        default=1.0,
+        metadata={
+            "help": "Fraction of a batch's positions (tokens) each candidate trains on per step, drawn "
+            "afresh every step: the dendrite phase costs about that fraction of the candidate work. "
+            "Positions that get no error (all but [CLS] after the encoder's last attention) are skipped "
+            "in any case."
+        },
+    )
     candidate_patience: int = field(
         default=2,
         metadata={"help": "Evaluations without a better mean candidate correlation before a dendrite phase ends."},
@@ -161,6 +170,11 @@ class DendriteConfig:
         if self.dendrite_learning_rate is not None:
             _check_float("dendrite_learning_rate", self.dendrite_learning_rate, positive=True)
         _check_float("max_candidate_epochs", self.max_candidate_epochs, positive=True)
+        _check_float("candidate_token_fraction", self.candidate_token_fraction, positive=True)
+        if self.candidate_token_fraction > 1:
+            raise ValueError(
+                f"DendriteConfig.candidate_token_fraction must be in (0, 1], got {self.candidate_token_fraction!r}"
+            )
         _check_float("improvement_threshold", self.improvement_threshold, positive=False)
         _check_float("improvement_threshold_abs", self.improvement_threshold_abs, positive=False)
 

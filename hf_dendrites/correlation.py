@@ -17,6 +17,8 @@ candidate, and the model's predictions never depend on a candidate.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 
@@ -160,21 +162,27 @@ class _CaptureError(torch.autograd.Function):
     """Identity on `y`; in backward, turns the error reaching `y` into a gradient for `v`."""
 
     @staticmethod
-    def forward(ctx, output: torch.Tensor, values: torch.Tensor, stats: CorrelationStats | None):  # type: ignore[override]
-        ctx.save_for_backward(values)
+    def forward(ctx, output, values, stats, rows, observer):  # type: ignore[override]
+        ctx.save_for_backward(values, rows)
         ctx.stats = stats
+        ctx.observer = observer
         return output.view_as(output)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
-        (values,) = ctx.saved_tensors
+        values, sampled = ctx.saved_tensors
+        if ctx.observer is not None:
+            ctx.observer.observe(grad_output)
         out_features = grad_output.shape[-1]
         error = grad_output.reshape(-1, out_features)
+        if sampled is not None:
+            error = error.index_select(0, sampled)
         flat_values = values.reshape(error.shape[0], -1, out_features)
         rows = active_rows(error)
         active = int(rows.sum())
+        unused = (None, None, None)
         if active < 2:
-            return grad_output, torch.zeros_like(values), None
+            return grad_output, torch.zeros_like(values), *unused
         everything = active == error.shape[0]
         active_values = flat_values if everything else flat_values[rows]
         moments = BatchMoments.of(active_values.detach(), error if everything else error[rows])
@@ -182,17 +190,30 @@ class _CaptureError(torch.autograd.Function):
             ctx.stats.add_moments(moments)
         direction = moments.candidate_gradient()
         if everything:
-            return grad_output, direction.view_as(values), None
+            return grad_output, direction.view_as(values), *unused
         grad_values = torch.zeros_like(flat_values)
         grad_values[rows] = direction
-        return grad_output, grad_values.view_as(values), None
+        return grad_output, grad_values.view_as(values), *unused
 
 
-def capture_error(output: torch.Tensor, values: torch.Tensor, stats: CorrelationStats | None = None) -> torch.Tensor:
+class ErrorObserver(Protocol):
+    def observe(self, error: torch.Tensor) -> None: ...
+
+
+def capture_error(
+    output: torch.Tensor,
+    values: torch.Tensor,
+    stats: CorrelationStats | None = None,
+    *,
+    rows: torch.Tensor | None = None,
+    observer: ErrorObserver | None = None,
+) -> torch.Tensor:
     """Return `output` unchanged, training `values` to correlate with the error reaching it.
 
     output: `[..., out]` a layer output; values: `[..., C, out]` candidate outputs with a graph
-    to the candidate weights. The candidate loss is the negated sum of absolute correlations, so
-    an optimizer step on the candidate weights raises every candidate's score.
+    to the candidate weights, or `[len(rows), C, out]` for the given rows of the flattened
+    output. The candidate loss is the negated sum of absolute correlations, so an optimizer step
+    on the candidate weights raises every candidate's score. `observer.observe` sees the whole
+    error of every backward pass.
     """
-    return _CaptureError.apply(output, values, stats)
+    return _CaptureError.apply(output, values, stats, rows, observer)

@@ -23,6 +23,43 @@ from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
 CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade")
 
 
+class CandidateRows:
+    """Which rows (samples) of a layer's output the candidates train on in a step.
+
+    Two savings for a dendrite phase. A classifier head reads the first position only ([CLS]),
+    so after the last attention of the encoder every other position gets an exactly-zero error:
+    a layer that saw this in its last backward pass computes candidates for the first position
+    alone, and goes back to every position as soon as another one gets an error. And with
+    `fraction` < 1 the candidates of the other layers see a fresh random subset of the positions
+    each step (drawn from torch's global generator, which checkpoints save and restore); outputs
+    with one row per example (pooler, classifier) always use every row.
+    """
+
+    def __init__(self, fraction: float = 1.0) -> None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"candidate_token_fraction must be in (0, 1], got {fraction!r}")
+        self.fraction = fraction
+        self.first_position_only = False
+
+    def select(self, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+        """Indices into the flattened leading dimensions of an output of `shape`, or None for all."""
+        leading = shape[:-1]
+        if len(leading) < 2:  # one row per example (pooler, classifier): no positions to sample
+            return None
+        count = math.prod(leading)
+        if self.first_position_only:
+            return torch.arange(0, count, leading[-1], device=device)
+        keep = max(2, math.ceil(self.fraction * count))
+        if keep >= count:
+            return None
+        return torch.randperm(count, device=device)[:keep].sort().values
+
+    def observe(self, error: torch.Tensor) -> None:
+        """Learn from a full error `[..., positions, out]` whether positions after the first get any."""
+        if error.dim() >= 3:
+            self.first_position_only = not bool(error[..., 1:, :].ne(0).any())
+
+
 class DendriteLinear(StaticDendriteLinear):
     """Wraps an `nn.Linear` (kept as `base_layer`) and adds per-neuron dendrites to its output.
 
@@ -40,9 +77,11 @@ class DendriteLinear(StaticDendriteLinear):
         activation: str = "sigmoid",
         cascade: bool = False,
         init_scale: float = 1.0,
+        candidate_token_fraction: float = 1.0,
     ) -> None:
         super().__init__(base_layer, mode=mode, activation=activation, cascade=cascade)
         self.init_scale = init_scale
+        self.candidate_rows = CandidateRows(candidate_token_fraction)
         for name in CANDIDATE_PARAMETERS:
             self.register_parameter(name, None)
         self.candidate_stats: CorrelationStats | None = None
@@ -79,7 +118,7 @@ class DendriteLinear(StaticDendriteLinear):
     # ------------------------------------------------------------------ forward
 
     def candidate_outputs(self, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
-        """Activations `[..., C, out]` of the candidates, from detached inputs."""
+        """Activations `[..., C, out]` of the candidates, from detached inputs `[..., in]`."""
         act = ACTIVATIONS[self.activation]
         c, out = self.num_candidates, self.out_features
         pre = F.linear(x, self.candidate_weight.view(c * out, -1), self.candidate_bias.view(-1))
@@ -95,9 +134,20 @@ class DendriteLinear(StaticDendriteLinear):
             return output
         output, dendrites = self.add_dendrites_to(output, x)
         if has_candidates:
-            values = self.candidate_outputs(x.detach(), dendrites)
-            output = capture_error(output, values, self.candidate_stats)
+            output = self._train_candidates(output, x.detach(), dendrites)
         return output
+
+    def _train_candidates(self, output: torch.Tensor, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
+        """Attach the candidates of the chosen rows to `output` (which stays unchanged)."""
+        rows = self.candidate_rows.select(output.shape, output.device)
+        x = x.reshape(-1, self.in_features)
+        if dendrites is not None:
+            dendrites = dendrites.reshape(x.shape[0], *dendrites.shape[-2:])
+        if rows is not None:
+            x = x.index_select(0, rows)
+            dendrites = None if dendrites is None else dendrites.index_select(0, rows)
+        values = self.candidate_outputs(x, dendrites)
+        return capture_error(output, values, self.candidate_stats, rows=rows, observer=self.candidate_rows)
 
     # ------------------------------------------------------------------ candidates and growth
 
@@ -105,6 +155,7 @@ class DendriteLinear(StaticDendriteLinear):
         """Create `num_candidates` fresh candidates per neuron and empty correlation statistics."""
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        self.candidate_rows.first_position_only = False
         weight, bias, cascade = self._random_input_weights(num_candidates, generator)
         self.candidate_weight = self._new_parameter(weight, True)
         self.candidate_bias = self._new_parameter(bias, True)

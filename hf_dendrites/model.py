@@ -62,6 +62,7 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
             activation=config.activation,
             cascade=config.cascade,
             init_scale=config.candidate_init_scale,
+            candidate_token_fraction=config.candidate_token_fraction,
         )
         setattr(parent, attribute, wrapped)
     model.dendrite_config = config

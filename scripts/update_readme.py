@@ -41,11 +41,13 @@ def layers_table(results: dict) -> str:
                 f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
                 f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
             )
-    candidate_memory = {row["candidates"]: row for row in memory.get("candidate_step", [])}
+    candidate_memory = {row.get("label", row["candidates"]): row for row in memory.get("candidate_step", [])}
     for row in results["candidate_step"]:
-        m = candidate_memory.get(row["candidates"], {})
+        m = candidate_memory.get(row.get("label", row["candidates"]), {})
+        fraction = row.get("token_fraction", 1.0)
+        tokens = f", {fraction:.0%} of tokens" if fraction < 1 else ""
         lines.append(
-            f"| dendrite phase, {row['candidates']} candidate(s) | {row['ratio']:.2f} | {row['ideal_ratio']:.2f} "
+            f"| dendrite phase, {row['candidates']} candidate(s){tokens} | {row['ratio']:.2f} | {row['ideal_ratio']:.2f} "
             f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
             f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
         )

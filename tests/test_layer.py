@@ -230,3 +230,63 @@ def test_grow_in_pb_mode_without_candidates_raises_and_changes_nothing():
     with pytest.raises(RuntimeError, match="candidates"):
         layer.grow()  # started but never trained
     assert layer.num_dendrites == 0
+
+
+def candidate_gradients(layer: DendriteLinear, x: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
+    layer.zero_grad(set_to_none=True)
+    layer.candidate_stats.reset()
+    (layer(x) * weight).sum().backward()
+    return [layer.candidate_weight.grad.clone(), layer.candidate_bias.grad.clone()]
+
+
+@pytest.mark.parametrize("cascade", [False, True])
+def test_a_layer_whose_error_reaches_only_the_first_position_trains_candidates_there_alone(cascade):
+    layer = make_layer(cascade=cascade)
+    if cascade:
+        layer.start_candidates(2)
+        train_candidates(layer, torch.randn(4, 7, 6), lambda y: y.pow(2).sum(), steps=1)
+        layer.grow()
+    layer.start_candidates(3)
+    x = torch.randn(4, 7, 6)
+    cls_only = torch.zeros(4, 7, 5)
+    cls_only[:, 0] = torch.randn(4, 5)  # what a [CLS]-reading head sends back after the last attention
+    full = candidate_gradients(layer, x, cls_only)  # first step: every position computed
+    assert layer.candidate_rows.first_position_only
+    full_count = float(layer.candidate_stats.count)
+    restricted = candidate_gradients(layer, x, cls_only)  # second step: the first position alone
+    assert float(layer.candidate_stats.count) == full_count == 4
+    for a, b in zip(full, restricted):
+        assert torch.allclose(a, b, atol=1e-6)
+    everywhere = torch.randn(4, 7, 5)
+    candidate_gradients(layer, x, everywhere)  # the other positions get an error again: noticed
+    assert not layer.candidate_rows.first_position_only
+    candidate_gradients(layer, x, everywhere)
+    assert float(layer.candidate_stats.count) == 28
+
+
+def test_a_token_fraction_trains_candidates_on_a_fresh_subset_and_changes_no_output():
+    layer = DendriteLinear(nn.Linear(6, 5), candidate_token_fraction=0.25)
+    layer.start_candidates(2)
+    x = torch.randn(8, 10, 6)
+    expected = layer.base_layer(x)
+    seen = []
+    for _ in range(2):
+        layer.zero_grad(set_to_none=True)
+        layer.candidate_stats.reset()
+        output = layer(x)
+        assert torch.equal(output, expected)
+        output.pow(2).sum().backward()
+        assert float(layer.candidate_stats.count) == 20  # a quarter of the 80 positions
+        seen.append(layer.candidate_stats.sum_v.clone())
+    assert not torch.equal(seen[0], seen[1])  # another subset each step
+    assert layer.candidate_weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])
+def test_a_token_fraction_outside_zero_to_one_is_refused(fraction):
+    with pytest.raises(ValueError, match="candidate_token_fraction"):
+        DendriteLinear(nn.Linear(6, 5), candidate_token_fraction=fraction)
+    from hf_dendrites import DendriteConfig
+
+    with pytest.raises(ValueError, match="candidate_token_fraction"):
+        DendriteConfig(candidate_token_fraction=fraction)
