@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine
+from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine, refresh_readme
 from matplotlib.figure import Figure
 
 GROWTH_RUNS = RUNS / "growth"
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         aggregate()
         print(f"[growth] {task} / {variant} / seed {seed}: test accuracy {results['test']['accuracy']:.4f}", flush=True)
         if args.commit:
-            git_commit([path, RESULTS / "growth.json", RESULTS / "growth.png"], f"Growth study: {task} / {variant} / seed {seed}")
+            summary = [RESULTS / "growth.json", RESULTS / "growth.png", refresh_readme()]
+            git_commit([path, *summary], f"Growth study: {task} / {variant} / seed {seed}")
     aggregate()
     return 0
 

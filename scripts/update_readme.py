@@ -81,10 +81,32 @@ def benchmark_table(results: dict) -> str:
     return "\n".join(lines).replace("–%", "–")
 
 
+def growth_table(results: dict) -> str:
+    lines = [
+        f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
+        "is paired with the plain fine-tune of the same seed, which it matches step for step until its first "
+        "growth; n = seeds finished.",
+        "",
+        "| task | variant | flags | n | test accuracy | vs plain fine-tune (points) | dendrites kept "
+        "| candidate correlation | mean abs(output weight) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, variants in results["tasks"].items():
+        for name, v in variants.items():
+            delta = v.get("test_accuracy_minus_baseline_mean")
+            lines.append(
+                f"| {task} | {name} | `{v['flags']}` | {v['seeds']} | {100 * v['test_accuracy_mean']:.2f} "
+                f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_fmt(v['dendrites_kept_mean'], '.1f')} "
+                f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v['output_weight_abs_mean'], '.2e')} |"
+            )
+    return "\n".join(lines)
+
+
 TABLES = {
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),
+    "growth": ("growth.json", growth_table),
 }
 
 
