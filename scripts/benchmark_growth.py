@@ -44,6 +44,16 @@ VARIANTS: dict[str, list[str]] = {
         "classifier",
     ],
     "pb_last_dlr1e-2": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-2", "--grow_from", "last"],
+    "pb_early_dlr1e-2": [
+        "--dendrites",
+        "pb",
+        "--dendrite_learning_rate",
+        "1e-2",
+        "--patience",
+        "1",
+        "--min_evals_per_phase",
+        "1",
+    ],
     "gd": ["--dendrites", "gd"],
     "gd_dlr1e-3": ["--dendrites", "gd", "--dendrite_learning_rate", "1e-3"],
 }
