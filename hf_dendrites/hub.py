@@ -35,6 +35,7 @@ CARD_TEMPLATE = "model_card.md.j2"
 RESULTS_FILE = "results.json"
 HISTORY_PLOT = "dendrite_history.png"
 TAGS = ["dendrites", "perforated-backpropagation", "text-classification"]
+COMPRESSION_NAMES = {"narrowed": "a narrowed copy", "summing_network": "a summing network built from it"}
 MODE_NAMES = {"pb": "perforated backpropagation", "gd": "gradient-descent dendrites"}
 # Hub ids of the datasets behind the built-in offline tasks, where the Hub has one.
 TASK_DATASETS = {"trec6": "CogComp/trec", "sms_spam": "ucirvine/sms_spam"}
@@ -129,12 +130,15 @@ def model_card(
             the `model-index` metadata, the recipe and the phase summary.
         base_model: Hub id of the pretrained model it started from (read from `results` when
             omitted; shipped models such as `minilm-l2` map to their Hub id).
-        reference: `{"name", "parameters"}` of the full model a compressed one is compared with.
+        reference: `{"name", "parameters"}` of the full model a compressed one is compared with
+            (read from the `compression` entry of `results` when omitted).
         history_plot: file name of the history plot in the repo, to embed.
     """
     if getattr(model, "dendrite_config", None) is None:
         raise ValueError("model_card needs a model prepared with add_dendrites(model, config)")
     results = _read_results(results)
+    compression = (results or {}).get("compression") or {}
+    reference = reference or compression.get("reference")
     report = parameter_report(model)
     config = model.config
     recipe = (results or {}).get("config") or {}
@@ -163,6 +167,7 @@ def model_card(
         base_model=base_model,
         base_model_type=getattr(config, "model_type", "transformer"),
         compressed=compressed,
+        compression=COMPRESSION_NAMES.get(compression.get("architecture"), "compressed"),
         mode_name=MODE_NAMES.get(dendrite_config["mode"], dendrite_config["mode"]),
         layer_count=len(report["dendrites_per_layer"]),
         max_dendrites=dendrite_config["max_dendrites"],

@@ -42,10 +42,18 @@ from .model import (
     stop_candidates,
 )
 from .remote_code import write_remote_code
+from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
 DENDRITE_MODEL_TYPE = "hf_dendrites"
+# Architectures this package defines (transformers does not know them): model_type -> (config, classes).
+OWN_ARCHITECTURES: dict[str, tuple[type, dict[str, type]]] = {
+    SummingNetworkConfig.model_type: (
+        SummingNetworkConfig,
+        {SummingNetworkForSequenceClassification.__name__: SummingNetworkForSequenceClassification},
+    )
+}
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 
@@ -129,9 +137,14 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     base_values = dict(values)
     model_type = base_values.pop("model_type")
     base_values.pop("transformers_version", None)
-    config = AutoConfig.for_model(model_type, **base_values)
-    architectures = getattr(config, "architectures", None) or []
-    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    architectures = base_values.get("architectures") or []
+    own = OWN_ARCHITECTURES.get(model_type)
+    if own is not None:
+        config = own[0](**base_values)
+        model_class = own[1].get(architectures[0]) if architectures else None
+    else:
+        config = AutoConfig.for_model(model_type, **base_values)
+        model_class = getattr(transformers, architectures[0], None) if architectures else None
     if model_class is None:
         raise ValueError(f"cannot rebuild the model: unknown architectures {architectures!r} in config.json")
     model = model_class(config)

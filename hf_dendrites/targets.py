@@ -21,6 +21,7 @@ DEFAULT_TARGET_MODULES: dict[str, list[str]] = {
     "camembert": _BERT_LIKE + ["classifier.dense", "classifier.out_proj"],
     "electra": _BERT_LIKE + ["classifier.dense", "classifier.out_proj"],
     "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2", "pre_classifier", "classifier"],
+    "summing_network": ["dense", "classifier"],
 }
 # Families not listed above: every name any listed family uses, kept only where it is a Linear.
 FALLBACK_TARGET_MODULES: list[str] = sorted({name for names in DEFAULT_TARGET_MODULES.values() for name in names})

@@ -469,7 +469,9 @@ def median(values: list[float]) -> float:
 
 def ideal_memory(info: dict[str, Any], base_info: dict[str, Any], config: BenchConfig) -> dict[str, int]:
     extra_rows = sum(
-        layer["out"] * 4 * (layer["rows"] * config.dendrites + layer.get("candidate_rows", layer["rows"]) * config.candidates)
+        layer["out"]
+        * 4
+        * (layer["rows"] * config.dendrites + layer.get("candidate_rows", layer["rows"]) * config.candidates)
         for layer in info["dendrite_layers"].values()
     )
     saved = base_info["saved_activation_bytes"] + extra_rows

@@ -34,16 +34,18 @@ from transformers import (
     DataCollatorWithPadding,
     EarlyStoppingCallback,
     HfArgumentParser,
+    PreTrainedModel,
     Trainer,
     TrainingArguments,
 )
 
 import hf_dendrites
 from hf_dendrites import DendriteConfig, DendriteTrainer
-from hf_dendrites.compression import parameter_report
+from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
 from hf_dendrites.data import load_hub, load_local, load_task, num_labels
 from hf_dendrites.metrics import METRICS, build_compute_metrics
 from hf_dendrites.pretrained import resolve_model
+from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
 
 logger = logging.getLogger("train")
 
@@ -55,6 +57,28 @@ class ModelArguments:
         metadata={"help": "'minilm-l2' / 'minilm-l6' (shipped, offline), a local folder, or a Hub model id."},
     )
     max_seq_length: int = field(default=64, metadata={"help": "Tokens per example after truncation."})
+    architecture: str = field(
+        default="pretrained",
+        metadata={
+            "help": "'pretrained' (the model as loaded), 'narrowed' (narrow_model of it: --width, --depth, "
+            "--narrow_init) or 'summing_network' (embeddings pooled, then Linear layers: --embedding_size, "
+            "--hidden_sizes, --pooling, --embedding_init). Compressed models keep the pretrained tokenizer."
+        },
+    )
+    width: float = field(default=1.0, metadata={"help": "narrowed: hidden-size factor in (0, 1], whole heads."})
+    depth: int | None = field(default=None, metadata={"help": "narrowed: layers to keep (default all)."})
+    narrow_init: str = field(
+        default="first", metadata={"help": "narrowed: 'first' units, 'importance' ranked units, or 'scratch'."}
+    )
+    embedding_size: int = field(default=64, metadata={"help": "summing_network: embedding width."})
+    hidden_sizes: list[int] = field(
+        default_factory=lambda: [64], metadata={"help": "summing_network: hidden Linear widths (0: none)."}
+    )
+    pooling: str = field(default="mean", metadata={"help": "summing_network: 'mean' or 'sum' over tokens."})
+    embedding_init: str = field(
+        default="pretrained",
+        metadata={"help": "summing_network: 'pretrained' (projected pretrained embeddings) or 'random'."},
+    )
 
 
 @dataclass
@@ -171,6 +195,50 @@ def load_data(data_args: DataArguments) -> datasets.DatasetDict:
     return data
 
 
+ARCHITECTURES = ("pretrained", "narrowed", "summing_network")
+
+
+def check_model_arguments(model_args: ModelArguments) -> None:
+    """Name a bad choice before anything is loaded (sizes are checked where the model is built)."""
+    choices = {
+        "architecture": ARCHITECTURES,
+        "narrow_init": NARROW_INITS,
+        "pooling": POOLINGS,
+        "embedding_init": ("pretrained", "random"),
+    }
+    for name, allowed in choices.items():
+        if getattr(model_args, name) not in allowed:
+            raise ValueError(f"--{name} must be one of {allowed}, got {getattr(model_args, name)!r}")
+
+
+def compress(model: PreTrainedModel, model_args: ModelArguments) -> tuple[PreTrainedModel, dict[str, Any] | None]:
+    """The model to train and, for a compressed one, what it was made from (for results.json and the card)."""
+    check_model_arguments(model_args)
+    if model_args.architecture == "pretrained":
+        return model, None
+    reference = {"name": model_args.model_name_or_path, "parameters": parameter_report(model)["total"]}
+    if model_args.architecture == "narrowed":
+        compressed = narrow_model(model, width=model_args.width, depth=model_args.depth, init=model_args.narrow_init)
+        shape = {"width": model_args.width, "depth": model_args.depth, "narrow_init": model_args.narrow_init}
+    else:
+        config = SummingNetworkConfig(
+            vocab_size=model.config.vocab_size,
+            embedding_size=model_args.embedding_size,
+            hidden_sizes=[size for size in model_args.hidden_sizes if size],
+            pooling=model_args.pooling,
+            pad_token_id=model.config.pad_token_id,
+            num_labels=model.config.num_labels,
+            id2label=model.config.id2label,
+            label2id=model.config.label2id,
+        )
+        pretrained = model if model_args.embedding_init == "pretrained" else None
+        compressed = summing_network(config, pretrained=pretrained)
+        shape = {
+            key: getattr(model_args, key) for key in ("embedding_size", "hidden_sizes", "pooling", "embedding_init")
+        }
+    return compressed, {"architecture": model_args.architecture, **shape, "reference": reference}
+
+
 def versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
@@ -184,6 +252,7 @@ def versions() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     dendrite_config = dendrite_config_from(dendrite_args)
+    check_model_arguments(model_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     training_args.metric_for_best_model = training_args.metric_for_best_model or "accuracy"
@@ -195,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels(raw), **overrides)
+    model, compression = compress(model, model_args)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(batch["text"], truncation=True, max_length=model_args.max_seq_length)
@@ -229,6 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "test": {k.removeprefix("test_"): v for k, v in test.items() if k.removeprefix("test_") in METRICS},
         "parameters": {"base": base_parameters, "dendrites": report["dendrites"], "total": report["total"]},
         "dendrites_per_layer": report["dendrites_per_layer"],
+        **({"compression": compression} if compression else {}),
         "epochs": trainer.state.epoch,
         "seconds": seconds,
         "config": {

@@ -102,11 +102,58 @@ def growth_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def compression_table(results: dict) -> str:
+    machine = results["machine"]
+    lines = [
+        f"`{results['command']}` (recipes `configs/<task>_summing.yaml` and `configs/<task>_narrowed.yaml`, "
+        f"{results['budget']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}; n = seeds finished. Width: "
+        "embedding size (summing network) or hidden size (narrowed MiniLM-L2, 2 layers, heads of 32).",
+        "",
+        "| task | model | dendrites | width | parameters | share of reference | n | test accuracy | vs reference (points) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, reference in results["reference"].items():
+        lines.append(
+            f"| {task} | {reference['name']} (reference) | – | 384 | {reference['parameters'] / 1e6:.2f}M | 100% "
+            f"| {reference['seeds']} | {100 * reference['test_accuracy_mean']:.2f} ± {100 * reference['test_accuracy_std']:.2f} | – |"
+        )
+        for m in sorted(
+            (m for m in results["models"] if m["task"] == task),
+            key=lambda m: (m["parameters"], m["name"], m["dendrites"]),
+        ):
+            delta = m.get("test_accuracy_minus_reference")
+            share = m.get("parameters_vs_reference")
+            lines.append(
+                f"| {task} | {m['name']} | {'pb' if m['dendrites'] else 'none'} | {m['width']} | {m['parameters'] / 1e6:.2f}M "
+                f"| {_fmt(None if share is None else 100 * share, '.1f')}% | {m['seeds']} "
+                f"| {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
+                f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} |"
+            )
+    lines.append("")
+    for task, found in results["targets"].items():
+        if not found:
+            continue
+        within = {points: found[f"smallest_within_{points}_points"] for points in ("0.5", "1.0")}
+        parts = [
+            f"within {points} points: "
+            + (
+                f"{m['name']} ({'pb' if m['dendrites'] else 'no dendrites'}, {100 * m['parameters_vs_reference']:.1f}% of the parameters)"
+                if m
+                else "none"
+            )
+            for points, m in within.items()
+        ]
+        met = "met" if found["target_met"] else "not met"
+        lines.append(f"- {task}: smallest model {'; '.join(parts)}. Target ({found['target']}): {met}.")
+    return "\n".join(lines).replace("–%", "–")
+
+
 TABLES = {
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),
     "growth": ("growth.json", growth_table),
+    "compression": ("compression.json", compression_table),
 }
 
 

@@ -72,6 +72,10 @@ def push_tiny(repo_id: str, workdir: str, dendrites: int = 1, seed: int = 0, fam
         "dendrites_per_layer": report_["dendrites_per_layer"],
         "config": {"model": {"model_name_or_path": "google-bert/bert-base-uncased"}, "data": {"task": "trec6"}},
     }
+    if family in ("summing_network", "narrowed_bert"):  # compressed: compared with the tiny BERT it came from
+        full = hd.compression.parameter_report(tiny_model("bert", num_labels=3, seed=seed))["total"]
+        architecture = "summing_network" if family == "summing_network" else "narrowed"
+        results["compression"] = {"architecture": architecture, "reference": {"name": "tiny BERT", "parameters": full}}
     commit = model.push_to_hub(repo_id, tokenizer=tokenizer, results=results, commit_message=f"push {dendrites}")
     loaded = hd.from_pretrained(repo_id)
     from transformers import AutoTokenizer

@@ -174,3 +174,26 @@ def test_push_rejects_a_model_without_dendrites_and_a_bad_repo_id():
     model = hd.add_dendrites(tiny_model(), hd.DendriteConfig())
     with pytest.raises(ValueError, match="not a Hub repo id"):
         model.push_to_hub("not a/valid/repo")
+
+
+@pytest.mark.parametrize(
+    ("family", "model_class"),
+    [
+        ("summing_network", "HfDendritesSummingNetworkForSequenceClassification"),
+        ("narrowed_bert", "HfDendritesBertForSequenceClassification"),
+    ],
+)
+def test_compressed_models_push_and_load_both_ways(hub, tmp_path, family, model_class):
+    repo = f"user/tiny-{family.replace('_', '-')}"
+    pushed = client(hub, f"push_tiny({repo!r}, {str(tmp_path)!r}, family={family!r})")
+    assert torch.equal(torch.tensor(pushed["loaded_logits"]), torch.tensor(pushed["logits"]))
+    remote = client(hub, f"load_without_library({repo!r})")
+    assert remote["hf_dendrites_imported"] is False and remote["model_class"] == model_class
+    assert torch.equal(torch.tensor(remote["logits"]), torch.tensor(pushed["logits"]))
+    card = hub.read_file(repo, "README.md").decode()
+    total = pushed["results"]["parameters"]["total"]
+    reference = pushed["results"]["compression"]["reference"]["parameters"]
+    assert f"| reference model (tiny BERT) | {reference:,} (this model: {100 * total / reference:.1f}% of it) |" in card
+    if family == "summing_network":
+        assert "summing_network.py" in set(hub.list_files(repo))
+        assert "a summing network built from it" in card

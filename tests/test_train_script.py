@@ -121,3 +121,31 @@ def test_flags_override_the_recipe_and_targets_take_a_regex():
     assert train.dendrite_config_from(dendrite_args).target_modules == r".*\.(query|value)"
     listed = train.parse_arguments(["--target_modules", "query", "value"])[3]
     assert train.dendrite_config_from(listed).target_modules == ["query", "value"]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "architecture", "hidden"),
+    [("movie_reviews_summing.yaml", "summing_network", None), ("trec6_narrowed.yaml", "narrowed", 64)],
+)
+def test_compressed_recipes_run_end_to_end(tmp_path, recipe, architecture, hidden):
+    results = train.main([str(ROOT / "configs" / recipe), *TINY, "--output_dir", str(tmp_path)])
+    compression = json.loads((tmp_path / "results.json").read_text())["compression"]
+    assert compression["architecture"] == architecture
+    reference = compression["reference"]
+    assert reference["name"] == "minilm-l2" and reference["parameters"] > 15_000_000
+    assert results["parameters"]["total"] < 0.25 * reference["parameters"]
+    model = hd.from_pretrained(tmp_path)
+    if hidden is None:
+        assert type(model).__name__ == "SummingNetworkForSequenceClassification"
+        assert set(hd.dendrite_layers(model)) == {"hidden.0.dense", "classifier"}
+    else:
+        assert model.config.hidden_size == hidden and model.config.num_attention_heads == 2
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("architecture", "pyramid"), ("narrow_init", "middle"), ("pooling", "max")]
+)
+def test_bad_compression_choice_is_named(tmp_path, flag, value):
+    arguments = train.parse_arguments([str(ROOT / "configs" / "movie_reviews_summing.yaml"), f"--{flag}", value])
+    with pytest.raises(ValueError, match=f"--{flag} must be one of"):
+        train.check_model_arguments(arguments[0])

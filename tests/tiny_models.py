@@ -70,6 +70,10 @@ def tiny_model(family: str = "bert", num_labels: int = 3, seed: int = 0) -> torc
             **common,
         )
         model = ElectraForSequenceClassification(config)
+    elif family == "summing_network":
+        return tiny_summing_network(num_labels=num_labels, seed=seed)
+    elif family == "narrowed_bert":
+        return tiny_narrowed_bert(num_labels=num_labels, seed=seed)
     else:
         raise ValueError(f"unknown family {family!r}")
     return model
@@ -82,3 +86,21 @@ def token_batch(batch: int = 4, length: int = 9, seed: int = 1) -> dict[str, tor
     attention_mask = torch.ones(batch, length, dtype=torch.long)
     attention_mask[: batch // 2, -2:] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def tiny_summing_network(num_labels: int = 3, seed: int = 0, hidden_sizes: tuple[int, ...] = (16,)) -> torch.nn.Module:
+    """A random summing network over the tiny vocabulary (embedding 24, no dropout)."""
+    from hf_dendrites.summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = SummingNetworkConfig(
+        vocab_size=VOCAB, embedding_size=24, hidden_sizes=hidden_sizes, dropout=0.0, num_labels=num_labels
+    )
+    return SummingNetworkForSequenceClassification(config)
+
+
+def tiny_narrowed_bert(num_labels: int = 3, seed: int = 0) -> torch.nn.Module:
+    """The tiny BERT at half width (one head of 16) and one layer, initialised from it."""
+    from hf_dendrites.compression import narrow_model
+
+    return narrow_model(tiny_model("bert", num_labels=num_labels, seed=seed), width=0.5, depth=1)
