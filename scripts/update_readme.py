@@ -109,12 +109,13 @@ def compression_table(results: dict) -> str:
         f"{results['budget']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}; n = seeds finished. Width: "
         "embedding size (summing network) or hidden size (narrowed MiniLM-L2, 2 layers, heads of 32).",
         "",
-        "| task | model | dendrites | width | parameters | share of reference | n | test accuracy | vs reference (points) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | model | dendrites | kept per neuron | width | parameters | share of reference | n | test accuracy "
+        "| vs reference (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, reference in results["reference"].items():
         lines.append(
-            f"| {task} | {reference['name']} (reference) | – | 384 | {reference['parameters'] / 1e6:.2f}M | 100% "
+            f"| {task} | {reference['name']} (reference) | – | – | 384 | {reference['parameters'] / 1e6:.2f}M | 100% "
             f"| {reference['seeds']} | {100 * reference['test_accuracy_mean']:.2f} ± {100 * reference['test_accuracy_std']:.2f} | – |"
         )
         for m in sorted(
@@ -124,7 +125,8 @@ def compression_table(results: dict) -> str:
             delta = m.get("test_accuracy_minus_reference")
             share = m.get("parameters_vs_reference")
             lines.append(
-                f"| {task} | {m['name']} | {'pb' if m['dendrites'] else 'none'} | {m['width']} | {m['parameters'] / 1e6:.2f}M "
+                f"| {task} | {m['name']} | {'pb' if m['dendrites'] else 'none'} "
+                f"| {_fmt(m.get('dendrites_kept_mean') if m['dendrites'] else None, '.1f')} | {m['width']} | {m['parameters'] / 1e6:.2f}M "
                 f"| {_fmt(None if share is None else 100 * share, '.1f')}% | {m['seeds']} "
                 f"| {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} |"
