@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .callbacks import DendriteCallback
+from .compression import narrow_config, narrow_model, parameter_report, summing_network
 from .config import DendriteConfig
 from .layer import DendriteLinear
 from .model import (
@@ -19,6 +20,7 @@ from .model import (
     stop_candidates,
 )
 from .serialization import from_pretrained
+from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .targets import DEFAULT_TARGET_MODULES
 from .tracker import Decision, DendriteTracker
 from .trainer import DendriteTrainer
@@ -26,6 +28,8 @@ from .trainer import DendriteTrainer
 __all__ = [
     "DEFAULT_TARGET_MODULES",
     "Decision",
+    "SummingNetworkConfig",
+    "SummingNetworkForSequenceClassification",
     "DendriteCallback",
     "DendriteConfig",
     "DendriteLinear",
@@ -39,9 +43,13 @@ __all__ = [
     "from_pretrained",
     "grow",
     "mean_candidate_score",
+    "narrow_config",
+    "narrow_model",
     "num_dendrites",
+    "parameter_report",
     "remove_dendrites",
     "reset_candidate_statistics",
     "start_candidates",
     "stop_candidates",
+    "summing_network",
 ]

@@ -49,13 +49,23 @@ def run_file(task: str, method: str, seed: int) -> Path:
     return RUNS / task / method / f"seed{seed}.json"
 
 
+def recipe_arguments(recipe: str, seed: int, output_dir: Path) -> list[str]:
+    """A recipe with the benchmark's budget, a seed and a scratch folder (one checkpoint kept)."""
+    return [recipe, *BUDGET, "--seed", str(seed), "--output_dir", str(output_dir), "--save_total_limit", "1"]
+
+
+def train_command(recipe: str, seed: int, output_dir: Path, flags: list[str]) -> list[str]:
+    """`scripts/train.py` on a recipe (see `recipe_arguments`) with extra flags."""
+    return [sys.executable, "scripts/train.py", *recipe_arguments(recipe, seed, output_dir), *flags]
+
+
 def run_command(task: str, method: str, seed: int, output_dir: Path, perforatedai_python: str) -> list[str]:
-    common = [TASKS[task], *BUDGET, "--seed", str(seed), "--output_dir", str(output_dir), "--save_total_limit", "1"]
+    common = recipe_arguments(TASKS[task], seed, output_dir)
     if method == "perforatedai":
         # like our methods, it is scored on its best model, also when the budget ends mid-cycle
         return [perforatedai_python, "scripts/benchmark_perforatedai.py", *common, "--final_model", "best"]
     dendrites = {"baseline": "none", "gd": "gd", "pb": "pb"}[method]
-    return [sys.executable, "scripts/train.py", *common, "--dendrites", dendrites]
+    return train_command(TASKS[task], seed, output_dir, ["--dendrites", dendrites])
 
 
 def machine() -> dict[str, Any]:

@@ -25,7 +25,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import BUDGET, RESULTS, RUNS, SEEDS, TASKS, execute, git_commit, machine, refresh_readme, run_one
+from benchmark import (
+    BUDGET,
+    RESULTS,
+    RUNS,
+    SEEDS,
+    TASKS,
+    execute,
+    git_commit,
+    machine,
+    refresh_readme,
+    run_one,
+    train_command,
+)
 from benchmark import run_file as baseline_file
 from matplotlib.figure import Figure
 
@@ -62,20 +74,7 @@ def run_file(task: str, model: str, dendrites: str, seed: int) -> Path:
 def run_model(task: str, model: str, dendrites: str, seed: int, scratch: Path) -> dict[str, Any]:
     kind, flags, _ = MODELS[model]
     output_dir = scratch / task / model / dendrites / f"seed{seed}"
-    command = [
-        sys.executable,
-        "scripts/train.py",
-        recipe(task, kind),
-        *BUDGET,
-        *flags,
-        *DENDRITE_SETTINGS[dendrites],
-        "--seed",
-        str(seed),
-        "--output_dir",
-        str(output_dir),
-        "--save_total_limit",
-        "1",
-    ]
+    command = train_command(recipe(task, kind), seed, output_dir, [*flags, *DENDRITE_SETTINGS[dendrites]])
     labels = {"task": task, "model": model, "dendrites": dendrites, "seed": seed, "flags": " ".join(flags)}
     return execute(command, output_dir, labels)
 
@@ -252,12 +251,20 @@ def plot(summary: dict[str, Any]) -> None:
                 markersize=12,
                 label=f"{reference['name']} (n={reference['seeds']})",
             )
-            axis.axhline(accuracy - TARGET_POINTS[0], color="black", linestyle=":", linewidth=1)
-            axis.axvline(TARGET_SHARE * reference["parameters"], color="black", linestyle="--", linewidth=1)
+            axis.axhline(
+                accuracy - TARGET_POINTS[0], color="black", linestyle=":", linewidth=1, label="reference - 0.5 points"
+            )
+            axis.axvline(
+                TARGET_SHARE * reference["parameters"],
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"{TARGET_SHARE:.0%} of the reference's parameters",
+            )
         axis.set_xscale("log")
         axis.set_xlabel("parameters (log scale)")
         axis.set_ylabel("test accuracy (%)")
-        axis.set_title(f"{task}: accuracy vs size (dashed: 11% of the reference; dotted: -0.5 points)", fontsize=9)
+        axis.set_title(f"{task}: test accuracy (mean ± std over seeds) vs parameters", fontsize=10)
         axis.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
     figure.savefig(PLOT, dpi=100)

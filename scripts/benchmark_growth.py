@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine, refresh_readme
+from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine, refresh_readme, train_command
 from matplotlib.figure import Figure
 
 GROWTH_RUNS = RUNS / "growth"
@@ -69,19 +69,7 @@ def baseline_file(task: str, seed: int) -> Path:
 
 def run_variant(task: str, variant: str, seed: int, scratch: Path) -> dict[str, Any]:
     output_dir = scratch / task / variant / f"seed{seed}"
-    command = [
-        sys.executable,
-        "scripts/train.py",
-        TASKS[task],
-        *BUDGET,
-        "--seed",
-        str(seed),
-        "--output_dir",
-        str(output_dir),
-        "--save_total_limit",
-        "1",
-        *VARIANTS[variant],
-    ]
+    command = train_command(TASKS[task], seed, output_dir, VARIANTS[variant])
     return execute(command, output_dir, {"task": task, "variant": variant, "seed": seed})
 
 

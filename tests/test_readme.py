@@ -13,10 +13,10 @@ import hf_dendrites as hd
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def in_code_snippet() -> str:
+def in_code_snippet(name: str = "in-code") -> str:
     text = README.read_text(encoding="utf-8")
-    block = re.search(r"<!-- in-code:start -->\s*```python\n(.*?)```\s*<!-- in-code:end -->", text, re.S)
-    assert block, "README has no in-code snippet between the markers"
+    block = re.search(rf"<!-- {name}:start -->\s*```python\n(.*?)```\s*<!-- {name}:end -->", text, re.S)
+    assert block, f"README has no {name} snippet between the markers"
     return block.group(1)
 
 
@@ -39,3 +39,18 @@ def test_readme_tables_match_the_committed_results():
 
     result = subprocess.run([sys.executable, str(README.parent / "scripts" / "update_readme.py"), "--check"])
     assert result.returncode == 0, "README.md tables are stale: run python scripts/update_readme.py"
+
+
+def test_readme_compression_snippet_builds_both_compressed_models():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    shape = {"hidden_size": 384, "num_attention_heads": 12, "intermediate_size": 1536, "num_hidden_layers": 2}
+    model = BertForSequenceClassification(BertConfig(vocab_size=500, num_labels=2, **shape))  # MiniLM-L2's shape
+    namespace = {"model": model}
+    exec(compile(in_code_snippet("compression-code"), "README.md", "exec"), namespace)
+    small, summing = namespace["small"], namespace["summing"]
+    assert (small.config.hidden_size, small.config.num_attention_heads, small.config.intermediate_size) == (64, 2, 256)
+    assert set(hd.dendrite_layers(summing)) == {"hidden.0.dense", "classifier"}
+    input_ids = torch.randint(5, 500, (3, 7))
+    assert small(input_ids=input_ids).logits.shape == summing(input_ids=input_ids).logits.shape == (3, 2)
