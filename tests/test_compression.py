@@ -191,3 +191,36 @@ def test_parameter_report_counts_match_the_parameters(family):
     hd.start_candidates(model, num_candidates=2)
     during = parameter_report(model)
     assert during["total"] == report["total"] and during["candidates"] > 0
+
+
+def test_a_summing_network_grows_in_the_trainer_and_resumes_from_a_checkpoint(tmp_path):
+    from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+    from tiny_models import tiny_summing_network
+
+    from hf_dendrites.metrics import build_compute_metrics
+
+    def run(output_dir, resume=None):
+        trainer = hd.DendriteTrainer(
+            tiny_summing_network(num_labels=2),
+            training_args(output_dir, learning_rate=1e-2),
+            train_dataset=TRAIN,
+            eval_dataset=VALIDATION,
+            compute_metrics=build_compute_metrics(["accuracy"]),
+            dendrite_config=dendrite_config(),
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(tmp_path / "full")
+    actions = [record["action"] for record in full.tracker.history]
+    assert "grow" in actions, actions
+    inside = [
+        folder
+        for folder in sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        if json.loads((folder / "dendrite_state.json").read_text())["tracker"]["phase"] == "dendrite"
+    ]
+    assert inside, "no checkpoint was taken inside a dendrite phase"
+    resumed = run(tmp_path / "resumed", resume=str(inside[0]))
+    expected, actual = full.model.state_dict(), resumed.model.state_dict()
+    assert actual.keys() == expected.keys() and all(torch.equal(actual[k], expected[k]) for k in expected)
+    assert [record["action"] for record in resumed.tracker.history] == actions
