@@ -285,16 +285,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python scripts/benchmark_compression.py"
     outputs = [SUMMARY, PLOT]
-    # the small models first (minutes for all of them), then the reference fine-tunes (long)
-    plan = [
-        (task, model, dendrites, seed)
-        for seed in args.seeds
-        for task in args.tasks
-        for model in args.models
-        for dendrites in MODELS[model][2]
-    ]
-    if not args.no_reference:
-        plan += [(task, "reference", "none", seed) for seed in args.seeds for task in args.tasks]
+    # seed by seed, each task's small models (minutes) and then its reference fine-tune (longer),
+    # so every finished seed is a complete comparison
+    plan = []
+    for seed in args.seeds:
+        for task in args.tasks:
+            plan += [(task, model, dendrites, seed) for model in args.models for dendrites in MODELS[model][2]]
+            if not args.no_reference:
+                plan.append((task, "reference", "none", seed))
     for task, model, dendrites, seed in plan if not args.aggregate_only else []:
         is_reference = model == "reference"
         path = baseline_file(task, "baseline", seed) if is_reference else run_file(task, model, dendrites, seed)
