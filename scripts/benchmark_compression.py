@@ -49,17 +49,19 @@ TARGET_SHARE = 0.11
 TARGET_POINTS = (0.5, 1.0)
 DENDRITE_SETTINGS = {"none": ["--dendrites", "none"], "pb": ["--dendrites", "pb"]}
 # name -> (recipe kind, flags on top of the recipe, dendrite settings to run). The narrowed models
-# keep MiniLM-L2's 2 layers and its head size of 32: width 1/12 is one head (hidden 32).
+# keep MiniLM-L2's 2 layers and its head size of 32: width 1/12 is one head (hidden 32). Each
+# narrowed entry names its initialisation, so a change of the recipe's default leaves it as it ran.
 MODELS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
     "summing-e16": ("summing", ["--embedding_size", "16"], ("none", "pb")),
     "summing-e32": ("summing", ["--embedding_size", "32"], ("none", "pb")),
     "summing-e64": ("summing", ["--embedding_size", "64"], ("none", "pb")),
-    "narrowed-h32": ("narrowed", ["--width", "0.0834"], ("none", "pb")),
-    "narrowed-h64": ("narrowed", ["--width", "0.167"], ("none", "pb")),
-    "narrowed-h96": ("narrowed", ["--width", "0.25"], ("none", "pb")),
-    # how to initialise a narrowed model: the recipe's "importance" against these two
-    "narrowed-h64-first": ("narrowed", ["--width", "0.167", "--narrow_init", "first"], ("none",)),
+    "narrowed-h32": ("narrowed", ["--width", "0.0834", "--narrow_init", "importance"], ("none", "pb")),
+    "narrowed-h64": ("narrowed", ["--width", "0.167", "--narrow_init", "importance"], ("none", "pb")),
+    "narrowed-h96": ("narrowed", ["--width", "0.25", "--narrow_init", "importance"], ("none", "pb")),
+    # how to initialise a narrowed model: "importance" (above) against the first units and scratch
+    "narrowed-h64-first": ("narrowed", ["--width", "0.167", "--narrow_init", "first"], ("none", "pb")),
     "narrowed-h64-scratch": ("narrowed", ["--width", "0.167", "--narrow_init", "scratch"], ("none",)),
+    "narrowed-h32-first": ("narrowed", ["--width", "0.0834", "--narrow_init", "first"], ("none", "pb")),
 }
 
 
@@ -220,25 +222,32 @@ def plot(summary: dict[str, Any]) -> None:
     tasks = [task for task in TASKS if any(m["task"] == task for m in summary["models"])]
     figure = Figure(figsize=(6 * len(tasks), 4.5))
     axes = figure.subplots(1, len(tasks), squeeze=False)[0]
-    styles = {
-        ("summing_network", False): ("tab:gray", "o", "summing network"),
-        ("summing_network", True): ("tab:green", "o", "summing network + PB dendrites"),
-        ("narrowed", False): ("tab:blue", "s", "narrowed MiniLM-L2"),
-        ("narrowed", True): ("tab:red", "s", "narrowed MiniLM-L2 + PB dendrites"),
+    families = {
+        ("summing_network", None): ("o", "summing network"),
+        ("narrowed", "importance"): ("s", "narrowed MiniLM-L2, importance init"),
+        ("narrowed", "first"): ("^", "narrowed MiniLM-L2, first units"),
+        ("narrowed", "scratch"): ("v", "narrowed MiniLM-L2, from scratch"),
     }
+    palette = ["tab:gray", "tab:green", "tab:blue", "tab:red", "tab:cyan", "tab:orange", "tab:purple", "tab:brown"]
     for axis, task in zip(axes, tasks):
-        for (architecture, dendrites), (color, marker, label) in styles.items():
-            points = sorted(
-                (m["parameters"], 100 * m["test_accuracy_mean"], 100 * m["test_accuracy_std"])
-                for m in summary["models"]
-                if m["task"] == task
-                and m["architecture"] == architecture
-                and m["dendrites"] == dendrites
-                and m["narrow_init"] in (None, "importance")
-            )
-            if points:
-                x, y, error = zip(*points)
-                axis.errorbar(x, y, yerr=error, color=color, marker=marker, label=label, capsize=3)
+        for index, ((architecture, init), (marker, family)) in enumerate(families.items()):
+            for dendrites in (False, True):
+                points = sorted(
+                    (m["parameters"], 100 * m["test_accuracy_mean"], 100 * m["test_accuracy_std"])
+                    for m in summary["models"]
+                    if m["task"] == task
+                    and m["architecture"] == architecture
+                    and m["narrow_init"] == init
+                    and m["dendrites"] == dendrites
+                )
+                if points:
+                    x, y, error = zip(*points)
+                    label = f"{family}{' + PB dendrites' if dendrites else ''}"
+                    linestyle = "-" if dendrites else "--"
+                    color = palette[2 * index + dendrites]
+                    axis.errorbar(
+                        x, y, yerr=error, marker=marker, label=label, capsize=3, color=color, linestyle=linestyle
+                    )
         reference = summary["reference"].get(task)
         if reference:
             accuracy = 100 * reference["test_accuracy_mean"]
@@ -265,7 +274,7 @@ def plot(summary: dict[str, Any]) -> None:
         axis.set_xlabel("parameters (log scale)")
         axis.set_ylabel("test accuracy (%)")
         axis.set_title(f"{task}: test accuracy (mean ± std over seeds) vs parameters", fontsize=10)
-        axis.legend(fontsize=7, loc="lower right")
+        axis.legend(fontsize=7, loc="best")
     figure.tight_layout()
     figure.savefig(PLOT, dpi=100)
 
