@@ -143,8 +143,10 @@ def _importance_indices(
             continue
         layer = _LAYER_PREFIX.match(name)
         for dim, size in enumerate(tensor.shape):
-            norms = tensor.float().transpose(0, dim).reshape(size, -1).norm(dim=1)
             space = _space(name, dim, size, hidden, intermediate)
+            if space is None:
+                continue
+            norms = tensor.float().transpose(0, dim).reshape(size, -1).norm(dim=1)
             if space == "residual":
                 residual += norms / norms.mean().clamp(min=1e-12)
             elif space == "heads" and layer:

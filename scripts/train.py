@@ -212,8 +212,10 @@ def check_model_arguments(model_args: ModelArguments) -> None:
 
 
 def compress(model: PreTrainedModel, model_args: ModelArguments) -> tuple[PreTrainedModel, dict[str, Any] | None]:
-    """The model to train and, for a compressed one, what it was made from (for results.json and the card)."""
-    check_model_arguments(model_args)
+    """The model to train and, for a compressed one, what it was made from (for results.json and the card).
+
+    `model_args` are checked by `check_model_arguments` first (main does it before loading anything).
+    """
     if model_args.architecture == "pretrained":
         return model, None
     reference = {"name": model_args.model_name_or_path, "parameters": parameter_report(model)["total"]}
