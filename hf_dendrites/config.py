@@ -18,6 +18,9 @@ from typing import Any
 MODES = ("pb", "gd")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 GROWTH_SOURCES = ("best", "last")
+# PB dendrites train one output weight per neuron, from zero. The growth study (README) measured
+# mean |weight| 1.7e-4 after growth at the trainer's 5e-5 and 2.8e-2 at this rate.
+PB_DENDRITE_LEARNING_RATE = 1e-2
 
 
 @dataclass
@@ -76,8 +79,10 @@ class DendriteConfig:
         default=None,
         metadata={
             "help": "Learning rate of the installed dendrites in neuron phases (their output weights, and "
-            "in 'gd' mode all their weights), following the trainer's schedule. None uses the trainer's "
-            "learning rate, which for fine-tuning (~5e-5) leaves output weights that start at zero near zero."
+            "in 'gd' mode all their weights), following the trainer's schedule. None: "
+            f"{PB_DENDRITE_LEARNING_RATE:g} in 'pb' mode, where only output weights that start at zero "
+            "train (at a fine-tuning rate of ~5e-5 they stay near zero and the dendrite does nothing); "
+            "the trainer's learning rate in 'gd' mode."
         },
     )
     candidate_token_fraction: float = field(
@@ -131,6 +136,12 @@ class DendriteConfig:
             "'last' keeps the current weights."
         },
     )
+
+    def resolved_dendrite_learning_rate(self) -> float | None:
+        """The rate installed dendrites train at; None means the trainer's own."""
+        if self.dendrite_learning_rate is not None:
+            return self.dendrite_learning_rate
+        return PB_DENDRITE_LEARNING_RATE if self.mode == "pb" else None
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, tuple):

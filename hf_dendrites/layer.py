@@ -24,15 +24,19 @@ CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade
 
 
 class CandidateRows:
-    """Which rows (samples) of a layer's output the candidates train on in a step.
+    """Which rows (token positions) of a layer's output the candidates train on in a step.
 
-    Two savings for a dendrite phase. A classifier head reads the first position only ([CLS]),
-    so after the last attention of the encoder every other position gets an exactly-zero error:
-    a layer that saw this in its last backward pass computes candidates for the first position
-    alone, and goes back to every position as soon as another one gets an error. And with
-    `fraction` < 1 the candidates of the other layers see a fresh random subset of the positions
-    each step (drawn from torch's global generator, which checkpoints save and restore); outputs
-    with one row per example (pooler, classifier) always use every row.
+    Three savings for a dendrite phase, none of which changes what the candidates learn from.
+    Padding positions never reach the loss, so their error is exactly zero and they add nothing
+    to the correlation: when the model's forward saw an attention mask (`set_token_positions`),
+    candidates are computed for the real tokens only (about half the positions of a padded
+    batch of short sentences). A classifier head reads the first position only ([CLS]), so after
+    the last attention of the encoder every other position gets a zero error too: a layer that
+    saw this in its last backward pass computes candidates for the first position alone, and
+    goes back to every position as soon as another one gets an error. And with `fraction` < 1
+    the candidates see a fresh random subset of the remaining positions each step (drawn from
+    torch's global generator, which checkpoints save and restore). Outputs with one row per
+    example (pooler, classifier) always use every row.
     """
 
     def __init__(self, fraction: float = 1.0) -> None:
@@ -40,6 +44,13 @@ class CandidateRows:
             raise ValueError(f"candidate_token_fraction must be in (0, 1], got {fraction!r}")
         self.fraction = fraction
         self.first_position_only = False
+        self.token_positions: torch.Tensor | None = None
+        self.num_positions = 0
+
+    def set_token_positions(self, positions: torch.Tensor | None, num_positions: int = 0) -> None:
+        """Flattened indices of the real tokens among `num_positions` (None: every position is one)."""
+        self.token_positions = positions
+        self.num_positions = num_positions
 
     def select(self, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
         """Indices into the flattened leading dimensions of an output of `shape`, or None for all."""
@@ -49,10 +60,13 @@ class CandidateRows:
         count = math.prod(leading)
         if self.first_position_only:
             return torch.arange(0, count, leading[-1], device=device)
-        keep = max(2, math.ceil(self.fraction * count))
-        if keep >= count:
-            return None
-        return torch.randperm(count, device=device)[:keep].sort().values
+        tokens = self.token_positions if self.num_positions == count else None
+        available = count if tokens is None else tokens.numel()
+        keep = max(2, math.ceil(self.fraction * available))
+        if keep >= available:
+            return tokens
+        chosen = torch.randperm(available, device=device)[:keep].sort().values
+        return chosen if tokens is None else tokens[chosen]
 
     def observe(self, error: torch.Tensor) -> None:
         """Learn from a full error `[..., positions, out]` whether positions after the first get any."""
@@ -167,6 +181,7 @@ class DendriteLinear(StaticDendriteLinear):
         for name in CANDIDATE_PARAMETERS:
             setattr(self, name, None)
         self.candidate_stats = None
+        self.candidate_rows.set_token_positions(None)
 
     def candidate_score(self) -> float:
         """Mean over neurons of the best candidate's absolute correlation (0.0 without data)."""

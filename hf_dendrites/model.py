@@ -66,6 +66,7 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
         )
         setattr(parent, attribute, wrapped)
     model.dendrite_config = config
+    model.register_forward_pre_hook(_record_token_positions, with_kwargs=True)
     if hasattr(type(model), "save_pretrained"):
         from .hub import push_to_hub
         from .serialization import save_pretrained
@@ -83,9 +84,31 @@ def remove_dendrites(model: nn.Module) -> nn.Module:
     for name, layer in layers.items():
         parent, attribute = _parent_and_attribute(model, name)
         setattr(parent, attribute, layer.base_layer)
+    for key, hook in list(model._forward_pre_hooks.items()):
+        if hook is _record_token_positions:
+            del model._forward_pre_hooks[key]
+            model._forward_pre_hooks_with_kwargs.pop(key, None)
     for attribute in ("dendrite_config", "save_pretrained", "push_to_hub", _PAUSED_ATTRIBUTE):
         model.__dict__.pop(attribute, None)
     return model
+
+
+def _record_token_positions(model: nn.Module, args: tuple, kwargs: dict) -> None:
+    """Forward pre-hook: in a dendrite phase, tell every layer where the real tokens are.
+
+    Reads the `attention_mask` keyword of the model's forward (`[batch, positions]`), so the
+    candidates skip padding, whose error is zero (see `CandidateRows`). Outside a dendrite
+    phase it does nothing.
+    """
+    if getattr(model, _PAUSED_ATTRIBUTE, None) is None or not model.training:
+        return
+    mask = kwargs.get("attention_mask")
+    positions, count = None, 0
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
+        flat = mask.reshape(-1)
+        positions, count = flat.nonzero().squeeze(1), flat.numel()
+    for layer in dendrite_layers(model).values():
+        layer.candidate_rows.set_token_positions(positions, count)
 
 
 def num_dendrites(model: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """Optimizers for the two phases, and swapping them inside a running `Trainer`.
 
 Neuron phase: the trainer's own optimizer and schedule over the trainable weights (installed
-dendrites optionally at their own `dendrite_learning_rate`, on the same schedule).
+dendrites at their own `dendrite_learning_rate` (by default 1e-2 in PB mode), on the same schedule).
 Dendrite phase: Adam over the candidates only, at a constant `candidate_learning_rate`.
 
 Growth replaces parameters, so the optimizer must be rebuilt. A callback cannot do that through
@@ -41,7 +41,8 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
     group's learning rate when it is built, so it then scales the dendrite groups too).
     """
     config = getattr(model, "dendrite_config", None)
-    if config is None or config.dendrite_learning_rate is None:
+    rate = None if config is None else config.resolved_dendrite_learning_rate()
+    if rate is None:
         return
     dendrite_ids = {id(parameter) for parameter in dendrite_parameters(model)}
     moved = []
@@ -54,7 +55,7 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
             moved.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine})
     optimizer.param_groups[:] = [group for group in optimizer.param_groups if group["params"]]
     for group in moved:
-        optimizer.add_param_group({**group, "lr": config.dendrite_learning_rate, "dendrites": True})
+        optimizer.add_param_group({**group, "lr": rate, "dendrites": True})
 
 
 def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:

@@ -31,7 +31,8 @@ from matplotlib.figure import Figure
 GROWTH_RUNS = RUNS / "growth"
 # Flags on top of the task recipe (which is PB on the family's default layers).
 VARIANTS: dict[str, list[str]] = {
-    "pb": ["--dendrites", "pb"],
+    # ran as plain `--dendrites pb` when PB's installed dendrites trained at the trainer's rate (5e-5)
+    "pb_dlr5e-5": ["--dendrites", "pb", "--dendrite_learning_rate", "5e-5"],
     "pb_dlr1e-3": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-3"],
     "pb_dlr1e-2": ["--dendrites", "pb", "--dendrite_learning_rate", "1e-2"],
     "pb_head_dlr1e-2": [

@@ -251,6 +251,15 @@ def versions() -> dict[str, str]:
     }
 
 
+def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Every evaluation during training (epoch, step, metrics): lets runs be compared step by step."""
+    return [
+        {"epoch": entry["epoch"], "step": entry["step"], **{m: entry[f"eval_{m}"] for m in METRICS if f"eval_{m}" in entry}}
+        for entry in log_history
+        if "eval_loss" in entry or any(f"eval_{m}" in entry for m in METRICS)
+    ]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     dendrite_config = dendrite_config_from(dendrite_args)
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     seconds = time.time() - start
+    evaluations = evaluation_history(trainer.state.log_history)  # before the final evaluations below
     if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
         trainer.save_model()
     validation = trainer.evaluate(metric_key_prefix="eval")
@@ -304,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         **({"compression": compression} if compression else {}),
         "epochs": trainer.state.epoch,
         "seconds": seconds,
+        "evaluations": evaluations,
         "config": {
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),

@@ -8,6 +8,7 @@ from torch import nn
 
 from hf_dendrites import DendriteLinear
 from hf_dendrites.correlation import CorrelationStats, batch_correlation, capture_error
+from hf_dendrites.layer import CandidateRows
 
 
 def make_layer(
@@ -280,6 +281,21 @@ def test_a_token_fraction_trains_candidates_on_a_fresh_subset_and_changes_no_out
         seen.append(layer.candidate_stats.sum_v.clone())
     assert not torch.equal(seen[0], seen[1])  # another subset each step
     assert layer.candidate_weight.grad.abs().sum() > 0
+
+
+def test_a_token_fraction_samples_among_the_real_tokens_only():
+    rows = CandidateRows(0.5)
+    positions = torch.tensor([0, 1, 2, 5, 6, 9, 10, 11])  # 8 real tokens of a [3, 4] batch
+    rows.set_token_positions(positions, 12)
+    torch.manual_seed(0)
+    chosen = rows.select(torch.Size([3, 4, 7]), torch.device("cpu"))
+    assert chosen.numel() == 4
+    assert set(chosen.tolist()) <= set(positions.tolist())
+    assert chosen.tolist() == sorted(chosen.tolist())
+    # positions recorded for another batch shape are ignored rather than misapplied
+    assert rows.select(torch.Size([2, 4, 7]), torch.device("cpu")).numel() == 4
+    rows.fraction = 1.0
+    assert torch.equal(rows.select(torch.Size([3, 4, 7]), torch.device("cpu")), positions)
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])

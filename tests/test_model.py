@@ -136,7 +136,54 @@ def test_remove_dendrites_restores_linear_layers():
     hd.remove_dendrites(model)
     assert not hd.dendrite_layers(model)
     assert not hasattr(model, "dendrite_config")
+    assert not model._forward_pre_hooks  # the token-position hook of add_dendrites is gone too
     assert torch.equal(logits(model, batch), before)
+
+
+def candidate_step_rows_and_gradients(model, batch, labels):
+    """One candidate step: rows each layer computed candidates for, statistics and gradients."""
+    rows = {}
+    for name, layer in hd.dendrite_layers(model).items():
+        original = layer.candidate_outputs
+
+        def counting(x, dendrites, name=name, original=original):
+            rows[name] = x.shape[0]
+            return original(x, dendrites)
+
+        layer.candidate_outputs = counting
+    model.train()
+    model(**batch, labels=labels).loss.backward()
+    layers = hd.dendrite_layers(model)
+    stats = {name: [t.clone() for t in layer.candidate_stats.tensors()] for name, layer in layers.items()}
+    grads = {name: layer.candidate_weight.grad.clone() for name, layer in layers.items()}
+    for layer in layers.values():
+        del layer.candidate_outputs
+    return rows, stats, grads
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_candidates_skip_padding_and_learn_exactly_what_they_would_from_every_position(family):
+    batch = token_batch(batch=4, length=9)
+    batch["attention_mask"][:2, -4:] = 0  # 8 of 36 positions are padding
+    labels = torch.tensor([0, 1, 2, 1])
+    results = []
+    for skip_padding in (True, False):
+        model = hd.add_dendrites(tiny_model(family), DendriteConfig(num_candidates=2))
+        hd.start_candidates(model, generator=torch.Generator().manual_seed(0))
+        if not skip_padding:  # the same model computing candidates for every position
+            model._forward_pre_hooks.clear()
+            model._forward_pre_hooks_with_kwargs.clear()
+        results.append(candidate_step_rows_and_gradients(model, batch, labels))
+    (rows, stats, grads), (all_rows, all_stats, all_grads) = results
+    per_token = [name for name, count in all_rows.items() if count == 36]
+    assert per_token, "some layers compute candidates per token"
+    for name in per_token:
+        assert rows[name] == 28  # the real tokens only
+    assert all(rows[name] == count for name, count in all_rows.items() if name not in per_token)
+    for name in stats:
+        for mine, theirs in zip(stats[name], all_stats[name], strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(grads[name], all_grads[name], rtol=1e-4, atol=1e-7)
 
 
 # ---------------------------------------------------------------- bad input

@@ -81,6 +81,8 @@ def test_baseline_has_no_dendrites(tmp_path):
     results = train.main([str(ROOT / "configs" / "movie_reviews_baseline.yaml"), *TINY, "--output_dir", str(tmp_path)])
     assert results["parameters"]["dendrites"] == 0 and results["config"]["dendrites"] is None
     assert results["parameters"]["total"] == results["parameters"]["base"]
+    assert [round(entry["epoch"]) for entry in results["evaluations"]] == [1, 2]  # one per epoch, with metrics
+    assert all(0.0 <= entry["accuracy"] <= 1.0 for entry in results["evaluations"])
 
 
 def test_unknown_yaml_key_is_named(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from tiny_models import tiny_model
+from tiny_models import tiny_model, token_batch
 from transformers import Trainer, TrainingArguments
 
 import hf_dendrites as hd
@@ -238,6 +238,28 @@ def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp
         trainer.lr_scheduler.step()
     assert all(g["lr"] == pytest.approx(0.025) for g in dendrite_groups)  # linear decay, halfway
     assert all(g["lr"] == pytest.approx(5e-4) for g in groups if not g.get("dendrites"))
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("pb", 1e-2), ("gd", 1e-3)])
+def test_the_default_dendrite_learning_rate_moves_pb_output_weights_and_leaves_gd_at_the_trainers(tmp_path, mode, expected):
+    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode=mode))
+    if mode == "pb":
+        hd.start_candidates(model)
+        model.train()
+        model(**token_batch(), labels=torch.tensor([0, 1, 0, 1])).loss.backward()  # candidate statistics
+    hd.grow(model)
+    trainer = DendriteTrainer(
+        model,
+        training_args(tmp_path, learning_rate=1e-3, max_steps=10),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+    )
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    trainable = {id(p) for p in hd.model.dendrite_parameters(model) if p.requires_grad}
+    rates = {g["lr"] for g in trainer.optimizer.param_groups for p in g["params"] if id(p) in trainable}
+    assert len(rates) == 1
+    assert rates.pop() == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- bad input
