@@ -27,8 +27,8 @@ PB_DENDRITE_LEARNING_RATE = 1e-2
 class DendriteConfig:
     """Settings for adding, training and growing dendrites.
 
-    Defaults are meant for fine-tuning a pretrained BERT-family classifier; see the README's
-    "Defaults" section for how they were chosen.
+    Defaults are meant for fine-tuning a pretrained BERT-family classifier; see the README section
+    "Defaults, and how they were chosen".
     """
 
     target_modules: list[str] | str | None = field(

@@ -55,6 +55,8 @@ VARIANTS: dict[str, list[str]] = {
         "--min_evals_per_phase",
         "1",
     ],
+    # the default PB (dendrite rate 1e-2) with candidates on half the real tokens: a cheaper phase
+    "pb_tokens0.5": ["--dendrites", "pb", "--candidate_token_fraction", "0.5"],
     "gd": ["--dendrites", "gd"],
     "gd_dlr1e-3": ["--dendrites", "gd", "--dendrite_learning_rate", "1e-3"],
 }
