@@ -254,7 +254,11 @@ def versions() -> dict[str, str]:
 def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
     """Every evaluation during training (epoch, step, metrics): lets runs be compared step by step."""
     return [
-        {"epoch": entry["epoch"], "step": entry["step"], **{m: entry[f"eval_{m}"] for m in METRICS if f"eval_{m}" in entry}}
+        {
+            "epoch": entry["epoch"],
+            "step": entry["step"],
+            **{m: entry[f"eval_{m}"] for m in METRICS if f"eval_{m}" in entry},
+        }
         for entry in log_history
         if "eval_loss" in entry or any(f"eval_{m}" in entry for m in METRICS)
     ]

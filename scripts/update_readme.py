@@ -78,7 +78,39 @@ def benchmark_table(results: dict) -> str:
             f"| {_fmt(m['seconds_per_epoch'], '.1f')} | {_fmt(m.get('seconds_per_epoch_vs_baseline'), '.2f')} "
             f"| {_fmt(m.get('dendrite_step_over_neuron_step'), '.2f')} |"
         )
+    lines.extend(target_lines(results.get("targets", {})))
     return "\n".join(lines).replace("–%", "–")
+
+
+def target_lines(found: dict) -> list[str]:
+    """One line per goal of the benchmark: PB's figure, the goal, met or not."""
+    lines = []
+    verdict = {True: "met", False: "not met", None: "not measured yet"}
+    error = found.get("test_error_reduction")
+    if error:
+        reference = error["perforatedai"]
+        versus = "" if reference is None else f", and better than perforatedai's {-100 * reference:+.1f}%"
+        lines.append(
+            f"- PB test error change {-100 * error['pb']:+.1f}% (goal: {-100 * error['target']:+.0f}% or better{versus}): "
+            f"{verdict[error['met']]}."
+        )
+    speed = found.get("seconds_per_epoch_vs_perforatedai")
+    if speed:
+        equal = "; ".join(
+            f"{ratio:.2f} for runs that ended with {count}" for count, ratio in speed["by_dendrites"].items()
+        )
+        lines.append(
+            f"- PB seconds per epoch / perforatedai's: {speed['all_runs']:.2f} over all runs; at the same number of "
+            f"dendrites: {equal or 'no runs ended with the same number'} (goal: {speed['target']:.1f} or less): "
+            f"{verdict[speed['met']]}."
+        )
+    step = found.get("dendrite_step_over_neuron_step")
+    if step:
+        lines.append(
+            f"- PB dendrite-phase step / neuron-phase step {step['pb']:.2f} (goal: {step['target']:.1f} or less): "
+            f"{verdict[step['met']]}."
+        )
+    return ["", *lines] if lines else []
 
 
 def growth_table(results: dict) -> str:

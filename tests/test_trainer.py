@@ -241,7 +241,9 @@ def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("pb", 1e-2), ("gd", 1e-3)])
-def test_the_default_dendrite_learning_rate_moves_pb_output_weights_and_leaves_gd_at_the_trainers(tmp_path, mode, expected):
+def test_the_default_dendrite_learning_rate_moves_pb_output_weights_and_leaves_gd_at_the_trainers(
+    tmp_path, mode, expected
+):
     model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode=mode))
     if mode == "pb":
         hd.start_candidates(model)
