@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "dendrite_state.json"
 BEST_FOLDER = "dendrite_best"
 HISTORY_PLOT = "dendrite_history.png"
+TIMED_PHASES = ("neuron", "dendrite")
 
 
 def metric_key(args: TrainingArguments) -> str:
@@ -81,10 +82,10 @@ class DendriteCallback(TrainerCallback):
         self.best: ModelSnapshot | None = None
         self.phase_start_epoch = 0.0
         self.phases_started = 0
-        # Training seconds and optimizer steps spent in each phase (evaluation excluded).
-        self.phase_seconds = {"neuron": 0.0, "dendrite": 0.0}
-        self.phase_steps = {"neuron": 0, "dendrite": 0}
-        self._step_started: tuple[str, float] | None = None
+        # Training seconds and optimizer steps (evaluation excluded) per phase and number of installed
+        # dendrites, {phase: {str(dendrites): {"seconds": s, "steps": n}}}: what a step costs at each size.
+        self.step_time: dict[str, dict[str, dict[str, float]]] = {phase: {} for phase in TIMED_PHASES}
+        self._step_started: tuple[str, int, float] | None = None
         # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
         self.candidate_scores_per_layer: list[dict[str, Any]] = []
 
@@ -224,18 +225,29 @@ class DendriteCallback(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        self._step_started = (self.tracker.phase, time.perf_counter())
+        self._step_started = (self.tracker.phase, self.tracker.num_dendrites, time.perf_counter())
         return control
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self._step_started is not None and self._step_started[0] in self.phase_seconds:
-            phase, started = self._step_started
-            self.phase_seconds[phase] += time.perf_counter() - started
-            self.phase_steps[phase] += 1
+        if self._step_started is not None and self._step_started[0] in self.step_time:
+            phase, dendrites, started = self._step_started
+            entry = self.step_time[phase].setdefault(str(dendrites), {"seconds": 0.0, "steps": 0})
+            entry["seconds"] += time.perf_counter() - started
+            entry["steps"] += 1
         self._step_started = None
         return control
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        """Training seconds spent in each phase, whatever the number of dendrites."""
+        return {phase: sum(e["seconds"] for e in by_size.values()) for phase, by_size in self.step_time.items()}
+
+    @property
+    def phase_steps(self) -> dict[str, int]:
+        """Optimizer steps taken in each phase."""
+        return {phase: sum(int(e["steps"]) for e in by_size.values()) for phase, by_size in self.step_time.items()}
 
     # ------------------------------------------------------------------ end of training, checkpoints
 
@@ -264,8 +276,7 @@ class DendriteCallback(TrainerCallback):
             "tracker": self.tracker.state_dict(),
             "phase_start_epoch": self.phase_start_epoch,
             "phases_started": self.phases_started,
-            "phase_seconds": dict(self.phase_seconds),
-            "phase_steps": dict(self.phase_steps),
+            "step_time": json.loads(json.dumps(self.step_time)),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
         }
 
@@ -276,8 +287,7 @@ class DendriteCallback(TrainerCallback):
         self.tracker.load_state_dict(state["tracker"])
         self.phase_start_epoch = float(state["phase_start_epoch"])
         self.phases_started = int(state["phases_started"])
-        self.phase_seconds = {**self.phase_seconds, **state.get("phase_seconds", {})}
-        self.phase_steps = {**self.phase_steps, **state.get("phase_steps", {})}
+        self.step_time = {phase: {} for phase in TIMED_PHASES} | json.loads(json.dumps(state.get("step_time", {})))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
 
     def save_state(self, folder: str | os.PathLike) -> None:

@@ -332,9 +332,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["dendrite_history"] = trainer.tracker.history
         results["completed_reason"] = trainer.tracker.completed_reason
         # optimizer-step seconds per phase (data loading and evaluation excluded): the fair way to
-        # compare what a dendrite-phase step costs against a neuron-phase step
+        # compare what a dendrite-phase step costs against a neuron-phase step; step_time splits them by
+        # the number of dendrites installed
         results["phase_seconds"] = dict(callback.phase_seconds)
         results["phase_steps"] = dict(callback.phase_steps)
+        results["step_time"] = callback.step_time
         results["candidate_scores_per_layer"] = callback.candidate_scores_per_layer
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     output = Path(training_args.output_dir)

@@ -93,6 +93,23 @@ def test_a_stall_leads_to_a_dendrite_phase_and_growth(full_run):
     assert (output_dir / "dendrite_history.png").stat().st_size > 1000
 
 
+def steps_taken(trainer) -> dict[str, dict[str, int]]:
+    return {
+        phase: {size: entry["steps"] for size, entry in by_size.items()}
+        for phase, by_size in trainer.dendrite_callback.step_time.items()
+    }
+
+
+def test_step_time_is_recorded_per_phase_and_number_of_dendrites(full_run):
+    trainer, _ = full_run
+    callback = trainer.dendrite_callback
+    steps = steps_taken(trainer)
+    assert set(steps["neuron"]) >= {"0", "1"} and "0" in steps["dendrite"]
+    assert sum(callback.phase_steps.values()) == trainer.state.global_step
+    assert callback.phase_steps["dendrite"] == sum(steps["dendrite"].values())
+    assert all(entry["seconds"] > 0 for by_size in callback.step_time.values() for entry in by_size.values())
+
+
 def test_training_ends_with_the_best_model(full_run):
     trainer, _ = full_run
     tracker = trainer.tracker
@@ -156,6 +173,7 @@ def test_resume_reaches_the_same_structure_and_weights(full_run, tmp_path, check
     assert actual.keys() == expected.keys()
     assert all(torch.equal(actual[k], expected[k]) for k in expected)
     assert [r["action"] for r in resumed.tracker.history] == [r["action"] for r in trainer.tracker.history]
+    assert steps_taken(resumed) == steps_taken(trainer)  # the step record survives the checkpoint
 
 
 def test_gd_mode_grows_without_a_dendrite_phase(tmp_path):
