@@ -89,6 +89,33 @@ def best_before_growth(results: dict[str, Any]) -> float | None:
     return best
 
 
+def first_evaluations_after(history: list[dict[str, Any]]) -> dict[str, float | None]:
+    """How the validation score moves right after a growth, and right after the plain fine-tune's best.
+
+    `after_growth`: mean over growths of (first neuron-phase evaluation after it - the best score
+    before it). `plain_after_best`: the evaluation after the best of the plain fine-tune (before any
+    dendrite phase) minus that best. Both near zero or negative say a grown dendrite does no more
+    than further plain training: a kept dendrite then mostly marks a lucky evaluation.
+    """
+    prefix = []
+    for entry in history:
+        if entry["phase"] == "dendrite" or entry["action"] == "grow":
+            break
+        prefix.append(entry["score"])
+    peak = max(range(len(prefix)), key=prefix.__getitem__, default=None)
+    plain = prefix[peak + 1] - prefix[peak] if peak is not None and peak + 1 < len(prefix) else None
+    best, deltas, waiting = None, [], False
+    for entry in history:
+        if waiting and entry["phase"] == "neuron" and entry["score"] is not None:
+            deltas.append(entry["score"] - best)
+            waiting = False
+        if entry["new_best"]:
+            best = entry["score"]
+        if entry["action"] == "grow" and best is not None:
+            waiting = True
+    return {"after_growth": statistics.mean(deltas) if deltas else None, "plain_after_best": plain}
+
+
 def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
     phases = results.get("candidate_scores_per_layer") or []
     last_scores = phases[-1]["scores"] if phases else {}
@@ -107,6 +134,10 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
         else None,
         "epochs": results["epochs"],
         "completed_reason": results.get("completed_reason"),
+        **{
+            f"validation_{key}": value
+            for key, value in first_evaluations_after(results.get("dendrite_history", [])).items()
+        },
     }
     if baseline is not None:
         summary["baseline_test_accuracy"] = baseline["test"]["accuracy"]
@@ -119,12 +150,24 @@ def mean_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.mean(values) if values else None
 
 
+# The task benchmark's dendrite runs read the same way: its 3 seeds on both tasks at the defaults.
+BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--dendrites", "gd"]}
+
+
+def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
+    """Every variant's flags and run folder: the study's own, then the task benchmark's PB and GD."""
+    folders = {variant: (flags, GROWTH_RUNS / task / variant) for variant, flags in VARIANTS.items()}
+    for name, flags in BENCHMARK_METHODS.items():
+        folders[name] = (flags, RUNS / task / name.split()[-1])
+    return folders
+
+
 def aggregate() -> dict[str, Any]:
     tasks: dict[str, Any] = {}
     for task in TASKS:
         variants = {}
-        for variant in VARIANTS:
-            files = sorted((GROWTH_RUNS / task / variant).glob("seed*.json"))
+        for variant, (flags, folder) in run_folders(task).items():
+            files = sorted(folder.glob("seed*.json"))
             runs = []
             for path in files:
                 results = json.loads(path.read_text())
@@ -132,12 +175,14 @@ def aggregate() -> dict[str, Any]:
                 runs.append(run_summary(results, json.loads(base.read_text()) if base.exists() else None))
             if runs:
                 variants[variant] = {
-                    "flags": " ".join(VARIANTS[variant]),
+                    "flags": " ".join(flags),
                     "seeds": len(runs),
                     "test_accuracy_mean": mean_of(runs, "test_accuracy"),
                     "test_accuracy_minus_baseline_mean": mean_of(runs, "test_accuracy_minus_baseline"),
                     "dendrites_kept_mean": mean_of(runs, "dendrites_kept"),
                     "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
+                    "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
+                    "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),
                     "runs": runs,
                 }

@@ -58,6 +58,10 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "–" if value is None else format(value, pattern)
 
 
+def _points(fraction: float | None) -> str:
+    return _fmt(None if fraction is None else 100 * fraction, "+.2f")
+
+
 def benchmark_table(results: dict) -> str:
     machine = results["machine"]
     lines = [
@@ -117,11 +121,13 @@ def growth_table(results: dict) -> str:
     lines = [
         f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
         "is paired with the plain fine-tune of the same seed, which it matches step for step until its first "
-        "growth; n = seeds finished.",
+        "growth; n = seeds finished. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
+        "after growth: the first evaluation after a growth minus the best score before it (points, mean over "
+        "growths and seeds); plain after its best: the same for the plain fine-tune's evaluation after its best.",
         "",
         "| task | variant | flags | n | test accuracy | vs plain fine-tune (points) | dendrites kept "
-        "| candidate correlation | mean abs(output weight) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| candidate correlation | mean abs(output weight) | validation after growth | plain after its best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
@@ -129,7 +135,8 @@ def growth_table(results: dict) -> str:
             lines.append(
                 f"| {task} | {name} | `{v['flags']}` | {v['seeds']} | {100 * v['test_accuracy_mean']:.2f} "
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_fmt(v['dendrites_kept_mean'], '.1f')} "
-                f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v['output_weight_abs_mean'], '.2e')} |"
+                f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v['output_weight_abs_mean'], '.2e')} "
+                f"| {_points(v.get('validation_after_growth_mean'))} | {_points(v.get('validation_plain_after_best_mean'))} |"
             )
     return "\n".join(lines)
 

@@ -67,3 +67,27 @@ def test_the_readme_states_each_goal_with_its_verdict():
 
 def test_no_goal_is_reported_without_pb_runs():
     assert benchmark.targets({"baseline": methods([0.82] * 3, [0] * 3)["baseline"]}) == {}
+
+
+def evaluation(phase: str, score: float | None, action: str = "continue", new_best: bool = False) -> dict:
+    return {"phase": phase, "score": score, "action": action, "new_best": new_best}
+
+
+def test_growth_diagnostics_compare_the_evaluation_after_growth_with_the_plain_one_after_its_best():
+    growth = load_script("benchmark_growth")
+    history = [
+        evaluation("neuron", 0.70, new_best=True),
+        evaluation("neuron", 0.80, new_best=True),
+        evaluation("neuron", 0.78),
+        evaluation("neuron", 0.77, "start_dendrite_phase"),
+        evaluation("dendrite", 0.80, "grow"),
+        evaluation("neuron", 0.79),  # first after growth 1: -0.01
+        evaluation("neuron", 0.82, "start_dendrite_phase", new_best=True),
+        evaluation("dendrite", None),
+        evaluation("dendrite", 0.82, "grow"),
+        evaluation("neuron", 0.85, new_best=True),  # first after growth 2: +0.03 over 0.82
+    ]
+    found = growth.first_evaluations_after(history)
+    assert found["plain_after_best"] == pytest.approx(-0.02)
+    assert found["after_growth"] == pytest.approx(0.01)
+    assert growth.first_evaluations_after(history[:2]) == {"after_growth": None, "plain_after_best": None}
