@@ -214,7 +214,9 @@ def plot(summary: dict[str, Any]) -> None:
                 for run in variants[name]["runs"]
                 if run.get("test_accuracy_minus_baseline") is not None
             ]
-            axis.scatter([x] * len(deltas), deltas, color="tab:green" if name.split()[-1].startswith("pb") else "tab:blue")
+            axis.scatter(
+                [x] * len(deltas), deltas, color="tab:green" if name.split()[-1].startswith("pb") else "tab:blue"
+            )
             if deltas:
                 axis.hlines(statistics.mean(deltas), x - 0.3, x + 0.3, color="black")
         axis.axhline(0, color="gray", linewidth=0.8)
