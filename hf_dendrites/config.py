@@ -18,9 +18,12 @@ from typing import Any
 MODES = ("pb", "gd")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 GROWTH_SOURCES = ("best", "last")
-# PB dendrites train one output weight per neuron, from zero. The growth study (README) measured
-# mean |weight| 1.7e-4 after growth at the trainer's 5e-5 and 2.8e-2 at this rate.
+# Installed dendrites are new weights whose output weight starts at zero: at a fine-tuning rate
+# (~5e-5) it stays near zero and the dendrite does nothing. The growth study (README) measured mean
+# |output weight| 1.7e-4 at 5e-5 in both modes, 2.8e-2 for PB at 1e-2 (only output weights train)
+# and 3.2e-3 for GD at 1e-3 (its random input weights train too, so it gets the gentler rate).
 PB_DENDRITE_LEARNING_RATE = 1e-2
+GD_DENDRITE_LEARNING_RATE = 1e-3
 
 
 @dataclass
@@ -80,9 +83,9 @@ class DendriteConfig:
         metadata={
             "help": "Learning rate of the installed dendrites in neuron phases (their output weights, and "
             "in 'gd' mode all their weights), following the trainer's schedule. None: "
-            f"{PB_DENDRITE_LEARNING_RATE:g} in 'pb' mode, where only output weights that start at zero "
-            "train (at a fine-tuning rate of ~5e-5 they stay near zero and the dendrite does nothing); "
-            "the trainer's learning rate in 'gd' mode."
+            f"{PB_DENDRITE_LEARNING_RATE:g} in 'pb' mode, {GD_DENDRITE_LEARNING_RATE:g} in 'gd' mode; output "
+            "weights start at zero, and at a fine-tuning rate of ~5e-5 they stay near zero and the "
+            "dendrite does nothing."
         },
     )
     candidate_token_fraction: float = field(
@@ -137,11 +140,11 @@ class DendriteConfig:
         },
     )
 
-    def resolved_dendrite_learning_rate(self) -> float | None:
-        """The rate installed dendrites train at; None means the trainer's own."""
+    def resolved_dendrite_learning_rate(self) -> float:
+        """The rate installed dendrites train at: the one set, else the mode's default."""
         if self.dendrite_learning_rate is not None:
             return self.dendrite_learning_rate
-        return PB_DENDRITE_LEARNING_RATE if self.mode == "pb" else None
+        return PB_DENDRITE_LEARNING_RATE if self.mode == "pb" else GD_DENDRITE_LEARNING_RATE
 
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, tuple):

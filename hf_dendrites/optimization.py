@@ -1,7 +1,8 @@
 """Optimizers for the two phases, and swapping them inside a running `Trainer`.
 
 Neuron phase: the trainer's own optimizer and schedule over the trainable weights (installed
-dendrites at their own `dendrite_learning_rate` (by default 1e-2 in PB mode), on the same schedule).
+dendrites at their own `dendrite_learning_rate` (by default 1e-2 in PB mode, 1e-3 in GD mode), on the
+same schedule).
 Dendrite phase: Adam over the candidates only, at a constant `candidate_learning_rate`.
 
 Growth replaces parameters, so the optimizer must be rebuilt. A callback cannot do that through
@@ -41,9 +42,9 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
     group's learning rate when it is built, so it then scales the dendrite groups too).
     """
     config = getattr(model, "dendrite_config", None)
-    rate = None if config is None else config.resolved_dendrite_learning_rate()
-    if rate is None:
+    if config is None:
         return
+    rate = config.resolved_dendrite_learning_rate()
     dendrite_ids = {id(parameter) for parameter in dendrite_parameters(model)}
     moved = []
     for group in optimizer.param_groups:

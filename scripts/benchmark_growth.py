@@ -58,6 +58,8 @@ VARIANTS: dict[str, list[str]] = {
     # the default PB (dendrite rate 1e-2) with candidates on half the real tokens: a cheaper phase
     "pb_tokens0.5": ["--dendrites", "pb", "--candidate_token_fraction", "0.5"],
     "gd": ["--dendrites", "gd"],
+    # ran as the task benchmark's plain `--dendrites gd` when GD dendrites trained at the trainer's rate
+    "gd_dlr5e-5": ["--dendrites", "gd", "--dendrite_learning_rate", "5e-5"],
     "gd_dlr1e-3": ["--dendrites", "gd", "--dendrite_learning_rate", "1e-3"],
 }
 

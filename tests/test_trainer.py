@@ -259,9 +259,7 @@ def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("pb", 1e-2), ("gd", 1e-3)])
-def test_the_default_dendrite_learning_rate_moves_pb_output_weights_and_leaves_gd_at_the_trainers(
-    tmp_path, mode, expected
-):
+def test_installed_dendrites_train_at_their_modes_default_rate_not_the_fine_tuning_rate(tmp_path, mode, expected):
     model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode=mode))
     if mode == "pb":
         hd.start_candidates(model)
@@ -270,7 +268,7 @@ def test_the_default_dendrite_learning_rate_moves_pb_output_weights_and_leaves_g
     hd.grow(model)
     trainer = DendriteTrainer(
         model,
-        training_args(tmp_path, learning_rate=1e-3, max_steps=10),
+        training_args(tmp_path, learning_rate=5e-5, max_steps=10),
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
