@@ -55,7 +55,12 @@ def layers_table(results: dict) -> str:
 
 
 def _fmt(value: float | None, pattern: str) -> str:
-    return "–" if value is None else format(value, pattern)
+    if value is None:
+        return "–"
+    text = format(value, pattern)
+    if text.startswith("-") and float(text) == 0:  # a rounding residue, not a loss: "+0.0", not "-0.0"
+        text = ("+" if "+" in pattern else "") + text[1:]
+    return text
 
 
 def _points(fraction: float | None) -> str:
