@@ -13,6 +13,7 @@ rebuild the saved structure.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -276,7 +277,7 @@ class DendriteCallback(TrainerCallback):
             "tracker": self.tracker.state_dict(),
             "phase_start_epoch": self.phase_start_epoch,
             "phases_started": self.phases_started,
-            "step_time": json.loads(json.dumps(self.step_time)),
+            "step_time": copy.deepcopy(self.step_time),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
         }
 
@@ -287,7 +288,7 @@ class DendriteCallback(TrainerCallback):
         self.tracker.load_state_dict(state["tracker"])
         self.phase_start_epoch = float(state["phase_start_epoch"])
         self.phases_started = int(state["phases_started"])
-        self.step_time = {phase: {} for phase in TIMED_PHASES} | json.loads(json.dumps(state.get("step_time", {})))
+        self.step_time = {phase: {} for phase in TIMED_PHASES} | copy.deepcopy(state.get("step_time", {}))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
 
     def save_state(self, folder: str | os.PathLike) -> None:

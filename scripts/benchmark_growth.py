@@ -81,14 +81,19 @@ def run_variant(task: str, variant: str, seed: int, scratch: Path) -> dict[str, 
 # ---------------------------------------------------------------------- aggregation
 
 
+def plain_scores(history: list[dict[str, Any]]) -> list[float]:
+    """The evaluations of the plain fine-tune: every one before the first dendrite phase or growth."""
+    scores = []
+    for entry in history:
+        if entry["phase"] == "dendrite" or entry["action"] == "grow":
+            break
+        scores.append(entry["score"])
+    return scores
+
+
 def best_before_growth(results: dict[str, Any]) -> float | None:
     """The best validation score reached before the first dendrite phase or growth."""
-    best = None
-    for entry in results.get("dendrite_history", []):
-        if entry["action"] in ("start_dendrite_phase", "grow") or entry["phase"] == "dendrite":
-            break
-        best = entry["score"] if best is None else max(best, entry["score"])
-    return best
+    return max(plain_scores(results.get("dendrite_history", [])), default=None)
 
 
 def first_evaluations_after(history: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -99,11 +104,7 @@ def first_evaluations_after(history: list[dict[str, Any]]) -> dict[str, float | 
     dendrite phase) minus that best. Both near zero or negative say a grown dendrite does no more
     than further plain training: a kept dendrite then mostly marks a lucky evaluation.
     """
-    prefix = []
-    for entry in history:
-        if entry["phase"] == "dendrite" or entry["action"] == "grow":
-            break
-        prefix.append(entry["score"])
+    prefix = plain_scores(history)
     peak = max(range(len(prefix)), key=prefix.__getitem__, default=None)
     plain = prefix[peak + 1] - prefix[peak] if peak is not None and peak + 1 < len(prefix) else None
     best, deltas, waiting = None, [], False
