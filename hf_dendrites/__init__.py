@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 from .callbacks import DendriteCallback
 from .compression import narrow_config, narrow_model, parameter_report, summing_network
 from .config import DendriteConfig
+from .distillation import DistillationConfig, DistillationMixin, DistillationTrainer, distillation_loss
 from .layer import DendriteLinear
 from .model import (
     add_dendrites,
@@ -22,6 +23,7 @@ from .model import (
 from .serialization import from_pretrained
 from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .targets import DEFAULT_TARGET_MODULES
+from .teacher import add_teacher_logits, load_teacher, teacher_logits
 from .tracker import Decision, DendriteTracker
 from .trainer import DendriteTrainer
 
@@ -33,15 +35,21 @@ __all__ = [
     "DendriteLinear",
     "DendriteTracker",
     "DendriteTrainer",
+    "DistillationConfig",
+    "DistillationMixin",
+    "DistillationTrainer",
     "SummingNetworkConfig",
     "SummingNetworkForSequenceClassification",
     "__version__",
     "add_dendrites",
+    "add_teacher_logits",
     "candidate_parameters",
     "candidate_scores",
     "dendrite_layers",
+    "distillation_loss",
     "from_pretrained",
     "grow",
+    "load_teacher",
     "mean_candidate_score",
     "narrow_config",
     "narrow_model",
@@ -52,4 +60,5 @@ __all__ = [
     "start_candidates",
     "stop_candidates",
     "summing_network",
+    "teacher_logits",
 ]

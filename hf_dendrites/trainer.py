@@ -25,6 +25,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
 from .config import DendriteConfig
+from .distillation import DistillationConfig, DistillationMixin
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
 from .model import add_dendrites, dendrite_layers, has_dendrites
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 STRUCTURAL_FIELDS = ("mode", "activation", "cascade")
 
 
-class DendriteTrainer(Trainer):
+class DendriteTrainer(DistillationMixin, Trainer):
     """`transformers.Trainer` with dendrite growth driven by the evaluation metric.
 
     Args:
@@ -47,6 +48,9 @@ class DendriteTrainer(Trainer):
             `greater_is_better` choose the score (evaluation loss if unset).
         dendrite_config: the `DendriteConfig` to add dendrites with.
         plot_history: draw `dendrite_history.png` in `output_dir` as training goes.
+        distillation: train against the `teacher_logits` column of the training set with this
+            `DistillationConfig` (see `hf_dendrites.distillation`); candidates then learn from
+            the distillation loss's error.
         **kwargs: everything `Trainer` accepts.
     """
 
@@ -57,6 +61,7 @@ class DendriteTrainer(Trainer):
         *,
         dendrite_config: DendriteConfig | None = None,
         plot_history: bool = True,
+        distillation: DistillationConfig | None = None,
         **kwargs: Any,
     ) -> None:
         if model is None:
@@ -77,7 +82,7 @@ class DendriteTrainer(Trainer):
             )
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
-        super().__init__(model=model, args=args, **kwargs)
+        super().__init__(model=model, args=args, distillation=distillation, **kwargs)
         self.args.ddp_find_unused_parameters = True
         if self.args.eval_strategy == IntervalStrategy.NO:
             raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")

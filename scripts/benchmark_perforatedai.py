@@ -93,7 +93,7 @@ def parse_arguments(argv: list[str]) -> tuple[Any, Any, TrainingArguments, Any, 
     own_args, rest = own.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print(__doc__)  # then train.py's parser prints the flags it shares with train.py, and exits
-    model_args, data_args, training_args, dendrite_args = train.parse_arguments(rest)
+    model_args, data_args, training_args, dendrite_args, _ = train.parse_arguments(rest)
     has_recipe = bool(rest) and rest[0].endswith((".yaml", ".yml"))
     output_dir_flag = any(flag.split("=")[0] in ("--output_dir", "--output-dir") for flag in rest)
     if has_recipe and not output_dir_flag:

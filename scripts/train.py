@@ -40,12 +40,15 @@ from transformers import (
 )
 
 import hf_dendrites
-from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
 from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
 from hf_dendrites.data import load_hub, load_local, load_task, num_labels
+from hf_dendrites.distillation import TEACHER_LOGITS
 from hf_dendrites.metrics import METRICS, build_compute_metrics
 from hf_dendrites.pretrained import resolve_model
 from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
+from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
+from hf_dendrites.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file
 
 logger = logging.getLogger("train")
 
@@ -100,6 +103,46 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+
+
+@dataclass
+class DistillationArguments:
+    teacher: str | None = field(
+        default=None,
+        metadata={"help": "Distil from this fine-tuned classifier (a folder or Hub id) instead of training on labels alone."},
+    )
+    teacher_recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": "Distil from the model this recipe fine-tunes (run once, then reused from its output_dir), "
+            "when --teacher is not given."
+        },
+    )
+    distill_alpha: float = field(
+        default=DistillationConfig.alpha, metadata={"help": DistillationConfig.__dataclass_fields__["alpha"].metadata["help"]}
+    )
+    distill_temperature: float = field(
+        default=DistillationConfig.temperature,
+        metadata={"help": DistillationConfig.__dataclass_fields__["temperature"].metadata["help"]},
+    )
+    unlabeled_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Your own unlabelled texts (.txt one per line, .csv/.jsonl with a 'text' column) instead of the "
+            "built-in pool (film dialogue, tweets, product-review and editorial snippets)."
+        },
+    )
+    max_unlabeled_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many unlabelled texts of the pool (a fixed hash-ranked choice)."}
+    )
+    teacher_logits_cache: str = field(
+        default="runs/teacher_logits",
+        metadata={"help": "Folder where teacher logits are cached (keyed by teacher, tokenizer settings and texts)."},
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher or self.teacher_recipe)
 
 
 def _dendrite_arguments_class() -> type:
@@ -157,13 +200,20 @@ def yaml_to_flags(path: str) -> list[str]:
 
 def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
     # allow_abbrev=False: a misspelt key must fail, not silently match a longer flag
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments, DendriteArguments), allow_abbrev=False)
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, TrainingArguments, DendriteArguments, DistillationArguments), allow_abbrev=False
+    )
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv = yaml_to_flags(argv[0]) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
 
 
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
+    """The task's splits, each cut to its `max_*_samples`."""
+    return apply_limits(load_full_data(data_args), data_args)
+
+
+def load_full_data(data_args: DataArguments) -> datasets.DatasetDict:
     if data_args.train_file or data_args.data_file:
         files = data_args.data_file or {
             split: path
@@ -184,6 +234,11 @@ def load_data(data_args: DataArguments) -> datasets.DatasetDict:
         )
     else:
         data = load_task(data_args.task)
+    return data
+
+
+def apply_limits(data: datasets.DatasetDict, data_args: DataArguments) -> datasets.DatasetDict:
+    data = datasets.DatasetDict(data)
     limits = {
         "train": data_args.max_train_samples,
         "validation": data_args.max_eval_samples,
@@ -264,9 +319,88 @@ def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, floa
     ]
 
 
+def prepare_teacher(distill_args: DistillationArguments) -> str:
+    """The teacher to distil from: `--teacher`, or the model `--teacher_recipe` fine-tunes (once; reused after)."""
+    if distill_args.teacher:
+        return distill_args.teacher
+    recipe = Path(distill_args.teacher_recipe)
+    if not recipe.is_file():
+        raise FileNotFoundError(f"--teacher_recipe {recipe} not found")
+    _, _, teacher_training, teacher_dendrites, teacher_distillation = parse_arguments([str(recipe)])
+    if teacher_distillation.enabled:
+        raise ValueError(f"--teacher_recipe {recipe} distils itself; a teacher recipe must train on labels")
+    output = Path(teacher_training.output_dir)
+    if (output / "results.json").is_file():
+        logger.info("teacher: reusing %s (fine-tuned by %s)", output, recipe)
+    else:
+        logger.info("teacher: fine-tuning with %s into %s", recipe, output)
+        main([str(recipe)])
+    return str(output)
+
+
+def distillation_train_set(
+    full: datasets.DatasetDict,
+    limited: datasets.DatasetDict,
+    distill_args: DistillationArguments,
+    max_length: int,
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """The pool a student is distilled on (text, label, teacher_logits) and what results.json records of it.
+
+    `limited` holds the splits as trained and evaluated (after `max_*_samples`); `full` the uncut
+    ones, so that no validation or test text enters the pool even when evaluation uses a subset.
+    """
+    source = prepare_teacher(distill_args)
+    teacher = load_teacher(source)
+    check_teacher(teacher, num_labels(limited), source)
+    teacher_tokenizer = AutoTokenizer.from_pretrained(source)
+    if distill_args.unlabeled_file:
+        unlabeled = {"unlabeled_file": read_unlabeled_file(distill_args.unlabeled_file)}
+    else:
+        unlabeled = builtin_unlabeled_texts()
+    pool, record = distillation_pool(
+        full, unlabeled, labeled_train=limited["train"], max_unlabeled=distill_args.max_unlabeled_samples
+    )
+
+    def logits_of(texts: list[str]) -> Any:
+        return teacher_logits(
+            teacher,
+            teacher_tokenizer,
+            texts,
+            max_length=max_length,
+            cache_dir=distill_args.teacher_logits_cache,
+            description={"teacher": source},
+        )
+
+    pool = pool.add_column(TEACHER_LOGITS, logits_of(pool["text"]).tolist())
+    accuracy = {
+        split: float((logits_of(limited[split]["text"]).argmax(-1) == limited[split]["label"]).mean())
+        for split in ("validation", "test")
+        if split in limited
+    }
+    info = {
+        "teacher": source,
+        "teacher_recipe": distill_args.teacher_recipe if not distill_args.teacher else None,
+        "teacher_parameters": parameter_report(teacher)["total"],
+        "teacher_accuracy": accuracy,
+        "alpha": distill_args.distill_alpha,
+        "temperature": distill_args.distill_temperature,
+        "unlabeled_file": distill_args.unlabeled_file,
+        "pool": record,
+    }
+    logger.info("teacher %s: accuracy %s; pool of %d texts (%d labelled)", source, accuracy, len(pool), record["labeled"])
+    return pool.remove_columns("source"), info
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(
+        sys.argv[1:] if argv is None else argv
+    )
     dendrite_config = dendrite_config_from(dendrite_args)
+    distillation = (
+        DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)
+        if distill_args.enabled
+        else None
+    )
     check_model_arguments(model_args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
@@ -274,7 +408,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if training_args.greater_is_better is None:
         training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
 
-    raw = load_data(data_args)
+    full = load_full_data(data_args)
+    raw = apply_limits(full, data_args)
+    distillation_info = None
+    if distillation is not None:
+        train_set, distillation_info = distillation_train_set(full, raw, distill_args, model_args.max_seq_length)
     model_path, overrides = resolve_model(model_args.model_name_or_path)
     transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -285,6 +423,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return tokenizer(batch["text"], truncation=True, max_length=model_args.max_seq_length)
 
     encoded = raw.map(tokenize, batched=True, remove_columns=["id", "text"]).rename_column("label", "labels")
+    if distillation is not None:
+        encoded["train"] = train_set.map(tokenize, batched=True, remove_columns=["text"]).rename_column("label", "labels")
     base_parameters = parameter_report(model)["total"]
     common = dict(
         model=model,
@@ -295,9 +435,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=build_compute_metrics(METRICS),
     )
+    if distillation is not None:
+        common["distillation"] = distillation
     if dendrite_config is None:
         training_args.load_best_model_at_end = True
-        trainer = Trainer(**common, callbacks=[EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience)])
+        trainer_class = Trainer if distillation is None else DistillationTrainer
+        trainer = trainer_class(
+            **common, callbacks=[EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience)]
+        )
     else:
         trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
 
@@ -316,6 +461,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "parameters": {"base": base_parameters, "dendrites": report["dendrites"], "total": report["total"]},
         "dendrites_per_layer": report["dendrites_per_layer"],
         **({"compression": compression} if compression else {}),
+        **({"distillation": distillation_info} if distillation_info else {}),
         "epochs": trainer.state.epoch,
         "seconds": seconds,
         "evaluations": evaluations,
@@ -323,6 +469,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),
             "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
+            "distillation": dataclasses.asdict(distill_args) if distillation is not None else None,
             "training": training_args.to_dict(),
         },
         "versions": versions(),

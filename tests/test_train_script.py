@@ -109,7 +109,7 @@ def test_flags_override_the_recipe_and_targets_take_a_regex():
             r".*\.(query|value)",
         ]
     )
-    model_args, data_args, training_args, dendrite_args = arguments
+    model_args, data_args, training_args, dendrite_args, _ = arguments
     assert training_args.num_train_epochs == 1 and model_args.model_name_or_path == "minilm-l2"
     assert train.dendrite_config_from(dendrite_args).target_modules == r".*\.(query|value)"
     listed = train.parse_arguments(["--target_modules", "query", "value"])[3]

@@ -1,0 +1,169 @@
+"""Knowledge distillation: train a student against a teacher's logits, with or without dendrites.
+
+A small student trained on a few thousand labelled sentences fits them within a few epochs, after
+which its remaining errors are mostly memorised noise, which is not what a dendrite can learn. A
+teacher that labels abundant unlabelled text gives the student a function to match everywhere, so
+what the student still gets wrong is a shortfall of capacity: systematic, and learnable.
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
+           + (1 - alpha) * cross-entropy(student, label)      (mean over the examples that have a label)
+
+The teacher's logits are a `teacher_logits` column of the training set, computed once
+(`hf_dendrites.teacher.add_teacher_logits`, cached on disk), so no training step runs the teacher.
+Rows without a label carry `labels = -100`. Evaluation sets need no teacher column: without it the
+loss is the model's own (cross-entropy on the labels), and metrics are computed as usual.
+
+`DistillationMixin` adds this to any `Trainer`; `DistillationTrainer` is the plain one and
+`DendriteTrainer(..., distillation=DistillationConfig())` grows dendrites on the same loss (their
+candidates then learn from the distillation loss's error).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+TEACHER_LOGITS = "teacher_logits"
+IGNORE_INDEX = -100
+
+
+@dataclass
+class DistillationConfig:
+    """How much of the loss comes from the teacher, and how soft its targets are."""
+
+    alpha: float = field(
+        default=0.9,
+        metadata={
+            "help": "Weight of the teacher term (0: labels only, 1: teacher only). 0.9 because most rows of a "
+            "distillation pool have no label and the teacher, fitted to the same labels, already carries them; "
+            "the label term corrects the teacher where it is wrong on the labelled rows."
+        },
+    )
+    temperature: float = field(
+        default=2.0,
+        metadata={
+            "help": "Softmax temperature T of both teacher and student in the teacher term (scaled by T^2 so its "
+            "gradients keep their size). 2, as DistilBERT: softer than 1, so the teacher's second choices "
+            "carry information, without flattening a 2-class task's targets."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"DistillationConfig.alpha must be a number in [0, 1], got {self.alpha!r}")
+        if (
+            isinstance(self.temperature, bool)
+            or not isinstance(self.temperature, (int, float))
+            or not math.isfinite(self.temperature)
+            or self.temperature <= 0
+        ):
+            raise ValueError(f"DistillationConfig.temperature must be a positive number, got {self.temperature!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    alpha: float = 0.9,
+    temperature: float = 2.0,
+) -> torch.Tensor:
+    """The distillation loss of one batch (see the module docstring).
+
+    The teacher term is the mean KL over every row; the label term the mean cross-entropy over the
+    rows whose label is not -100 (zero when none has a label).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ "
+            "in shape: the teacher was made for another label set"
+        )
+    teacher_logits = teacher_logits.to(student_logits.dtype)
+    loss = student_logits.new_zeros(())
+    if alpha > 0:
+        student = F.log_softmax(student_logits / temperature, dim=-1)
+        teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+        loss = loss + alpha * temperature**2 * F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+    if alpha < 1 and labels is not None:
+        labelled = labels != IGNORE_INDEX
+        if labelled.any():
+            loss = loss + (1 - alpha) * F.cross_entropy(student_logits[labelled], labels[labelled])
+    return loss
+
+
+class DistillationMixin:
+    """Adds a teacher term to a `Trainer`'s loss when the batch carries `teacher_logits`.
+
+    Put it before `Trainer` in the bases. With `distillation=None` it changes nothing; with a
+    `DistillationConfig`, the training set must have a `teacher_logits` column.
+    """
+
+    def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:
+        if distillation is not None and not isinstance(distillation, DistillationConfig):
+            raise TypeError(f"distillation must be a DistillationConfig or None, got {type(distillation).__name__}")
+        self.distillation = distillation
+        super().__init__(*args, **kwargs)
+        if distillation is not None:
+            # a per-batch mean: the Trainer divides it by the gradient accumulation steps itself
+            self.loss_is_scaled_for_ga = False
+            self.model_accepts_loss_kwargs = False
+
+    def train(self, *args: Any, **kwargs: Any):
+        if self.distillation is not None:
+            columns = getattr(self.train_dataset, "column_names", None)
+            if columns is not None and TEACHER_LOGITS not in columns:
+                raise ValueError(
+                    f"distillation needs a {TEACHER_LOGITS!r} column in train_dataset (it has {sorted(columns)}): "
+                    "add it with hf_dendrites.teacher.add_teacher_logits"
+                )
+        return super().train(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self) -> None:
+        super()._set_signature_columns_if_needed()
+        if self.distillation is not None and TEACHER_LOGITS not in self._signature_columns:
+            self._signature_columns.append(TEACHER_LOGITS)
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ):
+        if self.distillation is None or TEACHER_LOGITS not in inputs:
+            inputs = {key: value for key, value in inputs.items() if key != TEACHER_LOGITS}
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        teacher_logits = inputs.pop(TEACHER_LOGITS)
+        labels = inputs.pop("labels", None)
+        outputs = model(**inputs)
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        loss = distillation_loss(
+            logits,
+            teacher_logits,
+            labels,
+            alpha=self.distillation.alpha,
+            temperature=self.distillation.temperature,
+        )
+        return (loss, outputs) if return_outputs else loss
+
+
+class DistillationTrainer(DistillationMixin, Trainer):
+    """A plain `Trainer` that distils: `DistillationTrainer(model, args, distillation=DistillationConfig(), ...)`.
+
+    The training set needs a `teacher_logits` column (`hf_dendrites.teacher.add_teacher_logits`).
+    """
+
+    def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, distillation=distillation or DistillationConfig(), **kwargs)
