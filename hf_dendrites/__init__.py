@@ -5,7 +5,13 @@ __version__ = "0.1.0"
 from .callbacks import DendriteCallback
 from .compression import narrow_config, narrow_model, parameter_report, summing_network
 from .config import DendriteConfig
-from .distillation import DistillationConfig, DistillationMixin, DistillationTrainer, distillation_loss
+from .distillation import (
+    DistillationConfig,
+    DistillationMixin,
+    DistillationTrainer,
+    TeacherAgreementCallback,
+    distillation_loss,
+)
 from .layer import DendriteLinear
 from .model import (
     add_dendrites,
@@ -38,6 +44,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationMixin",
     "DistillationTrainer",
+    "TeacherAgreementCallback",
     "SummingNetworkConfig",
     "SummingNetworkForSequenceClassification",
     "__version__",

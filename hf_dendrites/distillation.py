@@ -21,12 +21,13 @@ candidates then learn from the distillation loss's error).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 TEACHER_LOGITS = "teacher_logits"
 IGNORE_INDEX = -100
@@ -167,3 +168,57 @@ class DistillationTrainer(DistillationMixin, Trainer):
 
     def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, distillation=distillation or DistillationConfig(), **kwargs)
+
+
+class TeacherAgreementCallback(TrainerCallback):
+    """Logs at every evaluation how often the student picks the teacher's class on fixed samples.
+
+    With a sample of the training pool and the validation set, it tells the two regimes apart:
+    agreement as high on validation as on training rows means the student is short of capacity
+    (its errors are systematic, what a dendrite can learn); much higher on training rows means
+    it memorises. Logged as `teacher_agreement/<sample name>`.
+
+    Args:
+        trainer: the trainer whose model is evaluated (its `log` records the values).
+        samples: name -> tokenized dataset with a `teacher_logits` column (a few hundred rows).
+        collator: batches those rows (e.g. `DataCollatorWithPadding`).
+    """
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        samples: Mapping[str, Any],
+        collator: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        batch_size: int = 256,
+    ) -> None:
+        for name, sample in samples.items():
+            if TEACHER_LOGITS not in sample.column_names:
+                raise ValueError(f"sample {name!r} has no {TEACHER_LOGITS!r} column")
+        self.trainer = trainer
+        self.samples = dict(samples)
+        self.collator = collator
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def agreement(self, model: torch.nn.Module, sample: Any) -> float:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        agree = 0
+        try:
+            for start in range(0, len(sample), self.batch_size):
+                rows = [sample[i] for i in range(start, min(start + self.batch_size, len(sample)))]
+                batch = self.collator(rows)
+                teacher = batch.pop(TEACHER_LOGITS)
+                batch.pop("labels", None)
+                logits = model(**{key: value.to(device) for key, value in batch.items()})["logits"]
+                agree += int((logits.argmax(-1).cpu() == teacher.argmax(-1)).sum())
+        finally:
+            model.train(was_training)
+        return agree / len(sample)
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        model = self.trainer.accelerator.unwrap_model(model if model is not None else self.trainer.model)
+        with torch.random.fork_rng(devices=[]):  # leave the run's random stream as it was
+            values = {f"teacher_agreement/{name}": self.agreement(model, s) for name, s in self.samples.items()}
+        self.trainer.log(values)

@@ -190,7 +190,24 @@ def model_card(
         phases=_phases((results or {}).get("dendrite_history"), (results or {}).get("completed_reason")),
         recipe=_recipe_summary(recipe),
         history_plot=history_plot,
+        distillation=_distillation_summary((results or {}).get("distillation")),
     )
+
+
+def _distillation_summary(distillation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The teacher and pool of a distilled model, for its card."""
+    if not distillation:
+        return None
+    accuracy = distillation.get("teacher_accuracy") or {}
+    pool = distillation.get("pool") or {}
+    return {
+        "teacher": distillation["teacher"],
+        "teacher_test_accuracy": None if accuracy.get("test") is None else f"{100 * accuracy['test']:.2f}%",
+        "alpha": distillation.get("alpha"),
+        "temperature": distillation.get("temperature"),
+        "pool_size": f"{pool['size']:,}" if "size" in pool else None,
+        "labeled": f"{pool['labeled']:,}" if "labeled" in pool else None,
+    }
 
 
 def _recipe_summary(recipe: dict[str, Any]) -> dict[str, Any] | None:

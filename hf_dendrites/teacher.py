@@ -71,7 +71,9 @@ def texts_fingerprint(texts: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> str:
+def cache_key(
+    teacher: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> str:
     parts = {
         "format": CACHE_FORMAT,
         "teacher": model_fingerprint(teacher),
@@ -135,7 +137,9 @@ def teacher_logits(
         if len(cached) == len(texts):
             logger.info("teacher logits: reusing %s (%d texts)", folder, len(texts))
             return np.asarray(cached[TEACHER_LOGITS], dtype=np.float32)
-        logger.warning("teacher logits cache %s holds %d rows for %d texts; recomputing", folder, len(cached), len(texts))
+        logger.warning(
+            "teacher logits cache %s holds %d rows for %d texts; recomputing", folder, len(cached), len(texts)
+        )
     logger.info("teacher logits: computing for %d texts (cached in %s)", len(texts), folder)
     logits = compute_teacher_logits(teacher, tokenizer, texts, max_length=max_length, batch_size=batch_size)
     _write_atomically(folder, logits, {"texts": len(texts), "max_length": max_length, **(description or {})})
@@ -208,11 +212,15 @@ def load_teacher(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> PreTrain
 
     source = str(name_or_path)
     if source.lower() in SHIPPED_MODELS:
-        raise ValueError(f"the teacher {source!r} is a pretrained encoder, not a fine-tuned classifier: fine-tune it first")
+        raise ValueError(
+            f"the teacher {source!r} is a pretrained encoder, not a fine-tuned classifier: fine-tune it first"
+        )
     try:
         config_file = cached_file(source, "config.json", **hub_kwargs)
     except OSError as error:
-        raise FileNotFoundError(f"teacher {source!r} is neither a model folder nor a loadable Hub model ({error})") from None
+        raise FileNotFoundError(
+            f"teacher {source!r} is neither a model folder nor a loadable Hub model ({error})"
+        ) from None
     model_type = json.loads(Path(config_file).read_text(encoding="utf-8")).get("model_type")
     if model_type == DENDRITE_MODEL_TYPE:
         teacher = from_pretrained(source, **hub_kwargs)

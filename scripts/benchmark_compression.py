@@ -47,24 +47,66 @@ PLOT = RESULTS / "compression.png"
 # Parameter share of the reference the issue's targets are stated at.
 TARGET_SHARE = 0.11
 TARGET_POINTS = (0.5, 1.0)
+# The width frontier: a student with dendrites against plain students within this parameter share,
+# and the lead over the best of them the issue asks for (points of test accuracy).
+FRONTIER_TOLERANCE = 0.10
+FRONTIER_POINTS = 1.0
 # These runs were made when installed PB dendrites trained at the trainer's learning rate; it is
 # passed explicitly so they stay reproducible under today's default (1e-2).
 RECIPE_LEARNING_RATE = {"summing": "2e-3", "narrowed": "5e-4"}
-DENDRITE_SETTINGS = {"none": ["--dendrites", "none"], "pb": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}"]}
-# name -> (recipe kind, flags on top of the recipe, dendrite settings to run). The narrowed models
-# keep MiniLM-L2's 2 layers and its head size of 32: width 1/12 is one head (hidden 32). Each
-# narrowed entry names its initialisation, so a change of the recipe's default leaves it as it ran.
+# Distilled students: the task's fine-tuned MiniLM-L6 teacher (configs/<task>_teacher.yaml, trained
+# once) labels 50,000 unlabelled sentences of the built-in pool besides the labelled training set.
+# One pass over that pool is ~17 passes over the 3,000 labelled sentences, so the budget is in
+# passes over the pool, with an evaluation every 400 steps of 64 (about half a pass).
+DISTILLATION = [
+    "--teacher_recipe",
+    "configs/{task}_teacher.yaml",
+    "--max_unlabeled_samples",
+    "50000",
+    "--num_train_epochs",
+    "6",
+    "--per_device_train_batch_size",
+    "64",
+    "--eval_strategy",
+    "steps",
+    "--eval_steps",
+    "400",
+    "--save_strategy",
+    "steps",
+    "--save_steps",
+    "400",
+    "--logging_strategy",
+    "steps",
+    "--logging_steps",
+    "400",
+    "--max_candidate_epochs",
+    "0.5",
+]
+# setting -> flags on top of the recipe. "pb" keeps the learning rate its runs were made with;
+# the others use today's defaults (PB output weights 1e-2, GD dendrites 1e-3).
+SETTINGS: dict[str, list[str]] = {
+    "none": ["--dendrites", "none"],
+    "pb": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}"],
+    "gd": ["--dendrites", "gd"],
+    "distilled-none": [*DISTILLATION, "--dendrites", "none"],
+    "distilled-pb": [*DISTILLATION, "--dendrites", "pb"],
+    "distilled-gd": [*DISTILLATION, "--dendrites", "gd"],
+}
+EVERY_SETTING = tuple(SETTINGS)
+# name -> (recipe kind, flags on top of the recipe, settings to run). The narrowed models keep
+# MiniLM-L2's 2 layers and its head size of 32: width 1/12 is one head (hidden 32). Each narrowed
+# entry names its initialisation, so a change of the recipe's default leaves it as it ran.
 MODELS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
-    "summing-e16": ("summing", ["--embedding_size", "16"], ("none", "pb")),
-    "summing-e32": ("summing", ["--embedding_size", "32"], ("none", "pb")),
-    "summing-e64": ("summing", ["--embedding_size", "64"], ("none", "pb")),
+    "summing-e16": ("summing", ["--embedding_size", "16"], EVERY_SETTING),
+    "summing-e32": ("summing", ["--embedding_size", "32"], EVERY_SETTING),
+    "summing-e64": ("summing", ["--embedding_size", "64"], EVERY_SETTING),
     "narrowed-h32": ("narrowed", ["--width", "0.0834", "--narrow_init", "importance"], ("none", "pb")),
     "narrowed-h64": ("narrowed", ["--width", "0.167", "--narrow_init", "importance"], ("none", "pb")),
     "narrowed-h96": ("narrowed", ["--width", "0.25", "--narrow_init", "importance"], ("none", "pb")),
     # how to initialise a narrowed model: "importance" (above) against the first units and scratch
-    "narrowed-h64-first": ("narrowed", ["--width", "0.167", "--narrow_init", "first"], ("none", "pb")),
+    "narrowed-h64-first": ("narrowed", ["--width", "0.167", "--narrow_init", "first"], EVERY_SETTING),
     "narrowed-h64-scratch": ("narrowed", ["--width", "0.167", "--narrow_init", "scratch"], ("none",)),
-    "narrowed-h32-first": ("narrowed", ["--width", "0.0834", "--narrow_init", "first"], ("none", "pb")),
+    "narrowed-h32-first": ("narrowed", ["--width", "0.0834", "--narrow_init", "first"], EVERY_SETTING),
 }
 
 
@@ -72,16 +114,19 @@ def recipe(task: str, kind: str) -> str:
     return f"configs/{task}_{kind}.yaml"
 
 
-def run_file(task: str, model: str, dendrites: str, seed: int) -> Path:
-    return COMPRESSION_RUNS / task / model / dendrites / f"seed{seed}.json"
+def run_file(task: str, model: str, setting: str, seed: int) -> Path:
+    return COMPRESSION_RUNS / task / model / setting / f"seed{seed}.json"
 
 
-def run_model(task: str, model: str, dendrites: str, seed: int, scratch: Path) -> dict[str, Any]:
+def setting_flags(task: str, kind: str, setting: str) -> list[str]:
+    return [flag.format(lr=RECIPE_LEARNING_RATE[kind], task=task) for flag in SETTINGS[setting]]
+
+
+def run_model(task: str, model: str, setting: str, seed: int, scratch: Path) -> dict[str, Any]:
     kind, flags, _ = MODELS[model]
-    output_dir = scratch / task / model / dendrites / f"seed{seed}"
-    settings = [flag.format(lr=RECIPE_LEARNING_RATE[kind]) for flag in DENDRITE_SETTINGS[dendrites]]
-    command = train_command(recipe(task, kind), seed, output_dir, [*flags, *settings])
-    labels = {"task": task, "model": model, "dendrites": dendrites, "seed": seed, "flags": " ".join(flags)}
+    output_dir = scratch / task / model / setting / f"seed{seed}"
+    command = train_command(recipe(task, kind), seed, output_dir, [*flags, *setting_flags(task, kind, setting)])
+    labels = {"task": task, "model": model, "dendrites": setting, "seed": seed, "flags": " ".join(flags)}
     return execute(command, output_dir, labels)
 
 
@@ -117,11 +162,46 @@ def reference_summary(task: str) -> dict[str, Any] | None:
     }
 
 
+def teacher_summary(task: str) -> dict[str, Any] | None:
+    """The distillation teacher, as recorded by the distilled runs (every run of a task uses the same one)."""
+    for path in sorted(COMPRESSION_RUNS.glob(f"{task}/*/distilled-*/seed*.json")):
+        distillation = json.loads(path.read_text())["distillation"]
+        return {
+            "name": "MiniLM-L6 fine-tune (teacher)",
+            "test_accuracy": distillation["teacher_accuracy"]["test"],
+            "validation_accuracy": distillation["teacher_accuracy"]["validation"],
+            "parameters": distillation["teacher_parameters"],
+            "recipe": distillation["teacher_recipe"],
+            "pool": distillation["pool"],
+        }
+    return None
+
+
+def _candidate_correlations(run: dict[str, Any]) -> dict[str, float]:
+    """Per layer, the best candidates' mean correlation with the neuron error in the last dendrite phase."""
+    phases = run.get("candidate_scores_per_layer") or []
+    return dict(phases[-1]["scores"]) if phases else {}
+
+
+def _agreement_at_first_growth(run: dict[str, Any]) -> dict[str, float] | None:
+    """The student's agreement with the teacher (training-pool sample, validation) at the evaluation
+    that started its first dendrite phase: memorising, or short of capacity?"""
+    starts = [r["step"] for r in run.get("dendrite_history") or [] if r["action"] == "start_dendrite_phase"]
+    if not starts:
+        return None
+    for evaluation in run["evaluations"]:
+        if evaluation["step"] == starts[0] and "teacher_agreement/train" in evaluation:
+            return {
+                key.split("/", 1)[1]: value for key, value in evaluation.items() if key.startswith("teacher_agreement/")
+            }
+    return None
+
+
 def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[str, Any]]:
     summaries = []
     for model, (_, flags, settings) in MODELS.items():
-        for dendrites in settings:
-            files = sorted((COMPRESSION_RUNS / task / model / dendrites).glob("seed*.json"))
+        for setting in settings:
+            files = sorted((COMPRESSION_RUNS / task / model / setting).glob("seed*.json"))
             if not files:
                 continue
             runs = [json.loads(path.read_text()) for path in files]
@@ -129,18 +209,23 @@ def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[st
             accuracy, spread = _stats([run["test"]["accuracy"] for run in runs])
             kept = [max(run["dendrites_per_layer"].values(), default=0) for run in runs]
             parameters = round(statistics.mean(run["parameters"]["total"] for run in runs))
+            distilled = setting.startswith("distilled-")
+            dendrites = setting.removeprefix("distilled-")
             summary = {
                 "task": task,
                 "name": model,
+                "setting": setting,
                 "architecture": architecture,
                 "width": width,
                 "depth": depth,
                 "narrow_init": runs[0]["compression"].get("narrow_init"),
                 "flags": " ".join(flags),
-                "dendrites": dendrites != "none",
+                "training": "distilled" if distilled else "labels",
+                "dendrites": dendrites,
                 "parameters": parameters,
                 "test_accuracy_mean": accuracy,
                 "test_accuracy_std": spread,
+                "test_accuracy_by_seed": {str(run["benchmark"]["seed"]): run["test"]["accuracy"] for run in runs},
                 "seeds": len(runs),
                 # dendrites per neuron in the final model: a PB run whose growth never beat the
                 # best score ends as the model without dendrites
@@ -149,6 +234,21 @@ def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[st
                 "epochs_mean": statistics.mean(float(run["epochs"]) for run in runs),
                 "seconds_mean": statistics.mean(float(run["seconds"]) for run in runs),
             }
+            correlations = [_candidate_correlations(run) for run in runs]
+            layers = sorted({layer for found in correlations for layer in found})
+            if layers:
+                summary["candidate_correlation_per_layer"] = {
+                    layer: statistics.mean(found[layer] for found in correlations if layer in found) for layer in layers
+                }
+            if distilled:
+                summary["teacher_test_accuracy"] = statistics.mean(
+                    run["distillation"]["teacher_accuracy"]["test"] for run in runs
+                )
+                at_growth = [found for run in runs if (found := _agreement_at_first_growth(run))]
+                if at_growth:
+                    summary["teacher_agreement_at_growth"] = {
+                        sample: statistics.mean(found[sample] for found in at_growth) for sample in at_growth[0]
+                    }
             if reference is not None:
                 summary["parameters_vs_reference"] = parameters / reference["parameters"]
                 summary["test_accuracy_minus_reference"] = accuracy - reference["test_accuracy_mean"]
@@ -156,7 +256,48 @@ def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[st
     return summaries
 
 
-def targets(models: list[dict[str, Any]], reference: dict[str, Any] | None) -> dict[str, Any] | None:
+def frontier(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Is a dendrite's parameter better spent than width? Each student with dendrites against the
+    plain students of the same architecture and training within +-10% of its parameters."""
+    rows = []
+    for grown in (m for m in models if m["dendrites"] != "none"):
+        peers = [
+            m
+            for m in models
+            if m["dendrites"] == "none"
+            and m["task"] == grown["task"]
+            and m["architecture"] == grown["architecture"]
+            and m["narrow_init"] == grown["narrow_init"]
+            and m["training"] == grown["training"]
+            and abs(m["parameters"] / grown["parameters"] - 1) <= FRONTIER_TOLERANCE
+        ]
+        if not peers:
+            continue
+        best = max(peers, key=lambda m: m["test_accuracy_mean"])
+        same_width = next((m for m in peers if m["width"] == grown["width"]), None)
+        seeds = sorted(set(grown["test_accuracy_by_seed"]) & set((same_width or {}).get("test_accuracy_by_seed", {})))
+        ahead = [grown["test_accuracy_by_seed"][s] > same_width["test_accuracy_by_seed"][s] for s in seeds]
+        rows.append(
+            {
+                "task": grown["task"],
+                "training": grown["training"],
+                "model": grown["name"],
+                "dendrites": grown["dendrites"],
+                "dendrites_kept_mean": grown["dendrites_kept_mean"],
+                "parameters": grown["parameters"],
+                "best_plain_peer": best["name"],
+                "best_plain_peer_parameters": best["parameters"],
+                "points_vs_best_plain_peer": 100 * (grown["test_accuracy_mean"] - best["test_accuracy_mean"]),
+                "seeds_ahead_of_same_width": sum(ahead),
+                "seeds_paired": len(seeds),
+            }
+        )
+    return rows
+
+
+def targets(
+    models: list[dict[str, Any]], reference: dict[str, Any] | None, rows: list[dict[str, Any]]
+) -> dict[str, Any] | None:
     """The issue's targets, read off the finished models (none met is an answer too)."""
     if reference is None:
         return None
@@ -183,12 +324,20 @@ def targets(models: list[dict[str, Any]], reference: dict[str, Any] | None) -> d
         f"dendrites kept in every seed, within {TARGET_POINTS[0]} points of the reference, "
         f"<= {TARGET_SHARE:.0%} of its parameters"
     )
+    best = max(rows, key=lambda r: r["points_vs_best_plain_peer"], default=None)
+    found["frontier_best"] = best
+    found["frontier_met"] = best is not None and best["points_vs_best_plain_peer"] >= FRONTIER_POINTS
+    distilled = [r for r in rows if r["training"] == "distilled" and r["seeds_paired"]]
+    found["distilled_ahead_every_seed"] = [
+        f"{r['model']} {r['dendrites']}" for r in distilled if r["seeds_ahead_of_same_width"] == r["seeds_paired"]
+    ]
     return found
 
 
 def _brief(model: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "name",
+        "training",
         "dendrites",
         "dendrites_kept_mean",
         "parameters",
@@ -204,83 +353,111 @@ def aggregate(command: str) -> dict[str, Any] | None:
     models = [m for task in TASKS for m in model_summaries(task, references[task])]
     if not models:
         return None
+    rows = frontier(models)
     files = sorted(COMPRESSION_RUNS.glob("*/*/*/seed*.json"))
     last = json.loads(files[-1].read_text()) if files else {}
     summary = {
         "command": command,
         "recipes": {kind: [recipe(task, kind) for task in TASKS] for kind in ("summing", "narrowed")},
         "budget": " ".join(BUDGET),
+        "distillation_flags": " ".join(DISTILLATION),
         "machine": last.get("benchmark", {}).get("machine", machine()),
         "versions": last.get("versions", {}),
         "reference": {task: ref for task, ref in references.items() if ref is not None},
+        "teacher": {task: t for task in TASKS if (t := teacher_summary(task)) is not None},
         "models": models,
-        "targets": {task: targets([m for m in models if m["task"] == task], references[task]) for task in TASKS},
+        "frontier": rows,
+        "targets": {
+            task: targets(
+                [m for m in models if m["task"] == task], references[task], [r for r in rows if r["task"] == task]
+            )
+            for task in TASKS
+        },
     }
     SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary)
     return summary
 
 
+FAMILIES = {
+    ("summing_network", None): ("o", "summing network"),
+    ("narrowed", "importance"): ("s", "narrowed, importance init"),
+    ("narrowed", "first"): ("^", "narrowed, first units"),
+    ("narrowed", "scratch"): ("v", "narrowed, scratch"),
+}
+DENDRITE_STYLES = {"none": ("--", "plain"), "pb": ("-", "+ PB"), "gd": (":", "+ GD")}
+COLORS = {
+    ("summing_network", None): ("tab:gray", "tab:green", "tab:olive"),
+    ("narrowed", "importance"): ("tab:blue", "tab:red", "tab:purple"),
+    ("narrowed", "first"): ("tab:cyan", "tab:orange", "tab:brown"),
+    ("narrowed", "scratch"): ("tab:pink", "tab:pink", "tab:pink"),
+}
+
+
 def plot(summary: dict[str, Any]) -> None:
-    """Test accuracy against parameters per task: one line per architecture x dendrite setting."""
+    """The width frontier: test accuracy against parameters, per task (rows) and training (columns),
+    one line per architecture x dendrite setting, so plain width and dendrites compare at a glance."""
     tasks = [task for task in TASKS if any(m["task"] == task for m in summary["models"])]
-    figure = Figure(figsize=(6 * len(tasks), 4.5))
-    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
-    families = {
-        ("summing_network", None): ("o", "summing network"),
-        ("narrowed", "importance"): ("s", "narrowed MiniLM-L2, importance init"),
-        ("narrowed", "first"): ("^", "narrowed MiniLM-L2, first units"),
-        ("narrowed", "scratch"): ("v", "narrowed MiniLM-L2, from scratch"),
-    }
-    palette = ["tab:gray", "tab:green", "tab:blue", "tab:red", "tab:cyan", "tab:orange", "tab:purple", "tab:brown"]
-    for axis, task in zip(axes, tasks):
-        for index, ((architecture, init), (marker, family)) in enumerate(families.items()):
-            for dendrites in (False, True):
-                points = sorted(
-                    (m["parameters"], 100 * m["test_accuracy_mean"], 100 * m["test_accuracy_std"])
-                    for m in summary["models"]
-                    if m["task"] == task
-                    and m["architecture"] == architecture
-                    and m["narrow_init"] == init
-                    and m["dendrites"] == dendrites
-                )
-                if points:
-                    x, y, error = zip(*points)
-                    label = f"{family}{' + PB dendrites' if dendrites else ''}"
-                    linestyle = "-" if dendrites else "--"
-                    color = palette[2 * index + dendrites]
-                    axis.errorbar(
-                        x, y, yerr=error, marker=marker, label=label, capsize=3, color=color, linestyle=linestyle
+    trainings = [t for t in ("labels", "distilled") if any(m["training"] == t for m in summary["models"])]
+    figure = Figure(figsize=(6.5 * len(trainings), 4.8 * len(tasks)))
+    grid = figure.subplots(len(tasks), len(trainings), squeeze=False)
+    for row, task in enumerate(tasks):
+        for column, training in enumerate(trainings):
+            axis = grid[row][column]
+            for (architecture, init), (marker, family) in FAMILIES.items():
+                for index, (dendrites, (linestyle, suffix)) in enumerate(DENDRITE_STYLES.items()):
+                    points = sorted(
+                        (m["parameters"], 100 * m["test_accuracy_mean"], 100 * m["test_accuracy_std"])
+                        for m in summary["models"]
+                        if m["task"] == task
+                        and m["training"] == training
+                        and m["architecture"] == architecture
+                        and m["narrow_init"] == init
+                        and m["dendrites"] == dendrites
                     )
-        reference = summary["reference"].get(task)
-        if reference:
-            accuracy = 100 * reference["test_accuracy_mean"]
-            axis.errorbar(
-                [reference["parameters"]],
-                [accuracy],
-                yerr=[100 * reference["test_accuracy_std"]],
-                color="black",
-                marker="*",
-                markersize=12,
-                label=f"{reference['name']} (n={reference['seeds']})",
-            )
-            axis.axhline(
-                accuracy - TARGET_POINTS[0], color="black", linestyle=":", linewidth=1, label="reference - 0.5 points"
-            )
-            axis.axvline(
-                TARGET_SHARE * reference["parameters"],
-                color="black",
-                linestyle="--",
-                linewidth=1,
-                label=f"{TARGET_SHARE:.0%} of the reference's parameters",
-            )
-        axis.set_xscale("log")
-        axis.set_xlabel("parameters (log scale)")
-        axis.set_ylabel("test accuracy (%)")
-        axis.set_title(f"{task}: test accuracy (mean ± std over seeds) vs parameters", fontsize=10)
-        axis.legend(fontsize=7, loc="best")
+                    if points:
+                        x, y, error = zip(*points)
+                        axis.errorbar(
+                            x,
+                            y,
+                            yerr=error,
+                            marker=marker,
+                            capsize=3,
+                            linestyle=linestyle,
+                            color=COLORS[(architecture, init)][index],
+                            label=f"{family} {suffix}",
+                        )
+            _reference_marks(axis, summary, task)
+            axis.set_xscale("log")
+            axis.set_xlabel("parameters (log scale)")
+            axis.set_ylabel("test accuracy (%)")
+            axis.set_title(f"{task}, {'distilled from the teacher' if training == 'distilled' else 'labels only'}")
+            axis.legend(fontsize=6, loc="lower right")
+    figure.suptitle("Width frontier: test accuracy (mean ± std over seeds) against parameters", fontsize=11)
     figure.tight_layout()
     figure.savefig(PLOT, dpi=100)
+
+
+def _reference_marks(axis: Any, summary: dict[str, Any], task: str) -> None:
+    reference = summary["reference"].get(task)
+    if reference:
+        accuracy = 100 * reference["test_accuracy_mean"]
+        axis.errorbar(
+            [reference["parameters"]],
+            [accuracy],
+            yerr=[100 * reference["test_accuracy_std"]],
+            color="black",
+            marker="*",
+            markersize=12,
+            label=f"{reference['name']} (n={reference['seeds']})",
+        )
+        axis.axhline(accuracy - TARGET_POINTS[0], color="black", linestyle=":", linewidth=1, label="reference - 0.5")
+        axis.axvline(
+            TARGET_SHARE * reference["parameters"], color="black", linestyle="--", linewidth=1, label="11% of it"
+        )
+    teacher = summary.get("teacher", {}).get(task)
+    if teacher:
+        axis.plot([teacher["parameters"]], [100 * teacher["test_accuracy"]], "kP", markersize=10, label=teacher["name"])
 
 
 # ---------------------------------------------------------------------- main
@@ -290,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--no-reference", action="store_true", help="do not run missing reference fine-tunes")
     parser.add_argument("--scratch", default="runs/benchmark_compression", help="where runs write checkpoints")
@@ -298,29 +476,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python scripts/benchmark_compression.py"
     outputs = [SUMMARY, PLOT]
-    # seed by seed, each task's small models (minutes) and then its reference fine-tune (longer),
-    # so every finished seed is a complete comparison
+    # seed by seed, each task's small models (minutes; in the order given, every setting of one model
+    # before the next) and then its reference fine-tune (longer), so every finished seed is a
+    # complete comparison
     plan = []
     for seed in args.seeds:
         for task in args.tasks:
-            plan += [(task, model, dendrites, seed) for model in args.models for dendrites in MODELS[model][2]]
+            plan += [
+                (task, model, setting, seed)
+                for model in args.models
+                for setting in args.settings
+                if setting in MODELS[model][2]
+            ]
             if not args.no_reference:
                 plan.append((task, "reference", "none", seed))
-    for task, model, dendrites, seed in plan if not args.aggregate_only else []:
+    for task, model, setting, seed in plan if not args.aggregate_only else []:
         is_reference = model == "reference"
-        path = baseline_file(task, "baseline", seed) if is_reference else run_file(task, model, dendrites, seed)
+        path = baseline_file(task, "baseline", seed) if is_reference else run_file(task, model, setting, seed)
         if path.exists():
             continue
-        print(f"[compression] {task} / {model} / {dendrites} / seed {seed} ...", flush=True)
+        print(f"[compression] {task} / {model} / {setting} / seed {seed} ...", flush=True)
         if is_reference:
             results = run_one(task, "baseline", seed, "", Path(args.scratch))
         else:
-            results = run_model(task, model, dendrites, seed, Path(args.scratch))
+            results = run_model(task, model, setting, seed, Path(args.scratch))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
         aggregate(command)
         accuracy = results["test"]["accuracy"]
-        print(f"[compression] {task} / {model} / {dendrites} / seed {seed}: test accuracy {accuracy:.4f}", flush=True)
+        print(f"[compression] {task} / {model} / {setting} / seed {seed}: test accuracy {accuracy:.4f}", flush=True)
         if args.commit:
             extra = [RESULTS / f"{task}.json", RESULTS / f"{task}.png"] if is_reference else []
             if is_reference:
@@ -329,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
                 aggregate_task(task, "python scripts/benchmark.py")
             git_commit(
                 [path, *outputs, *extra, refresh_readme()],
-                f"Compression benchmark: {task} / {model} / {dendrites} / seed {seed}",
+                f"Compression benchmark: {task} / {model} / {setting} / seed {seed}",
             )
     aggregate(command)
     return 0

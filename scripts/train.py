@@ -43,7 +43,7 @@ import hf_dendrites
 from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
 from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
 from hf_dendrites.data import load_hub, load_local, load_task, num_labels
-from hf_dendrites.distillation import TEACHER_LOGITS
+from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.metrics import METRICS, build_compute_metrics
 from hf_dendrites.pretrained import resolve_model
 from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
@@ -109,7 +109,9 @@ class DataArguments:
 class DistillationArguments:
     teacher: str | None = field(
         default=None,
-        metadata={"help": "Distil from this fine-tuned classifier (a folder or Hub id) instead of training on labels alone."},
+        metadata={
+            "help": "Distil from this fine-tuned classifier (a folder or Hub id) instead of training on labels alone."
+        },
     )
     teacher_recipe: str | None = field(
         default=None,
@@ -119,7 +121,8 @@ class DistillationArguments:
         },
     )
     distill_alpha: float = field(
-        default=DistillationConfig.alpha, metadata={"help": DistillationConfig.__dataclass_fields__["alpha"].metadata["help"]}
+        default=DistillationConfig.alpha,
+        metadata={"help": DistillationConfig.__dataclass_fields__["alpha"].metadata["help"]},
     )
     distill_temperature: float = field(
         default=DistillationConfig.temperature,
@@ -307,8 +310,9 @@ def versions() -> dict[str, str]:
 
 
 def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:
-    """Every evaluation during training (epoch, step, metrics): lets runs be compared step by step."""
-    return [
+    """Every evaluation during training (epoch, step, metrics, and for a distilled student its agreement
+    with the teacher): lets runs be compared step by step."""
+    evaluations = [
         {
             "epoch": entry["epoch"],
             "step": entry["step"],
@@ -317,6 +321,12 @@ def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, floa
         for entry in log_history
         if "eval_loss" in entry or any(f"eval_{m}" in entry for m in METRICS)
     ]
+    by_step = {evaluation["step"]: evaluation for evaluation in evaluations}
+    for entry in log_history:
+        for key, value in entry.items():
+            if key.startswith("teacher_agreement/") and entry.get("step") in by_step:
+                by_step[entry["step"]][key] = value
+    return evaluations
 
 
 def prepare_teacher(distill_args: DistillationArguments) -> str:
@@ -372,10 +382,9 @@ def distillation_train_set(
         )
 
     pool = pool.add_column(TEACHER_LOGITS, logits_of(pool["text"]).tolist())
+    held_out = {split: logits_of(limited[split]["text"]) for split in ("validation", "test") if split in limited}
     accuracy = {
-        split: float((logits_of(limited[split]["text"]).argmax(-1) == limited[split]["label"]).mean())
-        for split in ("validation", "test")
-        if split in limited
+        split: float((logits.argmax(-1) == limited[split]["label"]).mean()) for split, logits in held_out.items()
     }
     info = {
         "teacher": source,
@@ -387,8 +396,24 @@ def distillation_train_set(
         "unlabeled_file": distill_args.unlabeled_file,
         "pool": record,
     }
-    logger.info("teacher %s: accuracy %s; pool of %d texts (%d labelled)", source, accuracy, len(pool), record["labeled"])
-    return pool.remove_columns("source"), info
+    logger.info(
+        "teacher %s: accuracy %s; pool of %d texts (%d labelled)", source, accuracy, len(pool), record["labeled"]
+    )
+    return pool.remove_columns("source"), info, held_out
+
+
+AGREEMENT_SAMPLE = 1000
+
+
+def agreement_samples(encoded: datasets.DatasetDict, validation_logits: Any) -> dict[str, datasets.Dataset]:
+    """Fixed rows to measure the student's agreement with the teacher on: evenly spaced rows of the
+    training pool, and the validation set."""
+    train = encoded["train"]
+    step = max(1, len(train) // AGREEMENT_SAMPLE)
+    return {
+        "train": train.select(range(0, len(train), step)[:AGREEMENT_SAMPLE]),
+        "validation": encoded["validation"].add_column(TEACHER_LOGITS, validation_logits.tolist()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -412,7 +437,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     raw = apply_limits(full, data_args)
     distillation_info = None
     if distillation is not None:
-        train_set, distillation_info = distillation_train_set(full, raw, distill_args, model_args.max_seq_length)
+        train_set, distillation_info, held_out_logits = distillation_train_set(
+            full, raw, distill_args, model_args.max_seq_length
+        )
     model_path, overrides = resolve_model(model_args.model_name_or_path)
     transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -424,7 +451,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     encoded = raw.map(tokenize, batched=True, remove_columns=["id", "text"]).rename_column("label", "labels")
     if distillation is not None:
-        encoded["train"] = train_set.map(tokenize, batched=True, remove_columns=["text"]).rename_column("label", "labels")
+        encoded["train"] = train_set.map(tokenize, batched=True, remove_columns=["text"]).rename_column(
+            "label", "labels"
+        )
     base_parameters = parameter_report(model)["total"]
     common = dict(
         model=model,
@@ -445,6 +474,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     else:
         trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
+    if distillation is not None:
+        samples = agreement_samples(encoded, held_out_logits["validation"])
+        trainer.add_callback(TeacherAgreementCallback(trainer, samples, common["data_collator"]))
 
     start = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

@@ -150,28 +150,39 @@ def compression_table(results: dict) -> str:
     machine = results["machine"]
     lines = [
         f"`{results['command']}` (recipes `configs/<task>_summing.yaml` and `configs/<task>_narrowed.yaml`, "
-        f"{results['budget']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}; n = seeds finished. Width: "
-        "embedding size (summing network) or hidden size (narrowed MiniLM-L2, 2 layers, heads of 32).",
+        f"{results['budget']}; distilled: `{results.get('distillation_flags', '')}`; 3 seeds planned) on "
+        f"{machine.get('cpu', 'a CPU')}; n = seeds finished. Width: embedding size (summing network) or hidden size "
+        "(narrowed MiniLM-L2, 2 layers, heads of 32). Training: labels only, or distilled from the teacher.",
         "",
-        "| task | model | dendrites | kept per neuron | width | parameters | share of reference | n | test accuracy "
-        "| vs reference (points) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | model | training | dendrites | kept per neuron | width | parameters | share of reference | n "
+        "| test accuracy | vs reference (points) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, reference in results["reference"].items():
         lines.append(
-            f"| {task} | {reference['name']} (reference) | – | – | 384 | {reference['parameters'] / 1e6:.2f}M | 100% "
-            f"| {reference['seeds']} | {100 * reference['test_accuracy_mean']:.2f} ± {100 * reference['test_accuracy_std']:.2f} | – |"
+            f"| {task} | {reference['name']} (reference) | labels | – | – | 384 | {reference['parameters'] / 1e6:.2f}M "
+            f"| 100% | {reference['seeds']} | {100 * reference['test_accuracy_mean']:.2f} ± "
+            f"{100 * reference['test_accuracy_std']:.2f} | – |"
         )
+        teacher = results.get("teacher", {}).get(task)
+        if teacher:
+            share = teacher["parameters"] / reference["parameters"]
+            delta = teacher["test_accuracy"] - reference["test_accuracy_mean"]
+            lines.append(
+                f"| {task} | {teacher['name']} | labels | – | – | 384 | {teacher['parameters'] / 1e6:.2f}M "
+                f"| {100 * share:.0f}% | 1 | {100 * teacher['test_accuracy']:.2f} | {100 * delta:+.2f} |"
+            )
         for m in sorted(
             (m for m in results["models"] if m["task"] == task),
-            key=lambda m: (m["parameters"], m["name"], m["dendrites"]),
+            key=lambda m: (m["training"] != "labels", m["parameters"], m["name"], m["dendrites"]),
         ):
             delta = m.get("test_accuracy_minus_reference")
             share = m.get("parameters_vs_reference")
+            grown = m["dendrites"] != "none"
             lines.append(
-                f"| {task} | {m['name']} | {'pb' if m['dendrites'] else 'none'} "
-                f"| {_fmt(m.get('dendrites_kept_mean') if m['dendrites'] else None, '.1f')} | {m['width']} | {m['parameters'] / 1e6:.2f}M "
-                f"| {_fmt(None if share is None else 100 * share, '.1f')}% | {m['seeds']} "
+                f"| {task} | {m['name']} | {m['training']} | {m['dendrites']} "
+                f"| {_fmt(m.get('dendrites_kept_mean') if grown else None, '.1f')} | {m['width']} "
+                f"| {m['parameters'] / 1e6:.2f}M | {_fmt(None if share is None else 100 * share, '.1f')}% | {m['seeds']} "
                 f"| {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} |"
             )
@@ -183,7 +194,8 @@ def compression_table(results: dict) -> str:
         parts = [
             f"within {points} points: "
             + (
-                f"{m['name']} ({'pb' if m['dendrites'] else 'no dendrites'}, {100 * m['parameters_vs_reference']:.1f}% of the parameters)"
+                f"{m['name']} ({m['training']}, {m['dendrites'] if m['dendrites'] != 'none' else 'no'} dendrites, "
+                f"{100 * m['parameters_vs_reference']:.1f}% of the parameters)"
                 if m
                 else "none"
             )
@@ -191,7 +203,40 @@ def compression_table(results: dict) -> str:
         ]
         met = "met" if found["target_met"] else "not met"
         lines.append(f"- {task}: smallest model {'; '.join(parts)}. Target ({found['target']}): {met}.")
+        best = found.get("frontier_best")
+        if best:
+            verdict = "met" if found["frontier_met"] else "not met"
+            lines.append(
+                f"- {task}, width frontier: the best lead of a student with dendrites over the best plain student "
+                f"within ±10% of its parameters is {best['points_vs_best_plain_peer']:+.2f} points ({best['model']} "
+                f"{best['training']} + {best['dendrites']} vs {best['best_plain_peer']}; goal +1.0): {verdict}. "
+                "Distilled students with dendrites ahead of the plain one of the same width in every seed: "
+                + (", ".join(found["distilled_ahead_every_seed"]) or "none")
+                + "."
+            )
     return "\n".join(lines).replace("–%", "–")
+
+
+def distillation_pool_table(results: dict) -> str:
+    teachers = results.get("teacher") or {}
+    if not teachers:
+        return "No distilled run has finished yet: the pools are described here once one has."
+    lines = [
+        "Read from the distilled runs' `results.json` (`distillation.pool`): texts read per source, and why those not "
+        "kept were dropped.",
+        "",
+        "| task | source | read | kept | duplicate | validation/test text | under 8 characters | beyond the 50,000 cap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for task, teacher in teachers.items():
+        pool = teacher["pool"]
+        for source, count in pool["sources"].items():
+            lines.append(
+                f"| {task} | {source} | {count['read']:,} | {count['kept']:,} | {count['duplicate']:,} "
+                f"| {count['held_out']:,} | {count['short']:,} | {count.get('dropped_by_cap', 0):,} |"
+            )
+        lines.append(f"| {task} | **pool** | | **{pool['size']:,}** ({pool['labeled']:,} labelled) | | | | |")
+    return "\n".join(lines)
 
 
 TABLES = {
@@ -200,6 +245,7 @@ TABLES = {
     "benchmark_trec6": ("trec6.json", benchmark_table),
     "growth": ("growth.json", growth_table),
     "compression": ("compression.json", compression_table),
+    "distillation-pool": ("compression.json", distillation_pool_table),
 }
 
 

@@ -64,6 +64,8 @@ def test_a_distilled_run_fine_tunes_the_teacher_grows_and_records_everything(dis
     assert distillation["alpha"] == 0.9 and distillation["temperature"] == 2.0
     assert written["config"]["distillation"]["max_unlabeled_samples"] == 200
     assert "grow" in [record["action"] for record in written["dendrite_history"]]
+    agreement = [(e["teacher_agreement/train"], e["teacher_agreement/validation"]) for e in written["evaluations"]]
+    assert len(agreement) == 4 and all(0.0 <= value <= 1.0 for pair in agreement for value in pair)
     for key in ("validation", "test", "parameters", "dendrites_per_layer", "epochs", "compression", "versions"):
         assert key in written, key
     assert results["test"] == written["test"]
@@ -100,7 +102,9 @@ def test_an_empty_unlabelled_file_is_named(distilled_run, teacher_recipe, tmp_pa
     empty.write_text("\n")
     teacher = str(teacher_recipe.parent / "model")
     with pytest.raises(ValueError, match="empty_pool.txt holds no text"):
-        train.main([DISTILLED, *STUDENT, "--teacher", teacher, "--unlabeled_file", str(empty), "--output_dir", str(tmp_path)])
+        train.main(
+            [DISTILLED, *STUDENT, "--teacher", teacher, "--unlabeled_file", str(empty), "--output_dir", str(tmp_path)]
+        )
 
 
 def test_a_user_pool_file_replaces_the_builtin_one(distilled_run, teacher_recipe, tmp_path):
@@ -109,8 +113,21 @@ def test_a_user_pool_file_replaces_the_builtin_one(distilled_run, teacher_recipe
     teacher = str(teacher_recipe.parent / "model")
     arguments = [DISTILLED, *STUDENT, "--teacher", teacher, "--unlabeled_file", str(pool), "--dendrites", "none"]
     arguments += ["--num_train_epochs", "1"]
-    results = train.main([*arguments, "--teacher_logits_cache", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "o")])
+    results = train.main(
+        [*arguments, "--teacher_logits_cache", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "o")]
+    )
     sources = results["distillation"]["pool"]["sources"]
     assert sources["unlabeled_file"]["read"] == 40 and sources["unlabeled_file"]["duplicate"] == 0
     assert "movie_dialog" not in sources and "task_train" in sources  # the task's own texts stay in
     assert results["distillation"]["teacher_recipe"] is None
+
+
+def test_the_model_card_of_a_distilled_student_names_its_teacher(distilled_run, teacher_recipe):
+    import hf_dendrites as hd
+    from hf_dendrites.hub import model_card
+
+    _, output, _ = distilled_run
+    card = str(model_card(hd.from_pretrained(output), "user/distilled-student", results=output / "results.json"))
+    teacher = teacher_recipe.parent / "model"
+    assert f"Distilled from the teacher `{teacher}`" in card
+    assert "α = 0.9, T = 2.0, on a pool of 296 texts (96 labelled)" in card

@@ -128,7 +128,11 @@ def test_evaluation_without_teacher_logits_uses_the_labels(tmp_path, distilled_t
     )
     plain = Trainer(tiny_model(num_labels=2), training_args(tmp_path / "plain", save_strategy="no", eval_strategy="no"))
     ids = torch.tensor(VALIDATION["input_ids"][:8])
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor(VALIDATION["labels"][:8])}
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.tensor(VALIDATION["labels"][:8]),
+    }
     assert trainer.compute_loss(trainer.model, dict(inputs)).item() == pytest.approx(
         plain.compute_loss(plain.model, dict(inputs)).item()
     )

@@ -54,3 +54,48 @@ def test_readme_compression_snippet_builds_both_compressed_models():
     assert set(hd.dendrite_layers(summing)) == {"hidden.0.dense", "classifier"}
     input_ids = torch.randint(5, 500, (3, 7))
     assert small(input_ids=input_ids).logits.shape == summing(input_ids=input_ids).logits.shape == (3, 2)
+
+
+def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatch):
+    import datasets
+    from test_distillation import small_vocabulary_teacher
+    from test_trainer import dendrite_config, training_args
+    from transformers import AutoTokenizer
+
+    import hf_dendrites.unlabeled
+    from hf_dendrites.metrics import build_compute_metrics
+    from hf_dendrites.pretrained import resolve_model
+
+    texts = [f"sentence number {i} about a film" for i in range(40)]
+    task_data = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict({"text": rows, "label": [i % 2 for i in range(len(rows))]})
+            for split, rows in (("train", texts[:16]), ("validation", texts[16:24]), ("test", texts[24:32]))
+        }
+    )
+    unlabeled = {"lines": texts[16:] + [f"an unlabelled line, number {i}" for i in range(48)]}
+    monkeypatch.setattr(hf_dendrites.unlabeled, "builtin_unlabeled_texts", lambda: unlabeled)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l2")[0])
+    student = small_vocabulary_teacher(seed=1).inner
+    validation = task_data["validation"].map(lambda rows: tokenizer(rows["text"]), batched=True)
+    namespace = {
+        "task_data": task_data,
+        "teacher": small_vocabulary_teacher(seed=2).inner,
+        "tokenizer": tokenizer,
+        "student": student,
+        "args": training_args(tmp_path / "out", max_steps=24),
+        "validation": validation.remove_columns("text").rename_column("label", "labels"),
+        "compute_metrics": build_compute_metrics(["accuracy"]),
+    }
+    monkeypatch.chdir(tmp_path)
+    snippet = in_code_snippet("distillation-code").replace(
+        "hd.DendriteConfig()", "dendrite_config(improvement_threshold_abs=10.0)"
+    )
+    scope = {**namespace, "dendrite_config": dendrite_config}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    record, trainer = scope["record"], scope["trainer"]
+    held_out = set(texts[16:32])
+    assert record["labeled"] == 16 and not held_out & set(scope["pool"]["text"])
+    assert len(scope["train"][0]["teacher_logits"]) == 2
+    assert any(entry["action"] == "grow" for entry in trainer.tracker.history)
+    assert list((tmp_path / "runs" / "teacher_logits").iterdir()), "the teacher logits were not cached"

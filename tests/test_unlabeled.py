@@ -18,7 +18,9 @@ from hf_dendrites.unlabeled import (
 
 def task(train, validation, test) -> datasets.DatasetDict:
     def split(rows):
-        return datasets.Dataset.from_dict({"id": [str(i) for i in range(len(rows))], "text": rows, "label": [1] * len(rows)})
+        return datasets.Dataset.from_dict(
+            {"id": [str(i) for i in range(len(rows))], "text": rows, "label": [1] * len(rows)}
+        )
 
     return datasets.DatasetDict({"train": split(train), "validation": split(validation), "test": split(test)})
 
