@@ -27,6 +27,7 @@ from typing import Any
 
 from benchmark import (
     BUDGET,
+    ROOT,
     RESULTS,
     RUNS,
     SEEDS,
@@ -42,6 +43,7 @@ from benchmark import run_file as baseline_file
 from matplotlib.figure import Figure
 
 COMPRESSION_RUNS = RUNS / "compression"
+TEACHER_RUNS = RUNS / "teachers"
 SUMMARY = RESULTS / "compression.json"
 PLOT = RESULTS / "compression.png"
 # Parameter share of the reference the issue's targets are stated at.
@@ -162,19 +164,42 @@ def reference_summary(task: str) -> dict[str, Any] | None:
     }
 
 
+def teacher_file(task: str) -> Path:
+    return TEACHER_RUNS / f"{task}.json"
+
+
+def record_teacher(task: str) -> Path | None:
+    """Keep the teacher's results (fine-tuned by its recipe into runs/, which is not committed)."""
+    path = teacher_file(task)
+    recipe = f"configs/{task}_teacher.yaml"
+    source = ROOT / "runs" / "teachers" / task / "results.json"
+    if path.exists() or not source.exists():
+        return None
+    results = json.loads(source.read_text())
+    kept = ("validation", "test", "parameters", "epochs", "seconds", "evaluations", "config", "versions")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**{k: results[k] for k in kept}, "recipe": recipe}, indent=2, default=str) + "\n")
+    return path
+
+
 def teacher_summary(task: str) -> dict[str, Any] | None:
-    """The distillation teacher, as recorded by the distilled runs (every run of a task uses the same one)."""
+    """The distillation teacher (its recipe's results) and the pool the distilled runs used."""
+    if not teacher_file(task).exists():
+        return None
+    teacher = json.loads(teacher_file(task).read_text())
+    summary = {
+        "name": "MiniLM-L6 fine-tune (teacher)",
+        "recipe": teacher["recipe"],
+        "test_accuracy": teacher["test"]["accuracy"],
+        "validation_accuracy": teacher["validation"]["accuracy"],
+        "parameters": teacher["parameters"]["total"],
+    }
     for path in sorted(COMPRESSION_RUNS.glob(f"{task}/*/distilled-*/seed*.json")):
         distillation = json.loads(path.read_text())["distillation"]
-        return {
-            "name": "MiniLM-L6 fine-tune (teacher)",
-            "test_accuracy": distillation["teacher_accuracy"]["test"],
-            "validation_accuracy": distillation["teacher_accuracy"]["validation"],
-            "parameters": distillation["teacher_parameters"],
-            "recipe": distillation["teacher_recipe"],
-            "pool": distillation["pool"],
-        }
-    return None
+        summary["pool"] = distillation["pool"]
+        summary["same_teacher_in_runs"] = distillation["teacher_accuracy"]["test"] == summary["test_accuracy"]
+        break
+    return summary
 
 
 def _candidate_correlations(run: dict[str, Any]) -> dict[str, float]:
@@ -502,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
             results = run_model(task, model, setting, seed, Path(args.scratch))
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        teacher = record_teacher(task) if setting.startswith("distilled-") else None
         aggregate(command)
         accuracy = results["test"]["accuracy"]
         print(f"[compression] {task} / {model} / {setting} / seed {seed}: test accuracy {accuracy:.4f}", flush=True)
@@ -511,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                 from benchmark import aggregate as aggregate_task
 
                 aggregate_task(task, "python scripts/benchmark.py")
+            extra += [teacher] if teacher else []
             git_commit(
                 [path, *outputs, *extra, refresh_readme()],
                 f"Compression benchmark: {task} / {model} / {setting} / seed {seed}",

@@ -229,7 +229,9 @@ def distillation_pool_table(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for task, teacher in teachers.items():
-        pool = teacher["pool"]
+        pool = teacher.get("pool")
+        if pool is None:
+            continue
         for source, count in pool["sources"].items():
             lines.append(
                 f"| {task} | {source} | {count['read']:,} | {count['kept']:,} | {count['duplicate']:,} "
