@@ -91,3 +91,33 @@ def test_growth_diagnostics_compare_the_evaluation_after_growth_with_the_plain_o
     assert found["plain_after_best"] == pytest.approx(-0.02)
     assert found["after_growth"] == pytest.approx(0.01)
     assert growth.first_evaluations_after(history[:2]) == {"after_growth": None, "plain_after_best": None}
+
+
+def student(name: str, dendrites: str, parameters: int, by_seed: list[float], training: str = "distilled") -> dict:
+    return {
+        "task": "trec6",
+        "name": name,
+        "architecture": "summing_network",
+        "narrow_init": None,
+        "training": training,
+        "dendrites": dendrites,
+        "width": int(name.split("-e")[1]),
+        "parameters": parameters,
+        "test_accuracy_mean": sum(by_seed) / len(by_seed),
+        "test_accuracy_by_seed": {str(seed): value for seed, value in enumerate(by_seed)},
+        "dendrites_kept_mean": 1.0 if dendrites != "none" else 0.0,
+    }
+
+
+def test_the_width_frontier_compares_students_within_ten_percent_of_the_parameters():
+    compression = load_script("benchmark_compression")
+    models = [
+        student("summing-e32", "none", 1000, [0.80, 0.80, 0.80]),
+        student("summing-e32", "pb", 1050, [0.82, 0.81, 0.79]),
+        student("summing-e36", "none", 1090, [0.805, 0.805, 0.805]),  # within 10% of the PB student: its best peer
+        student("summing-e64", "none", 2000, [0.90, 0.90, 0.90]),  # too large to be a peer
+        student("summing-e32", "none", 1000, [0.70, 0.70, 0.70], training="labels"),  # another training: no peer
+    ]
+    (row,) = compression.frontier(models)
+    assert row["best_plain_peer"] == "summing-e36" and row["points_vs_best_plain_peer"] == pytest.approx(100 * ((0.82 + 0.81 + 0.79) / 3 - 0.805))
+    assert (row["seeds_ahead_of_same_width"], row["seeds_paired"]) == (2, 3)  # ahead of e32 in seeds 0 and 1
