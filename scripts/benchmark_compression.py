@@ -157,6 +157,7 @@ def reference_summary(task: str) -> dict[str, Any] | None:
     accuracy, spread = _stats([run["test"]["accuracy"] for run in runs])
     return {
         "name": "MiniLM-L2 plain fine-tune",
+        "validation_accuracy_mean": statistics.mean(run["validation"]["accuracy"] for run in runs),
         "test_accuracy_mean": accuracy,
         "test_accuracy_std": spread,
         "parameters": runs[0]["parameters"]["total"],

@@ -187,6 +187,14 @@ def compression_table(results: dict) -> str:
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} |"
             )
     lines.append("")
+    for task, teacher in (results.get("teacher") or {}).items():
+        reference = results["reference"].get(task)
+        if reference and "validation_accuracy_mean" in reference:
+            lines.append(
+                f"- {task}: the teacher is MiniLM-L6 fine-tuned (`{teacher['recipe']}`), chosen over MiniLM-L2 on "
+                f"validation: {100 * teacher['validation_accuracy']:.2f} against the MiniLM-L2 fine-tune's "
+                f"{100 * reference['validation_accuracy_mean']:.2f} (mean of {reference['seeds']} seeds)."
+            )
     for task, found in results["targets"].items():
         if not found:
             continue
@@ -241,6 +249,33 @@ def distillation_pool_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def distillation_diagnostics_table(results: dict) -> str:
+    rows = [m for m in results["models"] if m["training"] == "distilled" and m["dendrites"] != "none"]
+    if not rows:
+        return "No distilled run with dendrites has finished yet."
+    lines = [
+        "Per distilled student with dendrites (means over seeds): dendrites kept, the best candidates' correlation with "
+        "the neuron error in the last dendrite phase (mean over layers, and the layer with the most), and the "
+        "student's agreement with the teacher on a fixed sample of the training pool and on validation at the "
+        "evaluation that started its first dendrite phase (close values: short of capacity, not memorising).",
+        "",
+        "| task | model | dendrites | n | kept per neuron | candidate correlation (mean) | strongest layer "
+        "| agreement at growth: train pool | validation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in rows:
+        layers = m.get("candidate_correlation_per_layer") or {}
+        strongest = max(layers, key=layers.get, default=None)
+        agreement = m.get("teacher_agreement_at_growth") or {}
+        mean = sum(layers.values()) / len(layers) if layers else None
+        lines.append(
+            f"| {m['task']} | {m['name']} | {m['dendrites']} | {m['seeds']} | {m['dendrites_kept_mean']:.1f} "
+            f"| {_fmt(mean, '.4f')} | {f'`{strongest}` {layers[strongest]:.4f}' if strongest else '–'} "
+            f"| {_fmt(agreement.get('train'), '.3f')} | {_fmt(agreement.get('validation'), '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
 TABLES = {
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
@@ -248,6 +283,7 @@ TABLES = {
     "growth": ("growth.json", growth_table),
     "compression": ("compression.json", compression_table),
     "distillation-pool": ("compression.json", distillation_pool_table),
+    "distillation-diagnostics": ("compression.json", distillation_diagnostics_table),
 }
 
 
