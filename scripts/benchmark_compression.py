@@ -211,8 +211,10 @@ def _candidate_correlations(run: dict[str, Any]) -> dict[str, float]:
 
 def _agreement_at_first_growth(run: dict[str, Any]) -> dict[str, float] | None:
     """The student's agreement with the teacher (training-pool sample, validation) at the evaluation
-    that started its first dendrite phase: memorising, or short of capacity?"""
-    starts = [r["step"] for r in run.get("dendrite_history") or [] if r["action"] == "start_dendrite_phase"]
+    that started its first dendrite phase (PB) or grew its first dendrite (GD): memorising, or short
+    of capacity?"""
+    history = run.get("dendrite_history") or []
+    starts = [r["step"] for r in history if r["action"] in ("start_dendrite_phase", "grow") and r["phase"] == "neuron"]
     if not starts:
         return None
     for evaluation in run["evaluations"]:
