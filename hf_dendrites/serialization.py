@@ -262,7 +262,15 @@ def from_pretrained(
     is not a dendrite model, or when its weights do not match its recorded structure.
     """
     hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
-    config_file = cached_file(path_or_repo_id, CONFIG_NAME, **hub_kwargs)
+    try:
+        config_file = cached_file(path_or_repo_id, CONFIG_NAME, **hub_kwargs)
+    except OSError as error:
+        if Path(path_or_repo_id).is_dir():
+            raise  # a local folder without config.json: transformers' message names the file
+        raise FileNotFoundError(
+            f"{str(path_or_repo_id)!r} is not a local folder (it does not exist), and loading it as a Hub repo id "
+            f"failed: {str(error).splitlines()[0]}"
+        ) from error
     values, record = read_dendrite_config_file(config_file)
     weight_files = resolve_weight_files(path_or_repo_id, **hub_kwargs)
     model = build_from_record(values, record, dtype=dtype)

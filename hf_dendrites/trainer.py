@@ -80,6 +80,12 @@ class DendriteTrainer(DistillationMixin, Trainer):
                 "DendriteTrainer needs ddp_find_unused_parameters=True (or unset): dendrite phases freeze weights "
                 "the distributed wrapper was built with"
             )
+        if args is not None and "loss" in (args.metric_for_best_model or "") and args.greater_is_better:
+            logger.warning(
+                "metric_for_best_model=%r with greater_is_better=True: growth will keep the model with the "
+                "highest loss; set greater_is_better=False unless that is what you want",
+                args.metric_for_best_model,
+            )
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
         super().__init__(model=model, args=args, distillation=distillation, **kwargs)

@@ -135,3 +135,12 @@ def test_corrupted_config_json(tmp_path):
     (tmp_path / "config.json").write_text("{ not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         hd.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["missing/folder", "./missing/folder/deeper"])
+def test_loading_a_folder_that_does_not_exist_says_so(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="is not a local folder \\(it does not exist\\)") as caught:
+        hd.from_pretrained(path)
+    assert path in str(caught.value)

@@ -334,3 +334,12 @@ def test_callback_works_with_a_plain_trainer(tmp_path):
     trainer.train()
     assert "grow" in [r["action"] for r in callback.tracker.history]
     assert hd.num_dendrites(trainer.model) == callback.tracker.best_num_dendrites
+
+
+def test_a_loss_metric_that_should_grow_is_warned_about(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="hf_dendrites.trainer")
+    make_trainer(tmp_path, args={"metric_for_best_model": "loss", "greater_is_better": True})
+    assert "highest loss" in caplog.text
+    caplog.clear()
+    make_trainer(tmp_path / "other", args={"metric_for_best_model": "loss", "greater_is_better": False})
+    assert "highest loss" not in caplog.text
