@@ -27,8 +27,8 @@ from typing import Any
 
 from benchmark import (
     BUDGET,
-    ROOT,
     RESULTS,
+    ROOT,
     RUNS,
     SEEDS,
     TASKS,
