@@ -119,5 +119,7 @@ def test_the_width_frontier_compares_students_within_ten_percent_of_the_paramete
         student("summing-e32", "none", 1000, [0.70, 0.70, 0.70], training="labels"),  # another training: no peer
     ]
     (row,) = compression.frontier(models)
-    assert row["best_plain_peer"] == "summing-e36" and row["points_vs_best_plain_peer"] == pytest.approx(100 * ((0.82 + 0.81 + 0.79) / 3 - 0.805))
+    assert row["best_plain_peer"] == "summing-e36" and row["points_vs_best_plain_peer"] == pytest.approx(
+        100 * ((0.82 + 0.81 + 0.79) / 3 - 0.805)
+    )
     assert (row["seeds_ahead_of_same_width"], row["seeds_paired"]) == (2, 3)  # ahead of e32 in seeds 0 and 1
