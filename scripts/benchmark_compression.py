@@ -93,8 +93,20 @@ SETTINGS: dict[str, list[str]] = {
     "distilled-none": [*DISTILLATION, "--dendrites", "none"],
     "distilled-pb": [*DISTILLATION, "--dendrites", "pb"],
     "distilled-gd": [*DISTILLATION, "--dendrites", "gd"],
+    # A control: the plain student without early stopping, the whole budget and its best evaluation,
+    # as long as a PB or GD run may train, so a gain of theirs is not just more training.
+    "distilled-none-full": [*DISTILLATION, "--dendrites", "none", "--patience", "1000"],
 }
 EVERY_SETTING = tuple(SETTINGS)
+
+
+def setting_kind(setting: str) -> tuple[str, str, str]:
+    """(training, dendrites, budget) of a setting: labels/distilled, none/pb/gd, early stopping/full."""
+    training = "distilled" if setting.startswith("distilled-") else "labels"
+    dendrites, _, full = setting.removeprefix("distilled-").partition("-")
+    return training, dendrites, "full" if full else ("early stopping" if dendrites == "none" else "tracker")
+
+
 # name -> (recipe kind, flags on top of the recipe, settings to run). The narrowed models keep
 # MiniLM-L2's 2 layers and its head size of 32: width 1/12 is one head (hidden 32). Each narrowed
 # entry names its initialisation, so a change of the recipe's default leaves it as it ran.
@@ -237,8 +249,8 @@ def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[st
             accuracy, spread = _stats([run["test"]["accuracy"] for run in runs])
             kept = [max(run["dendrites_per_layer"].values(), default=0) for run in runs]
             parameters = round(statistics.mean(run["parameters"]["total"] for run in runs))
-            distilled = setting.startswith("distilled-")
-            dendrites = setting.removeprefix("distilled-")
+            training, dendrites, budget = setting_kind(setting)
+            distilled = training == "distilled"
             summary = {
                 "task": task,
                 "name": model,
@@ -248,8 +260,9 @@ def model_summaries(task: str, reference: dict[str, Any] | None) -> list[dict[st
                 "depth": depth,
                 "narrow_init": runs[0]["compression"].get("narrow_init"),
                 "flags": " ".join(flags),
-                "training": "distilled" if distilled else "labels",
+                "training": training,
                 "dendrites": dendrites,
+                "budget": budget,
                 "parameters": parameters,
                 "test_accuracy_mean": accuracy,
                 "test_accuracy_std": spread,
@@ -302,7 +315,10 @@ def frontier(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not peers:
             continue
         best = max(peers, key=lambda m: m["test_accuracy_mean"])
-        same_width = next((m for m in peers if m["width"] == grown["width"]), None)
+        # the stronger of the same width's plain students (early stopping, or the whole budget)
+        same_width = max(
+            (m for m in peers if m["width"] == grown["width"]), key=lambda m: m["test_accuracy_mean"], default=None
+        )
         seeds = sorted(set(grown["test_accuracy_by_seed"]) & set((same_width or {}).get("test_accuracy_by_seed", {})))
         ahead = [grown["test_accuracy_by_seed"][s] > same_width["test_accuracy_by_seed"][s] for s in seeds]
         rows.append(
@@ -313,7 +329,7 @@ def frontier(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "dendrites": grown["dendrites"],
                 "dendrites_kept_mean": grown["dendrites_kept_mean"],
                 "parameters": grown["parameters"],
-                "best_plain_peer": best["name"],
+                "best_plain_peer": best["name"] + (" (full budget)" if best.get("budget") == "full" else ""),
                 "best_plain_peer_parameters": best["parameters"],
                 "points_vs_best_plain_peer": 100 * (grown["test_accuracy_mean"] - best["test_accuracy_mean"]),
                 "seeds_ahead_of_same_width": sum(ahead),
@@ -413,12 +429,17 @@ FAMILIES = {
     ("narrowed", "first"): ("^", "narrowed, first units"),
     ("narrowed", "scratch"): ("v", "narrowed, scratch"),
 }
-DENDRITE_STYLES = {"none": ("--", "plain"), "pb": ("-", "+ PB"), "gd": (":", "+ GD")}
+DENDRITE_STYLES = {
+    ("none", "early stopping"): ("--", "plain"),
+    ("pb", "tracker"): ("-", "+ PB"),
+    ("gd", "tracker"): (":", "+ GD"),
+    ("none", "full"): ("-.", "plain, full budget"),
+}
 COLORS = {
-    ("summing_network", None): ("tab:gray", "tab:green", "tab:olive"),
-    ("narrowed", "importance"): ("tab:blue", "tab:red", "tab:purple"),
-    ("narrowed", "first"): ("tab:cyan", "tab:orange", "tab:brown"),
-    ("narrowed", "scratch"): ("tab:pink", "tab:pink", "tab:pink"),
+    ("summing_network", None): ("tab:gray", "tab:green", "tab:olive", "black"),
+    ("narrowed", "importance"): ("tab:blue", "tab:red", "tab:purple", "navy"),
+    ("narrowed", "first"): ("tab:cyan", "tab:orange", "tab:brown", "teal"),
+    ("narrowed", "scratch"): ("tab:pink", "tab:pink", "tab:pink", "tab:pink"),
 }
 
 
@@ -433,7 +454,7 @@ def plot(summary: dict[str, Any]) -> None:
         for column, training in enumerate(trainings):
             axis = grid[row][column]
             for (architecture, init), (marker, family) in FAMILIES.items():
-                for index, (dendrites, (linestyle, suffix)) in enumerate(DENDRITE_STYLES.items()):
+                for index, ((dendrites, budget), (linestyle, suffix)) in enumerate(DENDRITE_STYLES.items()):
                     points = sorted(
                         (m["parameters"], 100 * m["test_accuracy_mean"], 100 * m["test_accuracy_std"])
                         for m in summary["models"]
@@ -442,6 +463,7 @@ def plot(summary: dict[str, Any]) -> None:
                         and m["architecture"] == architecture
                         and m["narrow_init"] == init
                         and m["dendrites"] == dendrites
+                        and m.get("budget", budget) == budget
                     )
                     if points:
                         x, y, error = zip(*points)

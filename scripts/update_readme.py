@@ -180,7 +180,8 @@ def compression_table(results: dict) -> str:
             share = m.get("parameters_vs_reference")
             grown = m["dendrites"] != "none"
             lines.append(
-                f"| {task} | {m['name']} | {m['training']} | {m['dendrites']} "
+                f"| {task} | {m['name']} | {m['training']} "
+                f"| {m['dendrites']}{' (full budget)' if m.get('budget') == 'full' else ''} "
                 f"| {_fmt(m.get('dendrites_kept_mean') if grown else None, '.1f')} | {m['width']} "
                 f"| {m['parameters'] / 1e6:.2f}M | {_fmt(None if share is None else 100 * share, '.1f')}% | {m['seeds']} "
                 f"| {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
