@@ -215,11 +215,19 @@ def compression_table(results: dict) -> str:
         best = found.get("frontier_best")
         if best:
             verdict = "met" if found["frontier_met"] else "not met"
+            distilled = found.get("frontier_best_distilled")
             lines.append(
-                f"- {task}, width frontier: the best lead of a student with dendrites over the best plain student "
-                f"within ±10% of its parameters is {best['points_vs_best_plain_peer']:+.2f} points ({best['model']} "
-                f"{best['training']} + {best['dendrites']} vs {best['best_plain_peer']}; goal +1.0): {verdict}. "
-                "Distilled students with dendrites ahead of the plain one of the same width in every seed: "
+                f"- {task}, width frontier (complete comparisons only): the best lead of a student with dendrites over "
+                f"the best plain student within ±10% of its parameters is {best['points_vs_best_plain_peer']:+.2f} "
+                f"points ({best['model']} {best['training']} + {best['dendrites']} vs {best['best_plain_peer']}; goal "
+                f"+1.0): {verdict}. "
+                + (
+                    f"Among distilled students: {distilled['points_vs_best_plain_peer']:+.2f} ({distilled['model']} + "
+                    f"{distilled['dendrites']} vs {distilled['best_plain_peer']}). "
+                    if distilled
+                    else ""
+                )
+                + "Distilled students with dendrites ahead of the plain one of the same width in every seed: "
                 + (", ".join(found["distilled_ahead_every_seed"]) or "none")
                 + "."
             )
