@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .checkpoints import BEST_FOLDER, STATE_FILE, write_folder_atomically, write_text_atomically
 from .compression import parameter_report
 from .model import (
     ModelSnapshot,
@@ -45,8 +46,6 @@ from .tracker import Decision, DendriteTracker
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "dendrite_state.json"
-BEST_FOLDER = "dendrite_best"
 HISTORY_PLOT = "dendrite_history.png"
 TIMED_PHASES = ("neuron", "dendrite")
 
@@ -77,6 +76,9 @@ class DendriteCallback(TrainerCallback):
             raise ValueError("DendriteCallback needs a model prepared with add_dendrites(model, config)")
         self.trainer = trainer
         self.plot = plot
+        # A plain Trainer saves its checkpoint, then calls on_save; DendriteTrainer writes the
+        # dendrite state inside its own save (so a checkpoint is complete before rotation) instead.
+        self.save_in_on_save = True
         self.config = model.dendrite_config
         self.metric_key = metric_key(trainer.args)
         self.tracker = DendriteTracker.from_config(self.config, greater_is_better=greater_is_better(trainer.args))
@@ -89,6 +91,8 @@ class DendriteCallback(TrainerCallback):
         self._step_started: tuple[str, int, float] | None = None
         # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
         self.candidate_scores_per_layer: list[dict[str, Any]] = []
+        # Training batches the candidates left out because their errors were not finite.
+        self.skipped_candidate_batches = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -146,6 +150,15 @@ class DendriteCallback(TrainerCallback):
 
     def _dendrite_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
         self._synchronise_candidate_statistics()
+        skipped = max((layer.skipped_candidate_batches for layer in dendrite_layers(self.model).values()), default=0)
+        if skipped:
+            self.skipped_candidate_batches += skipped
+            logger.warning(
+                "dendrites: candidates skipped %d training batch(es) with non-finite errors or outputs since the "
+                "last evaluation (step %d)",
+                skipped,
+                state.global_step,
+            )
         layer_scores = candidate_scores(self.model)
         candidate_score = mean_candidate_score(self.model)
         self.candidate_scores_per_layer.append(
@@ -201,6 +214,7 @@ class DendriteCallback(TrainerCallback):
         }
         if candidate_score is not None:
             logs["dendrites/candidate_correlation"] = float(candidate_score)
+            logs["dendrites/skipped_candidate_batches"] = float(self.skipped_candidate_batches)
         if self.tracker.best_score is not None:
             logs["dendrites/best_score"] = float(self.tracker.best_score)
         self.trainer.log(logs)
@@ -266,7 +280,7 @@ class DendriteCallback(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self.trainer.is_world_process_zero():
+        if self.save_in_on_save and self.trainer.is_world_process_zero():
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if folder.is_dir():
                 self.save_state(folder)
@@ -279,6 +293,7 @@ class DendriteCallback(TrainerCallback):
             "phases_started": self.phases_started,
             "step_time": copy.deepcopy(self.step_time),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
+            "skipped_candidate_batches": self.skipped_candidate_batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -290,29 +305,50 @@ class DendriteCallback(TrainerCallback):
         self.phases_started = int(state["phases_started"])
         self.step_time = {phase: {} for phase in TIMED_PHASES} | copy.deepcopy(state.get("step_time", {}))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
+        self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
 
     def save_state(self, folder: str | os.PathLike) -> None:
-        """Write the tracker state and the best snapshot into a checkpoint folder."""
-        folder = Path(folder)
-        (folder / STATE_FILE).write_text(json.dumps(self.state_dict(), indent=2) + "\n", encoding="utf-8")
-        if self.best is not None:
-            save_snapshot(self.model, self.best, folder / BEST_FOLDER)
+        """Write the best snapshot, then the tracker state, into a checkpoint folder.
 
-    def load_state(self, folder: str | os.PathLike) -> None:
-        """Read what `save_state` wrote (a checkpoint without it is an error: it cannot resume growth)."""
+        Both by rename, the state file last: a checkpoint with `dendrite_state.json` is complete.
+        """
+        folder = Path(folder)
+        if self.best is not None:
+            best = self.best
+            write_folder_atomically(folder / BEST_FOLDER, lambda target: save_snapshot(self.model, best, target))
+        write_text_atomically(folder / STATE_FILE, json.dumps(self.state_dict(), indent=2) + "\n")
+
+    def read_state(self, folder: str | os.PathLike) -> tuple[dict[str, Any], ModelSnapshot | None]:
+        """(state, best snapshot) of a checkpoint, read and checked without changing anything."""
         folder = Path(folder)
         state_file = folder / STATE_FILE
         if not state_file.is_file():
             raise FileNotFoundError(
-                f"{state_file} not found: this checkpoint was not written by a dendrite trainer, so growth "
-                "cannot resume from it"
+                f"{state_file} not found: this checkpoint was not written by a dendrite trainer (or its save was "
+                "interrupted), so growth cannot resume from it"
             )
         try:
             state = json.loads(state_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{state_file} is not valid JSON: {error}") from error
-        self.load_state_dict(state)
+        if not isinstance(state, dict):
+            raise ValueError(f"{state_file} holds a JSON {type(state).__name__}, not the dendrite state object")
         best_folder = folder / BEST_FOLDER
-        self.best = load_snapshot(best_folder) if best_folder.is_dir() else None
-        if self.best is None and self.tracker.best_score is not None and not math.isnan(self.tracker.best_score):
+        best = load_snapshot(best_folder) if best_folder.is_dir() else None
+        best_score = state.get("tracker", {}).get("best_score") if isinstance(state.get("tracker"), dict) else None
+        if best is None and best_score is not None and not math.isnan(best_score):
             raise FileNotFoundError(f"{best_folder} is missing: the checkpoint's best model cannot be restored")
+        missing = {"tracker", "phase_start_epoch", "phases_started"} - set(state)
+        if missing:
+            raise ValueError(f"{state_file}: the dendrite state is missing {sorted(missing)}")
+        self.tracker.check_state_dict(state["tracker"])
+        return state, best
+
+    def load_state(self, folder: str | os.PathLike) -> None:
+        """Read what `save_state` wrote (a checkpoint without it is an error: it cannot resume growth)."""
+        state, best = self.read_state(folder)
+        self.apply_state(state, best)
+
+    def apply_state(self, state: dict[str, Any], best: ModelSnapshot | None) -> None:
+        self.load_state_dict(state)
+        self.best = best

@@ -100,6 +100,9 @@ class CorrelationStats:
     def __init__(self, num_candidates: int, out_features: int, device: torch.device | None = None) -> None:
         shape = (num_candidates, out_features)
         kwargs = {"dtype": torch.float64, "device": device}
+        # Batches left out because their error or candidate outputs were not finite (a NaN batch
+        # would otherwise poison the sums and, through the gradient, the candidate weights).
+        self.skipped_batches = 0
         self.count = torch.zeros((), **kwargs)
         self.sum_v = torch.zeros(shape, **kwargs)
         self.sum_vv = torch.zeros(shape, **kwargs)
@@ -148,6 +151,7 @@ class CorrelationStats:
     def reset(self) -> None:
         for name in self._FIELDS:
             getattr(self, name).zero_()
+        self.skipped_batches = 0
 
     def tensors(self) -> list[torch.Tensor]:
         """The raw sums, in a fixed order, for saving or summing across processes."""
@@ -162,10 +166,11 @@ class _CaptureError(torch.autograd.Function):
     """Identity on `y`; in backward, turns the error reaching `y` into a gradient for `v`."""
 
     @staticmethod
-    def forward(ctx, output, values, stats, rows, observer):  # type: ignore[override]
+    def forward(ctx, output, values, stats, rows, observer, skip):  # type: ignore[override]
         ctx.save_for_backward(values, rows)
         ctx.stats = stats
         ctx.observer = observer
+        ctx.skip = skip
         return output.view_as(output)
 
     @staticmethod
@@ -178,9 +183,13 @@ class _CaptureError(torch.autograd.Function):
         if sampled is not None:
             error = error.index_select(0, sampled)
         flat_values = values.reshape(error.shape[0], -1, out_features)
+        unused = (None, None, None, None)
+        if ctx.skip or not (bool(torch.isfinite(error).all()) and bool(torch.isfinite(flat_values).all())):
+            if ctx.stats is not None:
+                ctx.stats.skipped_batches += 1
+            return grad_output, torch.zeros_like(values), *unused
         rows = active_rows(error)
         active = int(rows.sum())
-        unused = (None, None, None)
         if active < 2:
             return grad_output, torch.zeros_like(values), *unused
         everything = active == error.shape[0]
@@ -207,6 +216,7 @@ def capture_error(
     *,
     rows: torch.Tensor | None = None,
     observer: ErrorObserver | None = None,
+    skip: bool = False,
 ) -> torch.Tensor:
     """Return `output` unchanged, training `values` to correlate with the error reaching it.
 
@@ -214,6 +224,7 @@ def capture_error(
     to the candidate weights, or `[len(rows), C, out]` for the given rows of the flattened
     output. The candidate loss is the negated sum of absolute correlations, so an optimizer step
     on the candidate weights raises every candidate's score. `observer.observe` sees the whole
-    error of every backward pass.
+    error of every backward pass. A batch whose error or candidate outputs are not finite, or
+    one marked `skip`, trains nothing and is counted in `stats.skipped_batches`.
     """
-    return _CaptureError.apply(output, values, stats, rows, observer)
+    return _CaptureError.apply(output, values, stats, rows, observer, skip)

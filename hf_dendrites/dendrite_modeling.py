@@ -13,6 +13,8 @@ For a wrapped `Linear(in, out)` with `K` dendrites:
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import torch
@@ -28,6 +30,14 @@ ACTIVATIONS = {
 
 # Parameters of the installed dendrites, in state-dict order.
 DENDRITE_PARAMETERS = ("dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
+# Settings that change what a dendrite computes.
+COMPUTATION_SETTINGS = ("mode", "activation", "cascade")
+# A saved model stores, under each wrapped Linear's original `<layer>.weight` key, the settings its
+# dendrites were trained with (UTF-8 JSON as a uint8 vector). A transformers class that loads the
+# folder without dendrites then finds a size mismatch on every wrapped layer and refuses, instead
+# of initialising those layers at random; and a loader can check the settings in config.json
+# against the ones the weights belong to.
+SETTINGS_KEY = "weight"
 
 
 class StaticDendriteLinear(nn.Module):
@@ -131,6 +141,30 @@ class StaticDendriteLinear(nn.Module):
         return self.add_dendrites_to(output, x)[0]
 
 
+def settings_key(layer_name: str) -> str:
+    """The state-dict key that holds a wrapped layer's settings in a saved model."""
+    return f"{layer_name}.{SETTINGS_KEY}"
+
+
+def settings_tensor(layer: StaticDendriteLinear) -> torch.Tensor:
+    """The layer's computation settings, encoded for the weights file."""
+    text = json.dumps({name: getattr(layer, name) for name in COMPUTATION_SETTINGS}, sort_keys=True)
+    return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
+
+
+def settings_from_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """Decode what `settings_tensor` wrote; ValueError when it is not such a record."""
+    if tensor.dtype != torch.uint8 or tensor.dim() != 1:
+        raise ValueError(f"not a dendrite settings record (dtype {tensor.dtype}, shape {tuple(tensor.shape)})")
+    try:
+        settings = json.loads(bytes(tensor.tolist()).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not a dendrite settings record: {error}") from error
+    if not isinstance(settings, dict):
+        raise ValueError("not a dendrite settings record: not a JSON object")
+    return settings
+
+
 def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Wrap the Linear layers named in a saved `dendrites` record, with their recorded counts.
 
@@ -149,3 +183,8 @@ def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.M
         parent_name, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attribute, layer)
     return model
+
+
+def settings_key_patterns(record: dict[str, Any]) -> set[str]:
+    """Regular expressions of the settings keys, for `_keys_to_ignore_on_load_unexpected`."""
+    return {re.escape(settings_key(name)) + "$" for name in record["layers"]}

@@ -152,7 +152,11 @@ class DendriteLinear(StaticDendriteLinear):
         return output
 
     def _train_candidates(self, output: torch.Tensor, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
-        """Attach the candidates of the chosen rows to `output` (which stays unchanged)."""
+        """Attach the candidates of the chosen rows to `output` (which stays unchanged).
+
+        A batch whose input is not finite is skipped (zero candidate gradient, no statistics):
+        through the candidates' weights, one NaN would make every candidate NaN.
+        """
         rows = self.candidate_rows.select(output.shape, output.device)
         x = x.reshape(-1, self.in_features)
         if dendrites is not None:
@@ -160,8 +164,11 @@ class DendriteLinear(StaticDendriteLinear):
         if rows is not None:
             x = x.index_select(0, rows)
             dendrites = None if dendrites is None else dendrites.index_select(0, rows)
+        skip = not bool(torch.isfinite(x).all())
+        if skip:
+            x, dendrites = torch.zeros_like(x), None
         values = self.candidate_outputs(x, dendrites)
-        return capture_error(output, values, self.candidate_stats, rows=rows, observer=self.candidate_rows)
+        return capture_error(output, values, self.candidate_stats, rows=rows, observer=self.candidate_rows, skip=skip)
 
     # ------------------------------------------------------------------ candidates and growth
 
@@ -192,6 +199,14 @@ class DendriteLinear(StaticDendriteLinear):
     def has_trained_candidates(self) -> bool:
         return self.candidate_stats is not None and float(self.candidate_stats.count) > 0
 
+    def has_finite_candidate_scores(self) -> bool:
+        return self.candidate_stats is None or bool(torch.isfinite(self.candidate_stats.correlation()).all())
+
+    @property
+    def skipped_candidate_batches(self) -> int:
+        """Batches of the current scoring window the candidates skipped (non-finite error or outputs)."""
+        return 0 if self.candidate_stats is None else self.candidate_stats.skipped_batches
+
     @torch.no_grad()
     def grow(self, generator: torch.Generator | None = None) -> None:
         """Add one dendrite per neuron with output weight zero, so the layer's output is unchanged.
@@ -203,7 +218,9 @@ class DendriteLinear(StaticDendriteLinear):
         if self.mode == "pb":
             if not self.has_trained_candidates():
                 raise RuntimeError("grow() in 'pb' mode needs trained candidates: run a dendrite phase first")
-            best, _ = self.candidate_stats.best_per_neuron()
+            best, scores = self.candidate_stats.best_per_neuron()
+            if not bool(torch.isfinite(scores).all()):
+                raise RuntimeError("grow() refused: the candidates' correlation scores are not finite")
             neurons = torch.arange(out, device=best.device)
             new_weight = self.candidate_weight[best, neurons]
             new_bias = self.candidate_bias[best, neurons]

@@ -10,7 +10,8 @@ saves and publishes its structure with it.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,21 +51,27 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
         names = resolve_target_modules(model, config.target_modules, config.exclude_modules, model_type)
     else:
         names = list(layer_names)
-        modules = dict(model.named_modules())
+        modules = dict(model.named_modules(remove_duplicate=False))
         wrong = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
         if wrong:
             raise ValueError(f"recorded dendrite layers {wrong} are not nn.Linear modules of this model")
+    wrappers: dict[int, DendriteLinear] = {}
     for name in names:
+        base = model.get_submodule(name)
+        if id(base) not in wrappers:
+            wrappers[id(base)] = DendriteLinear(
+                base,
+                mode=config.mode,
+                activation=config.activation,
+                cascade=config.cascade,
+                init_scale=config.candidate_init_scale,
+                candidate_token_fraction=config.candidate_token_fraction,
+            )
+    # A Linear registered under several names is wrapped once, and every name sees the wrapper.
+    aliases = [(name, module) for name, module in model.named_modules(remove_duplicate=False) if id(module) in wrappers]
+    for name, module in aliases:
         parent, attribute = _parent_and_attribute(model, name)
-        wrapped = DendriteLinear(
-            getattr(parent, attribute),
-            mode=config.mode,
-            activation=config.activation,
-            cascade=config.cascade,
-            init_scale=config.candidate_init_scale,
-            candidate_token_fraction=config.candidate_token_fraction,
-        )
-        setattr(parent, attribute, wrapped)
+        setattr(parent, attribute, wrappers[id(module)])
     model.dendrite_config = config
     model.register_forward_pre_hook(_record_token_positions, with_kwargs=True)
     if hasattr(type(model), "save_pretrained"):
@@ -77,13 +84,19 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
 
 
 def remove_dendrites(model: nn.Module) -> nn.Module:
-    """Put the original Linear layers back, dropping every dendrite and candidate."""
+    """Put the original Linear layers back, dropping every dendrite and candidate.
+
+    Inside a dendrite phase the phase is ended first, so the weights it froze train again.
+    """
     layers = dendrite_layers(model)
     if not layers:
         raise ValueError("this model has no dendrite layers to remove")
-    for name, layer in layers.items():
-        parent, attribute = _parent_and_attribute(model, name)
-        setattr(parent, attribute, layer.base_layer)
+    if paused_parameters(model) is not None:
+        stop_candidates(model)
+    for name, layer in model.named_modules(remove_duplicate=False):
+        if isinstance(layer, DendriteLinear):
+            parent, attribute = _parent_and_attribute(model, name)
+            setattr(parent, attribute, layer.base_layer)
     for key, hook in list(model._forward_pre_hooks.items()):
         if hook is _record_token_positions:
             del model._forward_pre_hooks[key]
@@ -135,8 +148,8 @@ def start_candidates(
     if getattr(model, _PAUSED_ATTRIBUTE, None) is not None:
         raise RuntimeError("candidates are already being trained; call grow() or stop_candidates() first")
     count = num_candidates if num_candidates is not None else model.dendrite_config.num_candidates
-    if count < 1:
-        raise ValueError(f"num_candidates must be >= 1, got {count}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"num_candidates must be an int >= 1, got {count!r}")
     paused = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -203,6 +216,12 @@ def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
                 "grow() in 'pb' mode needs trained candidates; none were trained for "
                 f"{untrained[:3]}{'...' if len(untrained) > 3 else ''}: call start_candidates() and "
                 "train them (a dendrite phase) first"
+            )
+        broken = [name for name, layer in layers.items() if not layer.has_finite_candidate_scores()]
+        if broken:
+            raise RuntimeError(
+                f"grow() refused: the candidate scores of {broken[:3]}{'...' if len(broken) > 3 else ''} are not "
+                "finite (NaN or inf reached their statistics); no layer was changed"
             )
     for layer in layers.values():
         layer.grow(generator=generator)
@@ -274,3 +293,30 @@ def restore_snapshot(model: nn.Module, snapshot: ModelSnapshot) -> None:
         if layers[name].num_dendrites != count:
             layers[name].allocate(count)
     model.load_state_dict(snapshot.state_dict, strict=True)
+
+
+@contextmanager
+def unchanged_on_error(model: nn.Module) -> Iterator[None]:
+    """Put the model's dendrite structure, weights, phase and trainable flags back if the block raises.
+
+    For operations that change the structure before they can know they will succeed (loading a
+    checkpoint rebuilds the structure, then reads the weights). Costs one copy of the weights.
+    Candidates, if the model had any, come back with their weights but empty statistics.
+    """
+    counts = {name: (layer.num_dendrites, layer.num_candidates) for name, layer in dendrite_layers(model).items()}
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    trainable = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
+    paused = paused_parameters(model)
+    try:
+        yield
+    except BaseException:
+        layers = dendrite_layers(model)
+        for name, (dendrites, candidates) in counts.items():
+            layers[name].allocate(dendrites, candidates)
+        model.load_state_dict(state, strict=True)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(trainable.get(name, parameter.requires_grad))
+        model.__dict__.pop(_PAUSED_ATTRIBUTE, None)
+        if paused is not None:
+            set_paused_parameters(model, paused)
+        raise

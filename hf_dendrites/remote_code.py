@@ -86,7 +86,7 @@ they are wrapped before transformers loads the weights, so every tensor finds it
 """
 
 {imports}
-from .dendrite_modeling import install_recorded_dendrites
+from .dendrite_modeling import install_recorded_dendrites, settings_key_patterns
 
 
 class {CONFIG_CLASS}({base_config}):
@@ -99,6 +99,9 @@ class HfDendrites{architecture}({architecture}):
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         install_recorded_dendrites(self, config.dendrites)
+        # each wrapped layer's settings record (see dendrite_modeling.py) is not a weight
+        self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ())
+        self._keys_to_ignore_on_load_unexpected |= settings_key_patterns(config.dendrites)
 '''
     return source, extra_files
 

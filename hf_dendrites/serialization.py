@@ -10,6 +10,12 @@ with two changes to `config.json`:
 - `dendrites` records everything needed to rebuild the structure: the `DendriteConfig`, and the
   dendrite and candidate counts of every wrapped layer.
 
+and one in the weights: each wrapped Linear's original `<layer>.weight` key holds the settings
+its dendrites compute with (see `dendrite_modeling.SETTINGS_KEY`). A concrete transformers class
+(`BertForSequenceClassification.from_pretrained(folder)`) therefore fails with a size mismatch
+instead of loading those layers with random weights, and a `config.json` whose settings were
+edited after saving is refused rather than computing something else.
+
 Loading rebuilds the architecture, then checks every tensor name and shape in the safetensors
 files against it before copying a single value: a truncated file, a missing tensor or a shape
 that disagrees with the recorded structure is an error that names it.
@@ -32,6 +38,7 @@ from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .config import DendriteConfig
+from .dendrite_modeling import COMPUTATION_SETTINGS, settings_from_tensor, settings_key, settings_tensor
 from .model import (
     ModelSnapshot,
     add_dendrites,
@@ -54,7 +61,8 @@ OWN_ARCHITECTURES: dict[str, tuple[type, dict[str, type]]] = {
         {SummingNetworkForSequenceClassification.__name__: SummingNetworkForSequenceClassification},
     )
 }
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: settings records in the weights file
+READABLE_FORMAT_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
 
 
@@ -87,7 +95,9 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
     """
     push_to_hub = kwargs.pop("push_to_hub", False)
     hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "revision") if key in kwargs}
-    type(model).save_pretrained(model, save_directory, **kwargs)
+    state_dict = kwargs.pop("state_dict", None)
+    state_dict = with_settings_records(model, model.state_dict() if state_dict is None else state_dict)
+    type(model).save_pretrained(model, save_directory, state_dict=state_dict, **kwargs)
     if kwargs.get("is_main_process", True):
         mark_config_file(Path(save_directory) / CONFIG_NAME, dendrite_structure(model))
         write_remote_code(model.config, save_directory)
@@ -96,6 +106,17 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
 
             repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).name
             push(model, repo_id, token=kwargs.get("token"), **hub_kwargs)
+
+
+def with_settings_records(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of `state_dict` with every dendrite layer's settings record added."""
+    records = {settings_key(name): settings_tensor(layer) for name, layer in dendrite_layers(model).items()}
+    clashing = sorted(set(records) & set(state_dict))
+    if clashing:
+        raise ValueError(
+            f"cannot save: the state dict already has keys {clashing[:5]} (reserved for dendrite settings)"
+        )
+    return {**state_dict, **records}
 
 
 def mark_config_file(path: Path, record: dict[str, Any]) -> None:
@@ -114,16 +135,20 @@ def read_dendrite_config_file(path: str | os.PathLike) -> tuple[dict[str, Any], 
         values = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} holds a JSON {type(values).__name__}, not a model configuration object")
     if values.get("model_type") != DENDRITE_MODEL_TYPE or "dendrites" not in values:
         raise ValueError(
             f"{path} does not describe a model with dendrites (model_type={values.get('model_type')!r}); "
             "load it with transformers, or save it from a model prepared with add_dendrites()"
         )
     record = values.pop("dendrites")
-    if record.get("format_version") != FORMAT_VERSION:
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: 'dendrites' must be a JSON object, got a {type(record).__name__}")
+    if record.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise ValueError(
             f"{path} uses dendrite format version {record.get('format_version')!r}; "
-            f"this hf_dendrites reads version {FORMAT_VERSION}"
+            f"this hf_dendrites reads versions {list(READABLE_FORMAT_VERSIONS)}"
         )
     for key in ("base_model_type", "config", "layers"):
         if key not in record:
@@ -182,21 +207,31 @@ def apply_structure(model: nn.Module, record: dict[str, Any]) -> None:
         set_paused_parameters(model, paused)
 
 
-def load_weights(model: nn.Module, weight_files: list[str]) -> None:
+def load_weights(model: nn.Module, weight_files: list[str], *, format_version: int = FORMAT_VERSION) -> None:
     """Copy safetensors weights into `model` after checking every name and shape.
 
     Nothing is copied unless all files open, every tensor of the model (but tied copies) is
-    present, nothing extra is present, and every shape agrees.
+    present, nothing extra is present, every shape agrees, and (format 2 on) every dendrite
+    layer's recorded settings match the ones the model was built with.
     """
     expected = model.state_dict()
+    layers = dendrite_layers(model)
+    records = {settings_key(name): name for name in layers}
     found: dict[str, tuple[str, tuple[int, ...]]] = {}
+    settings: dict[str, dict[str, Any]] = {}
     for file in weight_files:
         try:
             with safe_open(file, framework="pt") as handle:
                 for key in handle.keys():
-                    found[key] = (file, tuple(handle.get_slice(key).get_shape()))
+                    if key in records:
+                        settings[records[key]] = settings_from_tensor(handle.get_tensor(key))
+                    else:
+                        found[key] = (file, tuple(handle.get_slice(key).get_shape()))
         except (SafetensorError, OSError) as error:
             raise ValueError(f"cannot read weights file {file}: {error} (incomplete or corrupted download?)") from error
+        except ValueError as error:
+            raise ValueError(f"{file}: a dendrite layer's settings record is unreadable: {error}") from error
+    check_settings(layers, settings, required=format_version >= 2)  # first: it explains the structure too
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     missing = sorted(set(expected) - set(found) - tied)
     unexpected = sorted(set(found) - set(expected))
@@ -227,6 +262,32 @@ def load_weights(model: nn.Module, weight_files: list[str]) -> None:
                 raise ValueError(f"cannot read weights file {file}: {error}") from error
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+
+
+def check_settings(layers: dict[str, nn.Module], saved: dict[str, dict[str, Any]], *, required: bool) -> None:
+    """Refuse weights whose dendrites were trained with other settings than the model has now.
+
+    A `config.json` edited after saving (say, another activation) would otherwise load without
+    complaint and compute different outputs.
+    """
+    missing = sorted(set(layers) - set(saved))
+    if missing and required:
+        raise ValueError(f"the weights have no settings record for dendrite layers {missing[:5]}")
+    different: dict[tuple[str, str, str], list[str]] = {}
+    for name, values in saved.items():
+        for setting in COMPUTATION_SETTINGS:
+            if values.get(setting) != getattr(layers[name], setting):
+                key = (setting, repr(getattr(layers[name], setting)), repr(values.get(setting)))
+                different.setdefault(key, []).append(name)
+    if different:
+        problems = [
+            f"{setting}: config.json says {current}, the weights were saved with {recorded} "
+            f"({'all ' if len(names) == len(layers) else ''}{len(names)} of {len(layers)} layers, e.g. {names[0]})"
+            for (setting, current, recorded), names in different.items()
+        ]
+        raise ValueError(
+            "the recorded dendrite settings do not match the weights (was config.json edited?): " + "; ".join(problems)
+        )
 
 
 def resolve_weight_files(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> list[str]:
@@ -274,7 +335,7 @@ def from_pretrained(
     values, record = read_dendrite_config_file(config_file)
     weight_files = resolve_weight_files(path_or_repo_id, **hub_kwargs)
     model = build_from_record(values, record, dtype=dtype)
-    load_weights(model, weight_files)
+    load_weights(model, weight_files, format_version=record["format_version"])
     model.eval()
     return model
 
@@ -294,7 +355,7 @@ def save_snapshot(model: nn.Module, snapshot: ModelSnapshot, folder: str | os.Pa
     config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     mark_config_file(config_path, record)
     write_remote_code(config, folder)
-    tensors = {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()}
+    tensors = with_settings_records(model, {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()})
     save_file(tensors, folder / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
 
 
@@ -308,4 +369,6 @@ def load_snapshot(folder: str | os.PathLike) -> ModelSnapshot:
     except (SafetensorError, OSError) as error:
         raise ValueError(f"cannot read snapshot weights {weights}: {error}") from error
     dendrites = {name: int(counts["dendrites"]) for name, counts in record["layers"].items()}
+    for name in dendrites:
+        state.pop(settings_key(name), None)
     return ModelSnapshot(dendrites, state)

@@ -41,6 +41,16 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
+def tied_weight_names(model: nn.Module, name: str, module: nn.Linear) -> list[str]:
+    """Other names of the Linear's weight or bias (tied to an embedding, say), outside the module itself."""
+    own = {id(module.weight), id(module.bias)}
+    return [
+        other
+        for other, parameter in model.named_parameters(remove_duplicate=False)
+        if id(parameter) in own and not other.startswith(name + ".")
+    ]
+
+
 def resolve_target_modules(
     model: nn.Module,
     target_modules: list[str] | str | None,
@@ -61,12 +71,18 @@ def resolve_target_modules(
         except re.error as error:
             raise ValueError(f"target_modules regex {patterns!r} does not compile: {error}") from error
     selected: list[str] = []
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):
         if not name or not name_matches(name, patterns):
             continue
         if exclude_modules is not None and name_matches(name, exclude_modules):
             continue
         if isinstance(module, nn.Linear):
+            tied = [other for other in tied_weight_names(model, name, module) if not _is_alias(model, other, module)]
+            if tied:
+                raise ValueError(
+                    f"target module {name!r} shares its parameters with {tied[:3]} (tied weights); a dendrite layer "
+                    "would untie them. Leave it out (exclude_modules) or untie the weights first"
+                )
             selected.append(name)
         elif explicit:
             inside = [f"{name}.{child}" for child in linear_module_names(module)]
@@ -80,3 +96,9 @@ def resolve_target_modules(
             f"Linear layers in this model: {linear_module_names(model)}"
         )
     return selected
+
+
+def _is_alias(model: nn.Module, parameter_name: str, module: nn.Module) -> bool:
+    """Whether the parameter name belongs to the same module registered under another name."""
+    owner, _, _ = parameter_name.rpartition(".")
+    return dict(model.named_modules(remove_duplicate=False)).get(owner) is module

@@ -82,6 +82,8 @@ _CONFIG_KEYS: tuple[str, ...] = (
     "max_tries",
     "candidate_patience",
 )
+# Settings a resumed run cannot change: the direction of the score, and the structure's mode.
+_FIXED_KEYS: tuple[str, ...] = ("greater_is_better", "mode")
 _STATE_KEYS: frozenset[str] = frozenset(
     {
         "format_version",
@@ -164,7 +166,12 @@ def _check_score(name: str, value: Any) -> float:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a number, got {value!r}") from exc
     if math.isnan(result):
-        raise ValueError(f"{name} is NaN; the evaluation metric is broken")
+        source = (
+            "the candidates' correlation statistics are broken (non-finite errors or activations in training)"
+            if name == "candidate_score"
+            else "the evaluation metric is broken"
+        )
+        raise ValueError(f"{name} is NaN; {source}")
     return result
 
 
@@ -594,12 +601,35 @@ class DendriteTracker:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Replace config and state with ``state`` (from :meth:`state_dict`).
+        """Continue from ``state`` (from :meth:`state_dict`) under this tracker's own settings.
 
-        The stored config wins over the constructor's so that decisions continue
-        exactly; a difference is logged as a warning.  Validation happens before
+        The policy settings are the constructor's, so a resumed run follows the configuration it
+        was started with (and records); settings that differ from the checkpoint's are logged.
+        ``greater_is_better`` and ``mode`` cannot change mid-run (the best score would be read
+        backwards; the structure differs): a difference is an error. Validation happens before
         anything is assigned, so a bad state leaves the tracker untouched.
         """
+        values = self._validated_state(state)
+        for name, (stored, current) in values.pop("changed").items():
+            logger.warning("resuming with %s=%r (the checkpoint was trained with %r)", name, current, stored)
+        self._phase = values["phase"]
+        self._num_dendrites = values["num_dendrites"]
+        self._best_num_dendrites = values["best_num_dendrites"]
+        self._tries = values["tries"]
+        self._evals_in_phase = values["evals_in_phase"]
+        self._evals_without_improvement = values["evals_without_improvement"]
+        self._best_score = values["best_score"]
+        self._score_before_growth = values["score_before_growth"]
+        self._best_candidate_score = values["best_candidate_score"]
+        self._improved_since_growth = values["improved_since_growth"]
+        self._completed_reason = values["completed_reason"]
+        self._history = values["history"]
+
+    def check_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` if :meth:`load_state_dict` would refuse ``state``; changes nothing."""
+        self._validated_state(state)
+
+    def _validated_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(state, Mapping):
             raise ValueError(f"state must be a mapping, got {type(state).__name__}")
         missing = sorted(_STATE_KEYS - set(state))
@@ -619,7 +649,16 @@ class DendriteTracker:
         unexpected = sorted(set(config) - set(_CONFIG_KEYS))
         if missing or unexpected:
             raise ValueError(f"invalid tracker config: missing keys {missing}, unexpected keys {unexpected}")
-        validated = DendriteTracker(**{name: config[name] for name in _CONFIG_KEYS})
+        stored = DendriteTracker(**{name: config[name] for name in _CONFIG_KEYS})._config_dict()
+        current = self._config_dict()
+        changed = {name: (stored[name], current[name]) for name in _CONFIG_KEYS if stored[name] != current[name]}
+        fixed = [
+            f"{name}: checkpoint {changed[name][0]!r}, now {changed[name][1]!r}"
+            for name in _FIXED_KEYS
+            if name in changed
+        ]
+        if fixed:
+            raise ValueError(f"cannot resume: settings that cannot change mid-run differ ({'; '.join(fixed)})")
 
         def opt_score(key: str) -> float | None:
             value = state[key]
@@ -645,7 +684,9 @@ class DendriteTracker:
             if missing:
                 raise ValueError(f"history record {i} is missing keys {missing}")
 
-        values = {
+        return {
+            "changed": changed,
+            "phase": phase,
             "num_dendrites": count("num_dendrites"),
             "best_num_dendrites": count("best_num_dendrites"),
             "tries": count("tries"),
@@ -654,28 +695,10 @@ class DendriteTracker:
             "best_score": opt_score("best_score"),
             "score_before_growth": opt_score("score_before_growth"),
             "best_candidate_score": opt_score("best_candidate_score"),
+            "improved_since_growth": improved,
+            "completed_reason": completed_reason,
+            "history": [dict(record) for record in copy.deepcopy(history)],
         }
-
-        current = self._config_dict()
-        stored = validated._config_dict()
-        if current != stored:
-            diff = {k: (current[k], stored[k]) for k in _CONFIG_KEYS if current[k] != stored[k]}
-            logger.warning("Tracker config replaced by the checkpointed one (current, stored): %s", diff)
-
-        for name in _CONFIG_KEYS:
-            setattr(self, f"_{name}", getattr(validated, f"_{name}"))
-        self._phase = phase
-        self._num_dendrites = values["num_dendrites"]
-        self._best_num_dendrites = values["best_num_dendrites"]
-        self._tries = values["tries"]
-        self._evals_in_phase = values["evals_in_phase"]
-        self._evals_without_improvement = values["evals_without_improvement"]
-        self._best_score = values["best_score"]
-        self._score_before_growth = values["score_before_growth"]
-        self._best_candidate_score = values["best_candidate_score"]
-        self._improved_since_growth = improved
-        self._completed_reason = completed_reason
-        self._history = [dict(record) for record in copy.deepcopy(history)]
 
     def __repr__(self) -> str:
         return (

@@ -21,14 +21,15 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import IntervalStrategy
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, rotate_checkpoints
 
 from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
+from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
 from .distillation import DistillationConfig, DistillationMixin
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
-from .model import add_dendrites, dendrite_layers, has_dendrites
+from .model import add_dendrites, dendrite_layers, has_dendrites, unchanged_on_error
 from .optimization import apply_dendrite_learning_rate, candidate_optimizer, constant_schedule, in_dendrite_phase
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 
@@ -96,6 +97,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         # gradient accumulation; it is not.
         self.model_accepts_loss_kwargs = False
         self.dendrite_callback = DendriteCallback(self, plot=plot_history)
+        self.dendrite_callback.save_in_on_save = False  # written inside _save_checkpoint instead
         self.add_callback(self.dendrite_callback)
 
     @property
@@ -105,7 +107,16 @@ class DendriteTrainer(DistillationMixin, Trainer):
     # ------------------------------------------------------------------ checks before training
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint."""
         self.check_metric_name()
+        if resume_from_checkpoint is True:
+            latest = last_complete_checkpoint(self.args.output_dir)
+            if latest is None:
+                raise ValueError(
+                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete dendrite checkpoint "
+                    f"(a {PREFIX_CHECKPOINT_DIR}-<step> folder with {STATE_FILE})"
+                )
+            resume_from_checkpoint = str(latest)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def check_metric_name(self) -> None:
@@ -192,16 +203,47 @@ class DendriteTrainer(DistillationMixin, Trainer):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint with the dendrite state inside, complete before any rotation.
+
+        Transformers deletes old checkpoints at the end of its own save, before callbacks run; a
+        process killed then would leave only a checkpoint without its dendrite state. Here the
+        state goes in first (its file last, by rename), and only then are old checkpoints rotated.
+        """
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save:
+            (folder / STATE_FILE).unlink(missing_ok=True)  # a folder being rewritten is incomplete until done
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None  # rotation waits until the checkpoint is complete
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if not self.args.should_save:
+            return
+        self.dendrite_callback.save_state(folder)
+        remove_incomplete_checkpoints(folder.parent)
+        rotate_checkpoints(
+            output_dir=str(folder.parent),
+            save_total_limit=limit,
+            best_model_checkpoint=self.state.best_model_checkpoint,
+        )
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
-        """Rebuild the checkpoint's dendrite structure, then load its weights strictly."""
+        """Rebuild the checkpoint's dendrite structure, then load its weights strictly.
+
+        Everything is read and checked first; if loading still fails, the model is left as it was.
+        """
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         folder = Path(resume_from_checkpoint)
         _, record = read_dendrite_config_file(folder / CONFIG_NAME)
         self._check_compatible(folder, record, model)
         weight_files = resolve_weight_files(str(folder))
-        apply_structure(model, record)
-        load_weights(model, weight_files)
-        self.dendrite_callback.load_state(folder)
+        state, best = self.dendrite_callback.read_state(folder)
+        with unchanged_on_error(model):
+            apply_structure(model, record)
+            load_weights(model, weight_files, format_version=record["format_version"])
+        self.dendrite_callback.apply_state(state, best)
 
     @staticmethod
     def _check_compatible(folder: os.PathLike, record: dict[str, Any], model: torch.nn.Module) -> None:

@@ -153,6 +153,47 @@ def run_summary(results: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def test_correctness(results: dict[str, Any]) -> list[bool] | None:
+    """Per test example, whether the run got it right (None for runs that kept no predictions)."""
+    predictions, labels = results.get("test_predictions"), results.get("test_labels")
+    if predictions is None or labels is None:
+        return None
+    return [prediction == label for prediction, label in zip(predictions, labels, strict=True)]
+
+
+def paired_difference(
+    pairs: list[tuple[list[bool], list[bool]]], resamples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy of A minus accuracy of B on the same test examples, with a 95% bootstrap interval.
+
+    `pairs` holds one (A correct, B correct) pair per seed, both over the same test set in the same
+    order. Each resample draws test examples with replacement, the same draw for every seed, and
+    averages the seeds' paired differences: the interval shows what the choice of test examples
+    alone can move (seed-to-seed spread is reported separately). An interval that excludes 0 is a
+    difference the test set resolves.
+    """
+    import numpy as np
+
+    differences = np.array([np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in pairs])
+    if differences.ndim != 2 or differences.shape[1] == 0:
+        raise ValueError("paired_difference needs per-example outcomes of equal, non-zero length for every seed")
+    per_example = differences.mean(axis=0)  # averaged over seeds; the draw below is shared by the seeds
+    rng = np.random.default_rng(seed)
+    draws = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # in blocks: 1000 x examples indices at a time
+        count = min(1000, resamples - start)
+        indices = rng.integers(0, per_example.size, size=(count, per_example.size))
+        draws[start : start + count] = per_example[indices].mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return {
+        "difference": float(per_example.mean()),
+        "low": float(low),
+        "high": float(high),
+        "seed_differences": [float(row.mean()) for row in differences],
+        "examples": int(per_example.size),
+    }
+
+
 def mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None

@@ -13,7 +13,9 @@ Every key of the YAML file is a flag; flags given after the file override it. Fl
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import platform
@@ -38,6 +40,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.hf_argparser import string_to_bool
 
 import hf_dendrites
 from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
@@ -103,6 +106,12 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation examples."})
     max_test_samples: int | None = field(default=None, metadata={"help": "Keep the first N test examples."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be a positive number of examples (or left unset), got {value}")
 
 
 @dataclass
@@ -181,24 +190,55 @@ def dendrite_config_from(arguments: Any) -> DendriteConfig | None:
     return DendriteConfig(**values)
 
 
-def yaml_to_flags(path: str) -> list[str]:
-    """Turn a recipe into flags, so argparse checks its keys and values like command-line ones."""
+RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def yaml_to_flags(path: str, parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """Turn a recipe into flags, so argparse checks its keys and values like command-line ones.
+
+    With `parser`, every key is checked first, so a recipe mistake is named as such: an unknown
+    key, a list for a one-value argument, or YAML's reading of `no`/`yes` as a boolean.
+    """
+    recipe_path = Path(path)
+    if recipe_path.suffix not in RECIPE_SUFFIXES:
+        raise ValueError(f"recipe {path!r}: expected a {'/'.join(RECIPE_SUFFIXES)} file")
+    if not recipe_path.is_file():
+        raise FileNotFoundError(f"recipe {path!r} not found")
     try:
-        recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}  # JSON is YAML too
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(recipe, dict):
         raise ValueError(f"{path} must be a mapping of argument names to values")
+    actions = {} if parser is None else {flag[2:]: action for flag, action in parser._option_string_actions.items()}
     flags: list[str] = []
     for key, value in recipe.items():
         if value is None:
             continue
         if isinstance(value, dict):
             raise ValueError(f"{path}: {key} must be a plain value or a list, not a mapping")
+        if parser is not None:
+            check_recipe_value(path, key, value, actions)
         values = value if isinstance(value, list) else [value]
         flags.append(f"--{key}")
         flags.extend(str(v) for v in values)
     return flags
+
+
+def check_recipe_value(path: str, key: str, value: Any, actions: dict[str, argparse.Action]) -> None:
+    action = actions.get(key)
+    if action is None:
+        close = difflib.get_close_matches(key, list(actions), n=3)
+        raise ValueError(f"{path}: unknown key {key!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    takes_list = action.nargs in ("+", "*")
+    if isinstance(value, list) and not takes_list:
+        raise ValueError(f"{path}: {key} takes one value, got the list {value}")
+    if isinstance(value, bool) and action.type is not string_to_bool:
+        word = "true/yes/on" if value else "false/no/off"
+        raise ValueError(
+            f"{path}: {key}: YAML reads an unquoted {word} as the boolean {value}; quote the value "
+            f'(e.g. {key}: "{"yes" if value else "no"}")'
+        )
 
 
 def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
@@ -206,8 +246,8 @@ def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, TrainingArguments, DendriteArguments, DistillationArguments), allow_abbrev=False
     )
-    if argv and argv[0].endswith((".yaml", ".yml")):
-        argv = yaml_to_flags(argv[0]) + argv[1:]
+    if argv and not argv[0].startswith("-"):
+        argv = yaml_to_flags(argv[0], parser) + argv[1:]
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -485,7 +525,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
         trainer.save_model()
     validation = trainer.evaluate(metric_key_prefix="eval")
-    test = trainer.evaluate(encoded["test"], metric_key_prefix="test") if "test" in encoded else {}
+    test, test_outcome = {}, {}
+    if "test" in encoded:  # predictions kept, so runs can be compared example by example (paired intervals)
+        prediction = trainer.predict(encoded["test"], metric_key_prefix="test")
+        test = prediction.metrics
+        test_outcome = {
+            "test_predictions": prediction.predictions.argmax(-1).tolist(),
+            "test_labels": prediction.label_ids.tolist(),
+        }
     report = parameter_report(trainer.model)
     results = {
         "validation": {k.removeprefix("eval_"): v for k, v in validation.items() if k.removeprefix("eval_") in METRICS},
@@ -505,6 +552,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "training": training_args.to_dict(),
         },
         "versions": versions(),
+        **test_outcome,
     }
     if isinstance(trainer, DendriteTrainer):
         callback = trainer.dendrite_callback
@@ -555,4 +603,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError, ImportError) as error:  # a mistake in the recipe or flags: one line
+        sys.exit(f"train.py: error: {error}")

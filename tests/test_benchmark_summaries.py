@@ -123,3 +123,35 @@ def test_the_width_frontier_compares_students_within_ten_percent_of_the_paramete
         100 * ((0.82 + 0.81 + 0.79) / 3 - 0.805)
     )
     assert (row["seeds_ahead_of_same_width"], row["seeds_paired"]) == (2, 3)  # ahead of e32 in seeds 0 and 1
+
+
+def test_a_method_against_itself_has_a_paired_interval_around_zero():
+    import random
+
+    generator = random.Random(0)
+    correct = [[generator.random() < 0.8 for _ in range(400)] for _ in range(3)]
+    same = benchmark.paired_difference([(c, c) for c in correct])
+    assert same["difference"] == 0.0 and same["low"] == 0.0 and same["high"] == 0.0
+    noisy = [[flag if generator.random() < 0.9 else not flag for flag in c] for c in correct]
+    interval = benchmark.paired_difference([(n, c) for n, c in zip(noisy, correct)])
+    assert interval["low"] < interval["difference"] < interval["high"]
+    assert len(interval["seed_differences"]) == 3 and interval["examples"] == 400
+
+
+def test_the_paired_interval_comes_from_per_example_outcomes_not_from_accuracies():
+    # A fixes 40 examples B gets wrong and breaks none: +10 points, an interval clear of zero ...
+    b = [True] * 300 + [False] * 100
+    a = [True] * 340 + [False] * 60
+    fixed = benchmark.paired_difference([(a, b)])
+    assert fixed["difference"] == pytest.approx(0.10) and fixed["low"] > 0.05
+    # ... while swapping which 40 examples are right, at the same accuracy, is a difference of 0 whose
+    # interval straddles it: the accuracies alone (equal) could not tell the two cases apart
+    swapped = [True] * 260 + [False] * 40 + [True] * 40 + [False] * 60
+    assert sum(swapped) == sum(b)
+    moved = benchmark.paired_difference([(swapped, b)])
+    assert moved["difference"] == 0.0 and moved["low"] < 0 < moved["high"]
+
+
+def test_runs_without_predictions_have_no_correctness():
+    assert benchmark.test_correctness({"test": {"accuracy": 0.5}}) is None
+    assert benchmark.test_correctness({"test_predictions": [1, 0, 2], "test_labels": [1, 1, 2]}) == [True, False, True]

@@ -279,3 +279,95 @@ def test_start_candidates_twice_raises():
         hd.start_candidates(model)
     hd.stop_candidates(model)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_remove_dendrites_inside_a_dendrite_phase_gives_every_weight_back():
+    model = tiny_model()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    hd.add_dendrites(model, DendriteConfig())
+    hd.start_candidates(model, num_candidates=2)
+    hd.remove_dendrites(model)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+
+
+@pytest.mark.parametrize("count", [2.5, "2", True, 0])
+def test_start_candidates_needs_a_whole_number(count):
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    with pytest.raises(ValueError, match="num_candidates must be an int >= 1"):
+        hd.start_candidates(model, num_candidates=count)
+    assert hd.model.paused_parameters(model) is None and all(p.requires_grad for p in model.parameters())
+
+
+def test_a_linear_tied_to_the_embeddings_is_refused_before_anything_changes():
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37
+    )
+    model = BertForMaskedLM(config)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'cls.predictions.decoder' shares its parameters with .*word_embeddings"):
+        hd.add_dendrites(model, DendriteConfig(target_modules=["query", "decoder"]))
+    assert_untouched(model, state)
+    hd.add_dendrites(model, DendriteConfig(target_modules=["query", "decoder"], exclude_modules=["decoder"]))
+    assert list(hd.dendrite_layers(model)) == ["bert.encoder.layer.0.attention.self.query"]
+
+
+class TwoNames(torch.nn.Module):
+    """One Linear registered as both `a` and `b`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Linear(4, 3)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+@pytest.mark.parametrize("targets", [["a", "b"], ["b"]])
+def test_a_linear_under_two_names_is_wrapped_once_and_both_names_see_it(targets):
+    model = TwoNames()
+    hd.add_dendrites(model, DendriteConfig(mode="gd", target_modules=targets))
+    assert isinstance(model.a, hd.DendriteLinear) and model.b is model.a
+    assert len(hd.dendrite_layers(model)) == 1
+    hd.grow(model)
+    with torch.no_grad():
+        model.a.dendrite_scale.fill_(1.0)
+    x = torch.randn(2, 4)
+    assert torch.allclose(model(x), 2 * model.a(x))  # both paths carry the dendrite
+    hd.remove_dendrites(model)
+    assert type(model.a) is torch.nn.Linear and model.b is model.a
+
+
+def test_a_non_finite_batch_is_skipped_by_the_candidates_and_counted():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    hd.start_candidates(model, num_candidates=2)
+    batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
+    train_candidates(model, batch, labels, steps=1)
+    model.train()
+    embeddings = model.bert.embeddings.word_embeddings(batch["input_ids"]).detach()
+    embeddings[0, 0, 0] = float("nan")
+    model(inputs_embeds=embeddings, attention_mask=batch["attention_mask"], labels=labels).loss.backward()
+    layers = hd.dendrite_layers(model)
+    assert all(layer.skipped_candidate_batches == 1 for layer in layers.values())
+    assert all(torch.isfinite(p.grad).all() for p in hd.candidate_parameters(model))
+    assert all(torch.isfinite(torch.tensor(score)) for score in hd.candidate_scores(model).values())
+    hd.grow(model)  # the statistics stayed finite, so growth goes ahead
+    assert hd.num_dendrites(model) == 1
+
+
+def test_grow_refuses_non_finite_candidate_scores_and_names_the_layer():
+    model = tiny_model()
+    hd.add_dendrites(model, DendriteConfig())
+    hd.start_candidates(model, num_candidates=2)
+    train_candidates(model, token_batch(), torch.tensor([0, 1, 2, 1]), steps=1)
+    hd.dendrite_layers(model)["classifier"].candidate_stats.sum_ve.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match=r"\['classifier'\] are not finite"):
+        hd.grow(model)
+    assert hd.num_dendrites(model) == 0 and hd.model.paused_parameters(model) is not None

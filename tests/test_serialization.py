@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from tiny_models import FAMILIES, tiny_model, token_batch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertModel
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig
@@ -144,3 +144,63 @@ def test_loading_a_folder_that_does_not_exist_says_so(tmp_path, monkeypatch, pat
     with pytest.raises(FileNotFoundError, match="is not a local folder \\(it does not exist\\)") as caught:
         hd.from_pretrained(path)
     assert path in str(caught.value)
+
+
+def test_a_concrete_transformers_class_refuses_instead_of_loading_random_layers(tmp_path):
+    grown_model().save_pretrained(tmp_path)
+    # each wrapped layer's `weight` key holds its settings record: a size mismatch for a plain BERT
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        BertForSequenceClassification.from_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        BertModel.from_pretrained(tmp_path)  # the base model alone (prefix stripped) too
+
+
+def test_remote_code_loads_every_tensor_and_ignores_the_settings_records(tmp_path, caplog):
+    model = grown_model()
+    model.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING"):
+        loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True)
+    assert "LOAD REPORT" not in caplog.text  # nothing missing, unexpected or mismatched
+    batch = token_batch()
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+
+
+@pytest.mark.parametrize(("setting", "edited"), [("activation", "tanh"), ("cascade", True)])
+def test_settings_edited_in_config_json_are_refused(tmp_path, setting, edited):
+    grown_model().save_pretrained(tmp_path)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dendrites"]["config"][setting] = edited
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=rf"{setting}: config.json says {edited!r}, the weights were saved with .*\(all 14 of 14 layers",
+    ):
+        hd.from_pretrained(tmp_path)
+
+
+def test_a_folder_in_format_1_without_settings_records_still_loads(tmp_path):
+    model = grown_model()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    records = {key for key in weights if weights[key].dtype == torch.uint8}
+    assert records == {f"{name}.weight" for name in hd.dendrite_layers(model)}
+    save_file({k: v for k, v in weights.items() if k not in records}, tmp_path / "model.safetensors")
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dendrites"]["format_version"] = 1
+    config_path.write_text(json.dumps(config))
+    batch = token_batch()
+    assert torch.equal(logits(hd.from_pretrained(tmp_path), batch), logits(model, batch))
+    config["dendrites"]["format_version"] = 2  # format 2 requires the records
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="no settings record for dendrite layers"):
+        hd.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(("content", "message"), [("[1, 2]", "holds a JSON list"), ('"text"', "holds a JSON str")])
+def test_config_json_that_is_not_an_object(tmp_path, content, message):
+    grown_model().save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        hd.from_pretrained(tmp_path)

@@ -543,7 +543,7 @@ def test_state_dict_round_trip_continues_identically(script: str) -> None:
         decisions = run(first, events[:split])
         phases_split.add(first.phase)
         blob = json.dumps(first.state_dict())  # must be JSON-serialisable
-        resumed = DendriteTracker()  # different (default) config: the state's wins
+        resumed = DendriteTracker(**kwargs)
         resumed.load_state_dict(json.loads(blob))
         decisions += run(resumed, events[split:])
         assert decisions == expected_full, f"split at {split}"
@@ -600,13 +600,26 @@ def test_load_state_dict_rejects_bad_state(mutate: Any, match: str) -> None:
         DendriteTracker().load_state_dict(state)
 
 
-def test_load_state_dict_warns_on_config_change(caplog: pytest.LogCaptureFixture) -> None:
-    state = DendriteTracker(patience=9).state_dict()
-    t = DendriteTracker(patience=2)
+def test_a_resumed_tracker_follows_its_own_settings_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    first = DendriteTracker(patience=9, min_evals_per_phase=1)
+    run(first, n(0.5, 0.5))
+    t = DendriteTracker(patience=1, min_evals_per_phase=1)
     with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
+        t.load_state_dict(first.state_dict())
+    assert t.patience == 1 and t.state_dict()["config"]["patience"] == 1
+    assert "patience=1" in caplog.text and "9" in caplog.text
+    # the new patience is what decides: one more flat evaluation is a stall now (it was not under 9)
+    assert t.step(0.5).action == "start_dendrite_phase"
+
+
+@pytest.mark.parametrize(("setting", "stored", "current"), [("mode", "gd", "pb"), ("greater_is_better", False, True)])
+def test_settings_that_cannot_change_mid_run_are_refused(setting: str, stored: Any, current: Any) -> None:
+    state = DendriteTracker(**{setting: stored}).state_dict()
+    t = DendriteTracker(**{setting: current})
+    before = t.state_dict()
+    with pytest.raises(ValueError, match=f"{setting}: checkpoint {stored!r}, now {current!r}"):
         t.load_state_dict(state)
-    assert t.patience == 9
-    assert "patience" in caplog.text
+    assert t.state_dict() == before
 
 
 # ---------------------------------------------------------------------------- hygiene

@@ -61,6 +61,10 @@ def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, ta
     assert written["dendrites_per_layer"] and set(written["dendrites_per_layer"].values()) <= {0, 1}
     assert written["epochs"] > 0 and written["seconds"] > 0
     assert results["test"] == written["test"]
+    # per-example test outcomes, for paired comparisons between runs
+    assert len(written["test_predictions"]) == len(written["test_labels"]) == 64
+    correct = sum(p == y for p, y in zip(written["test_predictions"], written["test_labels"]))
+    assert correct / 64 == pytest.approx(written["test"]["accuracy"])
     assert (tmp_path / "dendrite_history.png").exists()
     model = hd.from_pretrained(tmp_path)
     assert model.config.num_labels == labels and model.config.num_hidden_layers == 2
@@ -142,3 +146,64 @@ def test_bad_compression_choice_is_named(tmp_path, flag, value):
     arguments = train.parse_arguments([str(ROOT / "configs" / "movie_reviews_summing.yaml"), f"--{flag}", value])
     with pytest.raises(ValueError, match=f"--{flag} must be one of"):
         train.check_model_arguments(arguments[0])
+
+
+@pytest.mark.parametrize(
+    ("recipe_text", "message"),
+    [
+        ("num_train_epochs: [1, 2]\n", r"bad.yaml: num_train_epochs takes one value, got the list \[1, 2\]"),
+        ("eval_strategy: no\n", r"eval_strategy: YAML reads an unquoted false/no/off as the boolean False; quote"),
+        ("num_candidate: 3\n", r"unknown key 'num_candidate' \(did you mean num_candidates"),
+    ],
+)
+def test_recipe_mistakes_are_named_as_such(tmp_path, recipe_text, message):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("task: trec6\n" + recipe_text)
+    with pytest.raises(ValueError, match=message):
+        train.parse_arguments([str(recipe)])
+
+
+def test_quoted_no_and_yaml_booleans_for_boolean_flags_are_accepted(tmp_path):
+    recipe = tmp_path / "good.yaml"
+    recipe.write_text('eval_strategy: "no"\ndataloader_pin_memory: false\nhidden_sizes: [32, 16]\n')
+    model_args, _, training_args, *_ = train.parse_arguments([str(recipe)])
+    assert training_args.eval_strategy == "no" and training_args.dataloader_pin_memory is False
+    assert model_args.hidden_sizes == [32, 16]
+
+
+def test_a_json_recipe_works_and_a_missing_one_is_named(tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"task": "trec6", "num_train_epochs": 2}))
+    assert train.parse_arguments([str(recipe)])[2].num_train_epochs == 2
+    with pytest.raises(FileNotFoundError, match="recipe '.*missing.json' not found"):
+        train.parse_arguments([str(tmp_path / "missing.json")])
+    with pytest.raises(ValueError, match=r"expected a \.yaml/\.yml/\.json file"):
+        train.parse_arguments([str(tmp_path / "recipe.txt")])
+
+
+@pytest.mark.parametrize("flag", ["max_train_samples", "max_eval_samples", "max_test_samples"])
+def test_zero_examples_is_refused_by_name(flag):
+    with pytest.raises(ValueError, match=f"--{flag} must be a positive number of examples"):
+        train.parse_arguments([f"--{flag}", "0"])
+
+
+@pytest.mark.parametrize("path", ["runs/no-such-model", "./no-such-model", "/tmp/no/such/model"])
+def test_a_missing_model_folder_is_named(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match=f"model '{path}' is not a local folder"):
+        hd.pretrained.resolve_model(path)
+
+
+def test_the_script_prints_a_recipe_mistake_as_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("eval_strategy: no\n")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), str(recipe)], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines()[-1].startswith("train.py: error: ")
+    assert "Traceback" not in completed.stderr

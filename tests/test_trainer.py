@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
 from tiny_models import tiny_model, token_batch
-from transformers import Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig, DendriteTrainer
@@ -343,3 +344,94 @@ def test_a_loss_metric_that_should_grow_is_warned_about(tmp_path, caplog):
     caplog.clear()
     make_trainer(tmp_path / "other", args={"metric_for_best_model": "loss", "greater_is_better": False})
     assert "highest loss" not in caplog.text
+
+
+class Crash(BaseException):
+    """A kill: nothing catches it and no cleanup of ours runs."""
+
+
+# Points of a checkpoint save, in the order they happen (the last one after the checkpoint is complete).
+SAVE_POINTS = {
+    "model_weights": (PreTrainedModel, "save_pretrained"),
+    "optimizer": (Trainer, "_save_optimizer_and_scheduler"),
+    "rng_state": (Trainer, "_save_rng_state"),
+    "trainer_state": (TrainerState, "save_to_json"),
+    "best_snapshot": (hd.callbacks, "save_snapshot"),
+    "dendrite_state": (hd.callbacks, "write_text_atomically"),
+    "rotation": (hd.trainer, "rotate_checkpoints"),
+}
+
+
+@pytest.mark.parametrize("point", list(SAVE_POINTS))
+def test_a_kill_at_any_point_of_a_save_leaves_a_resumable_run(full_run, tmp_path, monkeypatch, caplog, point):
+    reference, _ = full_run
+    trainer = make_trainer(tmp_path, args={"save_total_limit": 1})
+    owner, name = SAVE_POINTS[point]
+    original = getattr(owner, name)
+
+    def killed(*args, **kwargs):
+        if trainer.state.global_step == 12:
+            raise Crash
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, killed)
+    with pytest.raises(Crash):
+        trainer.train()
+    monkeypatch.undo()
+    complete = {p.name for p in tmp_path.glob("checkpoint-*") if (p / "dendrite_state.json").is_file()}
+    assert "checkpoint-8" in complete or point == "rotation"  # the last complete one survives
+    assert ("checkpoint-12" in complete) == (point == "rotation")
+
+    resumed = make_trainer(tmp_path, args={"save_total_limit": 1})
+    with caplog.at_level("WARNING", logger="hf_dendrites.checkpoints"):
+        resumed.train(resume_from_checkpoint=True)
+    if point != "rotation":
+        assert "skipping incomplete checkpoint(s) ['checkpoint-12']" in caplog.text
+    expected, actual = reference.model.state_dict(), resumed.model.state_dict()
+    assert actual.keys() == expected.keys() and all(torch.equal(actual[k], expected[k]) for k in expected)
+    left = [(p / "dendrite_state.json").is_file() for p in tmp_path.glob("checkpoint-*")]
+    assert left and all(left)  # the debris was cleared
+
+
+def test_resume_true_without_a_complete_checkpoint_says_so(tmp_path):
+    (tmp_path / "checkpoint-4").mkdir(parents=True)
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(ValueError, match="holds no complete dendrite checkpoint"):
+        trainer.train(resume_from_checkpoint=True)
+
+
+def test_a_failed_resume_leaves_the_model_as_it_was(full_run, tmp_path):
+    _, output_dir = full_run
+    inside_phase = next(
+        p
+        for p in sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        if json.loads((p / "dendrite_state.json").read_text())["tracker"]["phase"] == "dendrite"
+    )
+    broken = tmp_path / "broken" / inside_phase.name
+    shutil.copytree(inside_phase, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    trainer = make_trainer(tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(ValueError, match="model.safetensors"):
+        trainer.train(resume_from_checkpoint=str(broken))
+    after = trainer.model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+    assert hd.model.paused_parameters(trainer.model) is None
+    assert all(p.requires_grad for p in trainer.model.parameters())
+    assert trainer.tracker.phase == "neuron" and not trainer.tracker.history
+    trainer.train()  # and it trains from the start
+    assert trainer.tracker.is_complete
+
+
+def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full_run, tmp_path, caplog):
+    _, output_dir = full_run
+    first = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    trainer = make_trainer(tmp_path, dendrite_config(patience=3))
+    with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
+        trainer.train(resume_from_checkpoint=str(first))
+    assert "resuming with patience=3 (the checkpoint was trained with 1)" in caplog.text
+    assert trainer.tracker.patience == 3
+    trainer.save_model(str(tmp_path / "final"))
+    saved = json.loads((tmp_path / "final" / "config.json").read_text())
+    assert saved["dendrites"]["config"]["patience"] == 3
