@@ -26,6 +26,7 @@ from .model import (
     start_candidates,
     stop_candidates,
 )
+from .restarts import RestartFromBestCallback
 from .serialization import from_pretrained
 from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .targets import DEFAULT_TARGET_MODULES
@@ -44,6 +45,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationMixin",
     "DistillationTrainer",
+    "RestartFromBestCallback",
     "TeacherAgreementCallback",
     "SummingNetworkConfig",
     "SummingNetworkForSequenceClassification",

@@ -64,6 +64,25 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+# Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
+VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
+# The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads
+# its best model and builds a fresh AdamW each time): what the restarts alone do, without dendrites.
+SEED_VARIANTS = {"baseline_restarts_pai": ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]}
+
+
+def reference_restart_epochs(task: str, seed: int) -> list[int]:
+    """Epochs after which the reference library restructured (from the task benchmark's run)."""
+    results = json.loads((RUNS / task / "perforatedai" / f"seed{seed}.json").read_text())
+    return [int(entry["epoch"]) for entry in results["epoch_log"] if entry.get("restructured")]
+
+
+def variant_flags(task: str, variant: str, seed: int) -> list[str]:
+    if variant in SEED_VARIANTS:
+        return SEED_VARIANTS[variant] + [str(epoch) for epoch in reference_restart_epochs(task, seed)]
+    return VARIANTS[variant]
+
+
 def run_file(task: str, variant: str, seed: int) -> Path:
     return GROWTH_RUNS / task / variant / f"seed{seed}.json"
 
@@ -74,7 +93,7 @@ def baseline_file(task: str, seed: int) -> Path:
 
 def run_variant(task: str, variant: str, seed: int, scratch: Path) -> dict[str, Any]:
     output_dir = scratch / task / variant / f"seed{seed}"
-    command = train_command(TASKS[task], seed, output_dir, VARIANTS[variant])
+    command = train_command(TASKS[task], seed, output_dir, variant_flags(task, variant, seed))
     return execute(command, output_dir, {"task": task, "variant": variant, "seed": seed})
 
 
@@ -160,6 +179,8 @@ BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--
 def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
     """Every variant's flags and run folder: the study's own, then the task benchmark's PB and GD."""
     folders = {variant: (flags, GROWTH_RUNS / task / variant) for variant, flags in VARIANTS.items()}
+    for variant, flags in SEED_VARIANTS.items():
+        folders[variant] = ([*flags, "<the reference run's restructure epochs>"], GROWTH_RUNS / task / variant)
     for name, flags in BENCHMARK_METHODS.items():
         folders[name] = (flags, RUNS / task / name.split()[-1])
     return folders
@@ -233,7 +254,9 @@ def plot(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["movie_reviews"])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(
+        "--variants", nargs="+", choices=[*VARIANTS, *SEED_VARIANTS], default=[*VARIANTS, *SEED_VARIANTS]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--scratch", default="runs/benchmark_growth", help="where runs write checkpoints")
     parser.add_argument("--aggregate-only", action="store_true")

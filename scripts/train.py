@@ -49,6 +49,7 @@ from hf_dendrites.data import load_hub, load_local, load_task, num_labels
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.metrics import METRICS, build_compute_metrics
 from hf_dendrites.pretrained import resolve_model
+from hf_dendrites.restarts import RestartFromBestCallback
 from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
 from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
 from hf_dendrites.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file
@@ -164,7 +165,19 @@ def _dendrite_arguments_class() -> type:
     suffix (letters, digits, '_' and '.') is taken as the regex.
     """
     fields = [
-        ("dendrites", str, field(default="pb", metadata={"help": "'pb', 'gd', or 'none' for the plain baseline."}))
+        ("dendrites", str, field(default="pb", metadata={"help": "'pb', 'gd', or 'none' for the plain baseline."})),
+        (
+            "restart_at_epochs",
+            list[int],
+            field(
+                default_factory=list,
+                metadata={
+                    "help": "--dendrites none only: after these epochs' evaluations, restore the best model and "
+                    "start a fresh optimizer (the schedule continues), as a growth does: a control for what the "
+                    "restarts alone do."
+                },
+            ),
+        ),
     ]
     for item in dataclasses.fields(DendriteConfig):
         kind = item.type if item.name not in ("target_modules", "exclude_modules") else list[str] | None
@@ -461,6 +474,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.argv[1:] if argv is None else argv
     )
     dendrite_config = dendrite_config_from(dendrite_args)
+    if dendrite_args.restart_at_epochs and dendrite_config is not None:
+        raise ValueError("--restart_at_epochs is for plain runs (--dendrites none); growth restarts by itself")
+    restarts = None
     distillation = (
         DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)
         if distill_args.enabled
@@ -512,6 +528,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer = trainer_class(
             **common, callbacks=[EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience)]
         )
+        if dendrite_args.restart_at_epochs:
+            restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
+            trainer.add_callback(restarts)
     else:
         trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
     if distillation is not None:
@@ -566,6 +585,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["step_time"] = callback.step_time
         results["candidate_scores_per_layer"] = callback.candidate_scores_per_layer
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
+    if restarts is not None:
+        results["restarts"] = restarts.restarts
     output = Path(training_args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

@@ -155,3 +155,12 @@ def test_the_paired_interval_comes_from_per_example_outcomes_not_from_accuracies
 def test_runs_without_predictions_have_no_correctness():
     assert benchmark.test_correctness({"test": {"accuracy": 0.5}}) is None
     assert benchmark.test_correctness({"test_predictions": [1, 0, 2], "test_labels": [1, 1, 2]}) == [True, False, True]
+
+
+def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_restructured():
+    growth = load_script("benchmark_growth")
+    flags = growth.variant_flags("trec6", "baseline_restarts_pai", 0)
+    assert flags[:4] == ["--dendrites", "none", "--patience", "1000"]
+    epochs = [int(value) for value in flags[flags.index("--restart_at_epochs") + 1 :]]
+    log = growth.json.loads((growth.RUNS / "trec6" / "perforatedai" / "seed0.json").read_text())["epoch_log"]
+    assert epochs and epochs == [entry["epoch"] for entry in log if entry["restructured"]]

@@ -207,3 +207,8 @@ def test_the_script_prints_a_recipe_mistake_as_one_line(tmp_path):
     assert completed.returncode != 0
     assert completed.stderr.strip().splitlines()[-1].startswith("train.py: error: ")
     assert "Traceback" not in completed.stderr
+
+
+def test_restarts_are_for_plain_runs_only():
+    with pytest.raises(ValueError, match="--restart_at_epochs is for plain runs"):
+        train.main(["--dendrites", "pb", "--restart_at_epochs", "2", "--output_dir", "unused"])
