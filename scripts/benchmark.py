@@ -80,6 +80,17 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def machine_of_runs(files: list[Path]) -> dict[str, Any]:
+    """The machine a set of runs ran on: the last run's, with every CPU named when they differ
+    (accuracy is comparable across machines; timings only within one)."""
+    machines = [json.loads(path.read_text()).get("benchmark", {}).get("machine") for path in files]
+    machines = [m for m in machines if m]
+    if not machines:
+        return machine()
+    cpus = list(dict.fromkeys(m.get("cpu", "a CPU") for m in machines))
+    return {**machines[-1], "cpu": " and ".join(cpus)}
+
+
 def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch: Path) -> dict[str, Any]:
     """Run one (task, method, seed) in a subprocess and keep its results.json, plus how it ran."""
     output_dir = scratch / task / method / f"seed{seed}"

@@ -25,7 +25,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import BUDGET, RESULTS, RUNS, TASKS, execute, git_commit, machine, refresh_readme, train_command
+from benchmark import (
+    BUDGET,
+    RESULTS,
+    RUNS,
+    TASKS,
+    execute,
+    git_commit,
+    machine_of_runs,
+    paired_difference,
+    refresh_readme,
+    test_correctness,
+    train_command,
+)
 from matplotlib.figure import Figure
 
 GROWTH_RUNS = RUNS / "growth"
@@ -192,11 +204,13 @@ def aggregate() -> dict[str, Any]:
         variants = {}
         for variant, (flags, folder) in run_folders(task).items():
             files = sorted(folder.glob("seed*.json"))
-            runs = []
+            runs, pairs = [], []
             for path in files:
                 results = json.loads(path.read_text())
                 base = baseline_file(task, results["benchmark"]["seed"])
-                runs.append(run_summary(results, json.loads(base.read_text()) if base.exists() else None))
+                baseline = json.loads(base.read_text()) if base.exists() else None
+                runs.append(run_summary(results, baseline))
+                pairs.append((test_correctness(results), None if baseline is None else test_correctness(baseline)))
             if runs:
                 variants[variant] = {
                     "flags": " ".join(flags),
@@ -208,6 +222,10 @@ def aggregate() -> dict[str, Any]:
                     "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
                     "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),
+                    # every seed paired example by example with the plain fine-tune (None until all kept predictions)
+                    "paired_interval": paired_difference(pairs)
+                    if all(a is not None and b is not None for a, b in pairs)
+                    else None,
                     "runs": runs,
                 }
         if variants:
@@ -215,7 +233,7 @@ def aggregate() -> dict[str, Any]:
     summary = {
         "command": "python scripts/benchmark_growth.py",
         "recipe": "configs/<task>.yaml " + " ".join(BUDGET),
-        "machine": machine(),
+        "machine": machine_of_runs(sorted(GROWTH_RUNS.glob("*/*/seed*.json"))),
         "tasks": tasks,
     }
     (RESULTS / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
