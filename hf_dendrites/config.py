@@ -139,6 +139,14 @@ class DendriteConfig:
             "'last' keeps the current weights."
         },
     )
+    candidate_holdout_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the training set held aside for the candidates (DendriteTrainer): neuron phases "
+            "never train on it and dendrite phases train only on it, so candidates learn from errors the model "
+            "did not memorise. A fixed split drawn from the training seed; 0 trains both phases on everything."
+        },
+    )
 
     def resolved_dendrite_learning_rate(self) -> float:
         """The rate installed dendrites train at: the one set, else the mode's default."""
@@ -188,6 +196,11 @@ class DendriteConfig:
         if self.candidate_token_fraction > 1:
             raise ValueError(
                 f"DendriteConfig.candidate_token_fraction must be in (0, 1], got {self.candidate_token_fraction!r}"
+            )
+        _check_float("candidate_holdout_fraction", self.candidate_holdout_fraction, positive=False)
+        if not self.candidate_holdout_fraction < 1:
+            raise ValueError(
+                f"DendriteConfig.candidate_holdout_fraction must be in [0, 1), got {self.candidate_holdout_fraction!r}"
             )
         _check_float("improvement_threshold", self.improvement_threshold, positive=False)
         _check_float("improvement_threshold_abs", self.improvement_threshold_abs, positive=False)

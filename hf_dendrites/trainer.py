@@ -27,6 +27,7 @@ from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
 from .distillation import DistillationConfig, DistillationMixin
+from .holdout import PhaseSampler, holdout_split
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
 from .model import add_dendrites, dendrite_layers, has_dendrites, unchanged_on_error
@@ -156,6 +157,20 @@ class DendriteTrainer(DistillationMixin, Trainer):
                 f"metric_for_best_model={self.args.metric_for_best_model!r} is not computed; the evaluation "
                 f"gives {names} (add it to compute_metrics or pick one of these)"
             )
+
+    # ------------------------------------------------------------------ candidates on held-aside data
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
+        """With `candidate_holdout_fraction`, neuron phases and dendrite phases draw from disjoint parts."""
+        fraction = self.dendrite_callback.config.candidate_holdout_fraction
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not fraction:
+            return super()._get_train_sampler(train_dataset)
+        if self.accelerator.num_processes > 1:
+            raise ValueError("candidate_holdout_fraction runs in one process (its sampler is not sharded)")
+        neuron, holdout = holdout_split(len(dataset), fraction, self.args.seed)
+        model = self.accelerator.unwrap_model(self.model)
+        return PhaseSampler(neuron, holdout, lambda: in_dendrite_phase(model), seed=self.args.seed)
 
     # ------------------------------------------------------------------ several processes
 

@@ -76,6 +76,10 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
+# Candidates trained only on a fifth of the training set that the neuron phases never see; the plain
+# fine-tune on the remaining four fifths is its control (the cost of holding the data aside).
+VARIANTS["pb_holdout0.2"] = ["--dendrites", "pb", "--candidate_holdout_fraction", "0.2"]
+VARIANTS["baseline_holdout0.2"] = ["--dendrites", "none", "--candidate_holdout_fraction", "0.2"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads

@@ -47,6 +47,7 @@ from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, Di
 from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
 from hf_dendrites.data import load_hub, load_local, load_task, num_labels
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
+from hf_dendrites.holdout import holdout_split
 from hf_dendrites.metrics import METRICS, build_compute_metrics
 from hf_dendrites.pretrained import resolve_model
 from hf_dendrites.restarts import RestartFromBestCallback
@@ -510,6 +511,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         encoded["train"] = train_set.map(tokenize, batched=True, remove_columns=["text"]).rename_column(
             "label", "labels"
         )
+    holdout = None
+    if dendrite_args.candidate_holdout_fraction:
+        neuron_part, held_out = holdout_split(
+            len(encoded["train"]), dendrite_args.candidate_holdout_fraction, training_args.seed
+        )
+        holdout = {
+            "fraction": dendrite_args.candidate_holdout_fraction,
+            "train": len(neuron_part),
+            "held_out": len(held_out),
+        }
+        if dendrite_config is None:  # the plain control trains on what a holdout run's neuron phases see
+            encoded["train"] = encoded["train"].select(neuron_part)
     base_parameters = parameter_report(model)["total"]
     common = dict(
         model=model,
@@ -587,6 +600,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     if restarts is not None:
         results["restarts"] = restarts.restarts
+    if holdout is not None:
+        results["holdout"] = holdout
     output = Path(training_args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")

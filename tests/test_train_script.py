@@ -212,3 +212,9 @@ def test_the_script_prints_a_recipe_mistake_as_one_line(tmp_path):
 def test_restarts_are_for_plain_runs_only():
     with pytest.raises(ValueError, match="--restart_at_epochs is for plain runs"):
         train.main(["--dendrites", "pb", "--restart_at_epochs", "2", "--output_dir", "unused"])
+
+
+def test_the_plain_holdout_control_trains_on_what_the_neuron_phases_see(tmp_path):
+    recipe = str(ROOT / "configs" / "movie_reviews_baseline.yaml")
+    results = train.main([recipe, *TINY, "--candidate_holdout_fraction", "0.25", "--output_dir", str(tmp_path)])
+    assert results["holdout"] == {"fraction": 0.25, "train": 72, "held_out": 24}
