@@ -103,8 +103,15 @@ def run_file(task: str, variant: str, seed: int) -> Path:
     return GROWTH_RUNS / task / variant / f"seed{seed}.json"
 
 
-def baseline_file(task: str, seed: int) -> Path:
-    return RUNS / task / "baseline" / f"seed{seed}.json"
+# What a variant is paired with, when not the task benchmark's plain fine-tune: the restarts change
+# nothing but the restarts against the plain run over the same whole budget.
+CONTROLS = {"baseline_restarts_pai": "baseline_full"}
+
+
+def baseline_file(task: str, seed: int, variant: str | None = None) -> Path:
+    """The same-seed run `variant` is paired with."""
+    control = CONTROLS.get(variant or "")
+    return run_file(task, control, seed) if control else RUNS / task / "baseline" / f"seed{seed}.json"
 
 
 def run_variant(task: str, variant: str, seed: int, scratch: Path) -> dict[str, Any]:
@@ -211,13 +218,14 @@ def aggregate() -> dict[str, Any]:
             runs, pairs = [], []
             for path in files:
                 results = json.loads(path.read_text())
-                base = baseline_file(task, results["benchmark"]["seed"])
+                base = baseline_file(task, results["benchmark"]["seed"], variant)
                 baseline = json.loads(base.read_text()) if base.exists() else None
                 runs.append(run_summary(results, baseline))
                 pairs.append((test_correctness(results), None if baseline is None else test_correctness(baseline)))
             if runs:
                 variants[variant] = {
                     "flags": " ".join(flags),
+                    "paired_with": CONTROLS.get(variant, "baseline"),
                     "seeds": len(runs),
                     "test_accuracy_mean": mean_of(runs, "test_accuracy"),
                     "test_accuracy_minus_baseline_mean": mean_of(runs, "test_accuracy_minus_baseline"),

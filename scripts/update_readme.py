@@ -132,23 +132,24 @@ def _interval(paired: dict | None) -> str:
 def growth_table(results: dict) -> str:
     lines = [
         f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
-        "is paired with the plain fine-tune of the same seed, which it matches step for step until its first "
-        "growth; n = seeds finished. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
+        "is paired with the plain fine-tune of the same seed (`baseline`: the task benchmark's early-stopped one, "
+        "which a dendrite run matches step for step until its first growth) or the control named; n = seeds finished. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
         "after growth: the first evaluation after a growth minus the best score before it (points, mean over "
         "growths and seeds); plain after its best: the same for the plain fine-tune's evaluation after its best. "
         "95% interval: of the paired difference, bootstrapping test examples (the same draw for every seed); "
         "shown once every seed and its plain fine-tune kept their test predictions.",
         "",
-        "| task | variant | flags | n | test accuracy | vs plain fine-tune (points) | 95% interval (test examples) "
+        "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
         "| dendrites kept | candidate correlation | mean abs(output weight) | validation after growth "
         "| plain after its best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
             delta = v.get("test_accuracy_minus_baseline_mean")
             lines.append(
                 f"| {task} | {name} | `{v['flags']}` | {v['seeds']} | {100 * v['test_accuracy_mean']:.2f} "
+                f"| {v.get('paired_with', 'baseline')} "
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_interval(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v['output_weight_abs_mean'], '.2e')} "
