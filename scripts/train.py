@@ -44,12 +44,13 @@ from transformers.hf_argparser import string_to_bool
 
 import hf_dendrites
 from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
+from hf_dendrites.callbacks import HISTORY_PLOT
 from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
 from hf_dendrites.data import load_hub, load_local, load_task, num_labels
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.holdout import holdout_split
 from hf_dendrites.metrics import METRICS, build_compute_metrics
-from hf_dendrites.pretrained import resolve_model
+from hf_dendrites.pretrained import SHIPPED_MODELS, resolve_model
 from hf_dendrites.restarts import RestartFromBestCallback
 from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
 from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
@@ -255,14 +256,28 @@ def check_recipe_value(path: str, key: str, value: Any, actions: dict[str, argpa
         )
 
 
-def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
+def argument_parser() -> HfArgumentParser:
     # allow_abbrev=False: a misspelt key must fail, not silently match a longer flag
-    parser = HfArgumentParser(
+    return HfArgumentParser(
         (ModelArguments, DataArguments, TrainingArguments, DendriteArguments, DistillationArguments), allow_abbrev=False
     )
+
+
+def expand_arguments(argv: list[str], parser: HfArgumentParser | None = None) -> list[str]:
+    """The flags a command line stands for: a leading recipe file's keys, then the flags after it."""
     if argv and not argv[0].startswith("-"):
-        argv = yaml_to_flags(argv[0], parser) + argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv)
+        return yaml_to_flags(argv[0], parser or argument_parser()) + argv[1:]
+    return list(argv)
+
+
+def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
+    parser = argument_parser()
+    flags = expand_arguments(argv, parser)
+    parsed = parser.parse_args_into_dataclasses(args=flags)
+    if not any(flag in flags for flag in ("--disable_tqdm", "--no_disable_tqdm")):
+        # progress bars for a person at a terminal; per-evaluation log lines in files and CI logs
+        parsed[2].disable_tqdm = not sys.stderr.isatty()
+    return parsed
 
 
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
@@ -470,6 +485,51 @@ def agreement_samples(encoded: datasets.DatasetDict, validation_logits: Any) -> 
     }
 
 
+def load_classifier(name: str, path: str, overrides: dict[str, Any], labels: int) -> PreTrainedModel:
+    """A classifier from a pretrained encoder; for the shipped MiniLM, one line on what was kept.
+
+    Loading the shipped MiniLM-L6 into 2 layers leaves its other 4 layers unused and the classifier
+    new, which transformers reports as a table of UNEXPECTED and MISSING keys. That table is replaced
+    by one line when those are exactly the differences; any other difference (or any other model)
+    is reported as transformers reports it.
+    """
+    if name.lower() not in SHIPPED_MODELS:
+        return AutoModelForSequenceClassification.from_pretrained(path, num_labels=labels, **overrides)
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=labels, output_loading_info=True, **overrides
+        )
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+    kept = model.config.num_hidden_layers
+    unused_layer = re.compile(r"(?:bert\.)?encoder\.layer\.(\d+)\.")
+    dropped = [
+        key
+        for key in info["unexpected_keys"]
+        if not ((match := unused_layer.match(key)) and int(match.group(1)) >= kept)
+    ]
+    new = [key for key in info["missing_keys"] if not key.startswith("classifier.")]
+    if dropped or new or info["mismatched_keys"]:
+        logger.warning(
+            "loading %s: unexpected keys %s, missing keys %s, mismatched keys %s",
+            name,
+            dropped[:10],
+            new[:10],
+            sorted(info["mismatched_keys"])[:10],
+        )
+    layers = f"first {kept} layers" if info["unexpected_keys"] else f"all {kept} layers"
+    logger.info(
+        "%s: MiniLM-L6 -> %s, %.1fM parameters; new classifier head (%d labels)",
+        name,
+        layers,
+        model.num_parameters() / 1e6,
+        labels,
+    )
+    return model
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(
         sys.argv[1:] if argv is None else argv
@@ -500,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_path, overrides = resolve_model(model_args.model_name_or_path)
     transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=num_labels(raw), **overrides)
+    model = load_classifier(model_args.model_name_or_path, model_path, overrides, num_labels(raw))
     model, compression = compress(model, model_args)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -608,7 +668,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if training_args.push_to_hub:
         commit = trainer.push_to_hub()
         logger.info("pushed to %s", getattr(commit, "commit_url", commit))
-    print_table(results)
+    print_table(results, output)
     return results
 
 
@@ -621,7 +681,7 @@ def output_weight_sizes(model: torch.nn.Module) -> dict[str, list[float]]:
     }
 
 
-def print_table(results: dict[str, Any]) -> None:
+def print_table(results: dict[str, Any], output_dir: Path | None = None) -> None:
     rows = [("split", *METRICS)]
     for split in ("validation", "test"):
         if results[split]:
@@ -634,7 +694,18 @@ def print_table(results: dict[str, Any]) -> None:
         f"parameters: {parameters['total']:,} ({parameters['base']:,} base + {parameters['dendrites']:,} in dendrites; "
         f"{dendrites} dendrite(s) per neuron on {len(results['dendrites_per_layer'])} layers)"
     )
+    history = results.get("dendrite_history")
+    if history is not None:
+        grown = [entry for entry in history if entry["action"] == "grow"]
+        reverted = sum(1 for entry in history if entry["restore_best"])
+        lines.append(
+            f"dendrites: grown {len(grown)} time(s), {dendrites} kept in the best model ({reverted} restore(s) of "
+            f"the best model); {results.get('completed_reason') or 'training ended'}"
+        )
     lines.append(f"epochs: {results['epochs']:.2f}   training time: {results['seconds']:.0f} s")
+    if output_dir is not None:
+        plot = output_dir / HISTORY_PLOT
+        lines.append(f"model and results.json: {output_dir}" + (f"   growth plot: {plot}" if plot.exists() else ""))
     print("\n".join(lines))
 
 

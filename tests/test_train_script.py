@@ -47,8 +47,15 @@ TINY = [
     ("recipe", "task", "labels"),
     [("movie_reviews.yaml", "movie_reviews", 2), ("trec6.yaml", "trec6", 6), ("sms_spam.yaml", "sms_spam", 2)],
 )
-def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, task, labels, capsys):
+def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, task, labels, capsys, caplog):
+    caplog.set_level("INFO", logger="train")
     results = train.main([str(ROOT / "configs" / recipe), *TINY, "--output_dir", str(tmp_path)])
+    # the shipped MiniLM truncated to 2 layers is one line, not transformers' table of unused keys
+    printed = capsys.readouterr()
+    assert "LOAD REPORT" not in printed.err
+    assert f"minilm-l2: MiniLM-L6 -> first 2 layers, 15.6M parameters; new classifier head ({labels} labels)" in (
+        caplog.text
+    )
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["config"]["data"]["task"] == task
     for key in ("validation", "test", "parameters", "dendrites_per_layer", "epochs", "seconds", "config", "versions"):
@@ -68,8 +75,9 @@ def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, ta
     assert (tmp_path / "dendrite_history.png").exists()
     model = hd.from_pretrained(tmp_path)
     assert model.config.num_labels == labels and model.config.num_hidden_layers == 2
-    table = capsys.readouterr().out
+    table = printed.out
     assert "validation" in table and "parameters:" in table
+    assert "dendrites: grown" in table and f"growth plot: {tmp_path / 'dendrite_history.png'}" in table
 
 
 def test_baseline_has_no_dendrites(tmp_path):
@@ -218,3 +226,12 @@ def test_the_plain_holdout_control_trains_on_what_the_neuron_phases_see(tmp_path
     recipe = str(ROOT / "configs" / "movie_reviews_baseline.yaml")
     results = train.main([recipe, *TINY, "--candidate_holdout_fraction", "0.25", "--output_dir", str(tmp_path)])
     assert results["holdout"] == {"fraction": 0.25, "train": 72, "held_out": 24}
+
+
+def test_progress_bars_follow_the_terminal_unless_a_flag_decides(monkeypatch):
+    recipe = str(ROOT / "configs" / "movie_reviews.yaml")
+    monkeypatch.setattr(train.sys.stderr, "isatty", lambda: True)
+    assert train.parse_arguments([recipe])[2].disable_tqdm is False
+    monkeypatch.setattr(train.sys.stderr, "isatty", lambda: False)
+    assert train.parse_arguments([recipe])[2].disable_tqdm is True
+    assert train.parse_arguments([recipe, "--disable_tqdm", "false"])[2].disable_tqdm is False
