@@ -72,6 +72,16 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
     for name, module in aliases:
         parent, attribute = _parent_and_attribute(model, name)
         setattr(parent, attribute, wrappers[id(module)])
+    adopt_dendrites(model, config)
+    return model
+
+
+def adopt_dendrites(model: nn.Module, config: DendriteConfig) -> None:
+    """Make `model` the owner of the dendrite layers inside it: it records `config`, tells its layers
+    where the real tokens are, and saves and publishes with its dendrites (a PEFT model also keeps
+    them through `merge_and_unload`)."""
+    from .adapters import is_peft_model, keep_dendrites_when_unloading
+
     model.dendrite_config = config
     model.register_forward_pre_hook(_record_token_positions, with_kwargs=True)
     if hasattr(type(model), "save_pretrained"):
@@ -80,7 +90,8 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
 
         model.save_pretrained = types.MethodType(save_pretrained, model)
         model.push_to_hub = types.MethodType(push_to_hub, model)
-    return model
+    if is_peft_model(model):
+        keep_dendrites_when_unloading(model, config)
 
 
 def remove_dendrites(model: nn.Module) -> nn.Module:
@@ -103,6 +114,10 @@ def remove_dendrites(model: nn.Module) -> nn.Module:
             model._forward_pre_hooks_with_kwargs.pop(key, None)
     for attribute in ("dendrite_config", "save_pretrained", "push_to_hub", _PAUSED_ATTRIBUTE):
         model.__dict__.pop(attribute, None)
+    from .adapters import forget_unloading, is_peft_model
+
+    if is_peft_model(model):
+        forget_unloading(model)
     return model
 
 

@@ -37,6 +37,7 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
+from .adapters import is_adapter_folder, is_peft_model, load_adapter_with_dendrites, save_adapter_with_dendrites
 from .config import DendriteConfig
 from .dendrite_modeling import COMPUTATION_SETTINGS, settings_from_tensor, settings_key, settings_tensor
 from .model import (
@@ -95,6 +96,12 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
     """
     push_to_hub = kwargs.pop("push_to_hub", False)
     hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "revision") if key in kwargs}
+    if is_peft_model(model):
+        kwargs.pop("state_dict", None)  # PEFT saves the adapter's own state
+        save_adapter_with_dendrites(model, save_directory, **kwargs)
+        if push_to_hub:
+            raise ValueError("push a PEFT model with dendrites with hf_dendrites.push_to_hub after saving it")
+        return
     state_dict = kwargs.pop("state_dict", None)
     state_dict = with_settings_records(model, model.state_dict() if state_dict is None else state_dict)
     type(model).save_pretrained(model, save_directory, state_dict=state_dict, **kwargs)
@@ -264,6 +271,21 @@ def load_weights(model: nn.Module, weight_files: list[str], *, format_version: i
         model.tie_weights()
 
 
+def check_settings_of_file(model: nn.Module, path: str | os.PathLike) -> None:
+    """`check_settings` against the settings records in one safetensors file."""
+    layers = dendrite_layers(model)
+    saved = {}
+    try:
+        with safe_open(path, framework="pt") as handle:
+            keys = set(handle.keys())
+            for name in layers:
+                if settings_key(name) in keys:
+                    saved[name] = settings_from_tensor(handle.get_tensor(settings_key(name)))
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"cannot read weights file {path}: {error}") from error
+    check_settings(layers, saved, required=True)
+
+
 def check_settings(layers: dict[str, nn.Module], saved: dict[str, dict[str, Any]], *, required: bool) -> None:
     """Refuse weights whose dendrites were trained with other settings than the model has now.
 
@@ -316,12 +338,20 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
     dtype: torch.dtype | None = None,
+    base_model: nn.Module | None = None,
 ) -> nn.Module:
     """Load a model saved with dendrites from a local folder or a Hub repo id.
 
     Returns the model in eval mode, like transformers does. Raises `ValueError` when the folder
-    is not a dendrite model, or when its weights do not match its recorded structure.
+    is not a dendrite model, or when its weights do not match its recorded structure. A local
+    PEFT adapter folder with dendrites is restored onto `base_model` (default: the adapter's
+    `base_model_name_or_path`).
     """
+    if Path(path_or_repo_id).is_dir() and is_adapter_folder(Path(path_or_repo_id)):
+        model = load_adapter_with_dendrites(path_or_repo_id, base_model)
+        return model if dtype is None else model.to(dtype)
+    if base_model is not None:
+        raise ValueError(f"{path_or_repo_id} is not a PEFT adapter folder with dendrites: base_model does not apply")
     hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     try:
         config_file = cached_file(path_or_repo_id, CONFIG_NAME, **hub_kwargs)
@@ -347,15 +377,20 @@ def save_snapshot(model: nn.Module, snapshot: ModelSnapshot, folder: str | os.Pa
     record = dendrite_structure(model)
     record.pop("paused_parameters", None)
     record["layers"] = {name: {"dendrites": count, "candidates": 0} for name, count in snapshot.dendrites.items()}
-    config = model.config
     config_path = folder / CONFIG_NAME
+    tensors = with_settings_records(model, {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()})
+    if is_peft_model(model):  # a checkpoint's own copy of the best PEFT model: structure and weights only
+        values = {"model_type": DENDRITE_MODEL_TYPE, "dendrites": record}
+        config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        save_file(tensors, folder / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
+        return
+    config = model.config
     config.to_json_file(config_path)
     values = json.loads(config_path.read_text(encoding="utf-8"))
     values["architectures"] = [type(model).__name__]
     config_path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     mark_config_file(config_path, record)
     write_remote_code(config, folder)
-    tensors = with_settings_records(model, {name: tensor.contiguous() for name, tensor in snapshot.state_dict.items()})
     save_file(tensors, folder / SAFE_WEIGHTS_NAME, metadata={"format": "pt"})
 
 

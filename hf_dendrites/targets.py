@@ -2,7 +2,9 @@
 
 Matching follows PEFT: a list of name suffixes (a name matches when it equals the suffix or ends
 with "." + suffix) or one regular expression that must match the whole name, minus
-`exclude_modules`. Defaults are chosen per model family by module names, never by class names, so
+`exclude_modules`. In a PEFT model a matched LoRA layer gets its dendrite on the Linear it wraps
+(`<name>.base_layer`): the dendrite sees the layer's input and adds to its output, beside the
+LoRA update; LoRA's own matrices never carry dendrites. Defaults are chosen per model family by module names, never by class names, so
 any BERT-family model whose modules are named like BERT's, RoBERTa's or DistilBERT's works.
 """
 
@@ -76,6 +78,17 @@ def resolve_target_modules(
             continue
         if exclude_modules is not None and name_matches(name, exclude_modules):
             continue
+        if any(part.startswith("lora_") for part in name.split(".")):
+            if explicit:
+                raise ValueError(
+                    f"target module {name!r} is part of a LoRA adapter; only the layers LoRA wraps can carry dendrites"
+                )
+            continue
+        wrapped = lora_base_layer(module)
+        if wrapped is not None:  # a LoRA layer: the dendrite goes on the Linear it wraps
+            name, module = f"{name}.base_layer", wrapped
+            if name in selected:
+                continue
         if isinstance(module, nn.Linear):
             tied = [other for other in tied_weight_names(model, name, module) if not _is_alias(model, other, module)]
             if tied:
@@ -87,8 +100,8 @@ def resolve_target_modules(
         elif explicit:
             inside = [f"{name}.{child}" for child in linear_module_names(module)]
             raise ValueError(
-                f"target module {name!r} is a {type(module).__name__}, not an nn.Linear; only Linear layers "
-                f"can carry dendrites (Linear layers inside it: {inside or 'none'})"
+                f"target module {name!r} is a {type(module).__name__}, neither an nn.Linear nor a LoRA layer around "
+                f"one; only Linear layers can carry dendrites (Linear layers inside it: {inside or 'none'})"
             )
     if not selected:
         raise ValueError(
@@ -96,6 +109,12 @@ def resolve_target_modules(
             f"Linear layers in this model: {linear_module_names(model)}"
         )
     return selected
+
+
+def lora_base_layer(module: nn.Module) -> nn.Linear | None:
+    """The Linear a PEFT LoRA layer wraps, or None for anything else."""
+    base = getattr(module, "base_layer", None)
+    return base if isinstance(base, nn.Linear) and hasattr(module, "lora_A") else None
 
 
 def _is_alias(model: nn.Module, parameter_name: str, module: nn.Module) -> bool:

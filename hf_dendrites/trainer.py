@@ -23,6 +23,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, rotate_checkpoints
 
+from .adapters import is_peft_model, load_adapter_state, read_adapter_record
 from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
@@ -251,13 +252,17 @@ class DendriteTrainer(DistillationMixin, Trainer):
         """
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         folder = Path(resume_from_checkpoint)
-        _, record = read_dendrite_config_file(folder / CONFIG_NAME)
+        adapter = is_peft_model(model)
+        record = read_adapter_record(folder) if adapter else read_dendrite_config_file(folder / CONFIG_NAME)[1]
         self._check_compatible(folder, record, model)
-        weight_files = resolve_weight_files(str(folder))
+        weight_files = [] if adapter else resolve_weight_files(str(folder))
         state, best = self.dendrite_callback.read_state(folder)
         with unchanged_on_error(model):
             apply_structure(model, record)
-            load_weights(model, weight_files, format_version=record["format_version"])
+            if adapter:
+                load_adapter_state(model, folder, record)
+            else:
+                load_weights(model, weight_files, format_version=record["format_version"])
         self.dendrite_callback.apply_state(state, best)
 
     @staticmethod

@@ -238,7 +238,9 @@ def test_targets_matching_nothing_list_the_linear_layers_and_leave_the_model_alo
 def test_non_linear_target_is_an_error():
     model = tiny_model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"'bert.embeddings.LayerNorm' is a LayerNorm, not an nn.Linear"):
+    with pytest.raises(
+        ValueError, match=r"'bert.embeddings.LayerNorm' is a LayerNorm, neither an nn.Linear nor a LoRA layer"
+    ):
         hd.add_dendrites(model, DendriteConfig(target_modules=["query", "embeddings.LayerNorm"]))
     assert_untouched(model, state)
 

@@ -99,3 +99,36 @@ def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatc
     assert len(scope["train"][0]["teacher_logits"]) == 2
     assert any(entry["action"] == "grow" for entry in trainer.tracker.history)
     assert list((tmp_path / "runs" / "teacher_logits").iterdir()), "the teacher logits were not cached"
+
+
+def test_readme_lora_snippet_trains_saves_restores_and_merges(tmp_path, monkeypatch):
+    import torch
+    from tiny_models import token_batch
+    from transformers import TrainingArguments
+
+    from hf_dendrites.metrics import build_compute_metrics
+
+    monkeypatch.chdir(tmp_path)
+    args = TrainingArguments(
+        output_dir="out/run", max_steps=40, per_device_train_batch_size=16, learning_rate=5e-3,
+        eval_strategy="steps", eval_steps=4, save_strategy="no", metric_for_best_model="accuracy",
+        report_to=[], use_cpu=True, disable_tqdm=True,
+    )  # fmt: skip
+    namespace = {
+        "hd": hd, "base": tiny_model(num_labels=2), "fresh_base": tiny_model(num_labels=2), "args": args,
+        "train": TRAIN, "validation": VALIDATION, "metrics": build_compute_metrics(["accuracy"]),
+    }  # fmt: skip
+    snippet = in_code_snippet("lora-code")
+    before_merge = snippet.split("merged = ")[0]
+    exec(compile(before_merge, "README.md", "exec"), namespace)
+    lora, restored = namespace["lora"], namespace["restored"]
+    assert any(record["action"] == "grow" for record in namespace["trainer"].tracker.history)
+    batch = token_batch()
+    with torch.no_grad():
+        expected = lora.eval()(**batch).logits
+        assert torch.equal(restored(**batch).logits, expected)
+    exec(compile("merged = " + snippet.split("merged = ")[1], "README.md", "exec"), namespace)
+    merged = namespace["merged"]
+    assert hd.num_dendrites(merged) == hd.num_dendrites(lora)
+    with torch.no_grad():
+        assert torch.allclose(merged.eval()(**batch).logits, expected, atol=1e-5)
