@@ -30,6 +30,7 @@ import datasets
 import torch
 import transformers
 import yaml
+from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -87,6 +88,14 @@ class ModelArguments:
     embedding_init: str = field(
         default="pretrained",
         metadata={"help": "summing_network: 'pretrained' (projected pretrained embeddings) or 'random'."},
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "Fine-tune with a LoRA adapter of this rank (peft; base frozen, head trained); 0: off."},
+    )
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (updates scale by alpha / r)."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value"], metadata={"help": "Layers that get LoRA (module-name suffixes)."}
     )
 
 
@@ -562,6 +571,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = load_classifier(model_args.model_name_or_path, model_path, overrides, num_labels(raw))
     model, compression = compress(model, model_args)
+    if model_args.lora_r:
+        if model_args.lora_r < 0:
+            raise ValueError(f"--lora_r must be a positive rank (0: no LoRA), got {model_args.lora_r}")
+        lora = LoraConfig(
+            r=model_args.lora_r,
+            lora_alpha=model_args.lora_alpha,
+            target_modules=model_args.lora_target_modules,
+            task_type="SEQ_CLS",
+        )
+        model = get_peft_model(model, lora)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(batch["text"], truncation=True, max_length=model_args.max_seq_length)
@@ -629,7 +648,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results = {
         "validation": {k.removeprefix("eval_"): v for k, v in validation.items() if k.removeprefix("eval_") in METRICS},
         "test": {k.removeprefix("test_"): v for k, v in test.items() if k.removeprefix("test_") in METRICS},
-        "parameters": {"base": base_parameters, "dendrites": report["dendrites"], "total": report["total"]},
+        "parameters": {
+            "base": base_parameters,
+            "dendrites": report["dendrites"],
+            "total": report["total"],
+            "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        },
         "dendrites_per_layer": report["dendrites_per_layer"],
         **({"compression": compression} if compression else {}),
         **({"distillation": distillation_info} if distillation_info else {}),

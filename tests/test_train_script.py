@@ -235,3 +235,18 @@ def test_progress_bars_follow_the_terminal_unless_a_flag_decides(monkeypatch):
     monkeypatch.setattr(train.sys.stderr, "isatty", lambda: False)
     assert train.parse_arguments([recipe])[2].disable_tqdm is True
     assert train.parse_arguments([recipe, "--disable_tqdm", "false"])[2].disable_tqdm is False
+
+
+def test_the_lora_recipe_trains_lora_and_dendrites_and_saves_both(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    recipe = str(ROOT / "configs" / "movie_reviews_lora.yaml")
+    results = train.main([recipe, *TINY, "--lora_r", "4", "--output_dir", str(tmp_path)])
+    parameters = results["parameters"]
+    assert 0 < parameters["trainable"] < parameters["base"] / 10  # LoRA, the head and the dendrites only
+    assert results["config"]["model"]["lora_r"] == 4
+    assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "dendrites.safetensors").is_file()
+    path, overrides = hd.pretrained.resolve_model("minilm-l2")
+    base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **overrides)
+    model = hd.from_pretrained(tmp_path, base_model=base)
+    assert hd.num_dendrites(model) == max(results["dendrites_per_layer"].values())
