@@ -41,7 +41,10 @@ TASKS = {"movie_reviews": "configs/movie_reviews.yaml", "trec6": "configs/trec6.
 # The recipes' budgets (12 and 8 epochs) end before a grown dendrite gets its evaluations: the
 # plain model peaks after 6-9 epochs. Every method gets this budget; the baseline stops early anyway.
 BUDGET = ["--num_train_epochs", "20"]
-METHODS = ("baseline", "gd", "pb", "perforatedai")
+METHODS = ("baseline", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd")
+# LoRA (rank 8 on query and value, base frozen, head trained) at a rate suited to so few weights,
+# alone and with dendrites: do dendrites add more than their parameters to an adapter?
+LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
 SEEDS = (0, 1, 2)
 
 
@@ -64,8 +67,9 @@ def run_command(task: str, method: str, seed: int, output_dir: Path, perforateda
     if method == "perforatedai":
         # like our methods, it is scored on its best model, also when the budget ends mid-cycle
         return [perforatedai_python, "scripts/benchmark_perforatedai.py", *common, "--final_model", "best"]
-    dendrites = {"baseline": "none", "gd": "gd", "pb": "pb"}[method]
-    return train_command(TASKS[task], seed, output_dir, ["--dendrites", dendrites])
+    dendrites = {"baseline": "none", "gd": "gd", "pb": "pb", "lora": "none", "lora_pb": "pb", "lora_gd": "gd"}[method]
+    lora = LORA if method.startswith("lora") else []
+    return train_command(TASKS[task], seed, output_dir, [*lora, "--dendrites", dendrites])
 
 
 def machine() -> dict[str, Any]:
@@ -142,6 +146,7 @@ def run_summary(results: dict[str, Any]) -> dict[str, Any]:
         "test_macro_f1": results["test"]["macro_f1"],
         "validation_accuracy": results["validation"]["accuracy"],
         "parameters": results["parameters"]["total"],
+        "trainable_parameters": results["parameters"].get("trainable"),
         "dendrites": dendrite_count(results),
         "epochs": epochs,
         "seconds_total": results["seconds"],
@@ -218,6 +223,7 @@ def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
         "test_macro_f1_mean": mean([run["test_macro_f1"] for run in runs]),
         "parameters": round(mean([run["parameters"] for run in runs])),
+        "trainable_parameters": mean([run.get("trainable_parameters") for run in runs]),
         "dendrites": mean([run["dendrites"] for run in runs]),
         "epochs": mean([run["epochs"] for run in runs]),
         "seconds_per_epoch": mean([run["seconds_per_epoch"] for run in runs]),
