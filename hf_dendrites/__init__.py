@@ -1,9 +1,8 @@
 """Perforated Backpropagation (artificial dendrites) for Hugging Face transformers."""
 
-__version__ = "0.1.0"
-
+from .augment import add_dendrites, from_pretrained, remove_dendrites
 from .callbacks import DendriteCallback
-from .compression import narrow_config, narrow_model, parameter_report, summing_network
+from .compression import narrow_config, narrow_model, summing_network
 from .config import DendriteConfig
 from .distillation import (
     DistillationConfig,
@@ -14,25 +13,24 @@ from .distillation import (
 )
 from .layer import DendriteLinear
 from .model import (
-    add_dendrites,
     candidate_parameters,
     candidate_scores,
     dendrite_layers,
     grow,
     mean_candidate_score,
     num_dendrites,
-    remove_dendrites,
+    parameter_report,
     reset_candidate_statistics,
     start_candidates,
     stop_candidates,
 )
+from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .restarts import RestartFromBestCallback
-from .serialization import from_pretrained
-from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .targets import DEFAULT_TARGET_MODULES
 from .teacher import add_teacher_logits, load_teacher, teacher_logits
 from .tracker import Decision, DendriteTracker
 from .trainer import DendriteTrainer
+from .version import __version__
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",

@@ -22,24 +22,30 @@ from __future__ import annotations
 import json
 import os
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .config import DendriteConfig
 from .dendrite_modeling import settings_key, settings_tensor
+from .layer import DendriteLinear
+from .model import dendrite_layers, wrap_target_layers
+from .serialization import apply_structure, check_settings_of_file, dendrite_structure
+
+# peft is imported where it is used: importing it costs about a second, and plain models never need it.
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 DENDRITE_WEIGHTS = "dendrites.safetensors"
 DENDRITE_RECORD = "dendrite_config.json"
 
-
-def is_peft_model(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "base_model")
+Adopt = Callable[[nn.Module, DendriteConfig], None]
 
 
 def is_adapter_folder(folder: Path) -> bool:
@@ -48,8 +54,6 @@ def is_adapter_folder(folder: Path) -> bool:
 
 def dendrite_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The dendrite layers' own parameters (dendrites and candidates, not the base weights)."""
-    from .model import dendrite_layers
-
     return {
         f"{name}.{parameter_name}": parameter.detach().contiguous()
         for name, layer in dendrite_layers(model).items()
@@ -59,9 +63,12 @@ def dendrite_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_adapter_with_dendrites(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> None:
     """PEFT's adapter folder, plus the dendrites and their record (see the module docstring)."""
-    from .model import dendrite_layers
-    from .serialization import dendrite_structure
-
+    kwargs.pop("state_dict", None)  # PEFT saves the adapter's own state
+    if kwargs.pop("push_to_hub", False):
+        raise ValueError(
+            "push a PEFT model with dendrites by uploading the folder this saves (hf_dendrites.push_to_hub "
+            "publishes full models)"
+        )
     folder = Path(save_directory)
     type(model).save_pretrained(model, str(folder), **kwargs)
     if not kwargs.get("is_main_process", True):
@@ -109,10 +116,6 @@ def load_adapter_with_dendrites(
     """
     from peft import PeftConfig, get_peft_model
 
-    from .config import DendriteConfig
-    from .model import add_dendrites
-    from .serialization import apply_structure
-
     folder = Path(folder)
     record = read_adapter_record(folder)
     peft_config = PeftConfig.from_pretrained(str(folder))
@@ -120,7 +123,7 @@ def load_adapter_with_dendrites(
         base_model = _load_base_model(peft_config)
     peft_config.inference_mode = not is_trainable
     model = get_peft_model(base_model, peft_config)
-    add_dendrites(model, DendriteConfig.from_dict(record["config"]), layer_names=list(record["layers"]))
+    wrap_target_layers(model, DendriteConfig.from_dict(record["config"]), layer_names=list(record["layers"]))
     apply_structure(model, record)
     load_adapter_state(model, folder, record)
     if not is_trainable:
@@ -132,8 +135,6 @@ def load_adapter_state(model: nn.Module, folder: Path, record: dict[str, Any]) -
     """Copy an adapter folder's LoRA and dendrite weights into a PEFT model of the recorded structure,
     after checking every name and shape (nothing is copied when one is off)."""
     from peft import set_peft_model_state_dict
-
-    from .serialization import check_settings_of_file
 
     check_settings_of_file(model, folder / ADAPTER_WEIGHTS)
     expected = dendrite_tensors(model)
@@ -161,8 +162,6 @@ def load_adapter_state(model: nn.Module, folder: Path, record: dict[str, Any]) -
 
 
 def _load_base_model(peft_config: Any) -> nn.Module:
-    import transformers
-
     auto_classes = {
         "SEQ_CLS": "AutoModelForSequenceClassification",
         "TOKEN_CLS": "AutoModelForTokenClassification",
@@ -179,8 +178,9 @@ def _load_base_model(peft_config: Any) -> nn.Module:
 # ---------------------------------------------------------------------- merging
 
 
-def keep_dendrites_when_unloading(model: nn.Module, config: Any) -> None:
-    """Make this PEFT model's `merge_and_unload` / `unload` keep the dendrites (this model only)."""
+def keep_dendrites_when_unloading(model: nn.Module, config: DendriteConfig, adopt: Adopt) -> None:
+    """Make this PEFT model's `merge_and_unload` / `unload` keep the dendrites (this model only);
+    `adopt(unloaded_model, config)` makes the returned model their owner."""
     tuner = model.base_model
 
     def unload(
@@ -190,7 +190,10 @@ def keep_dendrites_when_unloading(model: nn.Module, config: Any) -> None:
         safe_merge: bool = False,
         adapter_names: list[str] | None = None,
     ) -> nn.Module:
-        return _unload_keeping_dendrites(self, config, merge, progressbar, safe_merge, adapter_names)
+        unloaded = _unload_keeping_dendrites(self, merge, safe_merge, adapter_names)
+        if dendrite_layers(unloaded):
+            adopt(unloaded, config)
+        return unloaded
 
     tuner._unload_and_optionally_merge = types.MethodType(unload, tuner)
 
@@ -200,20 +203,12 @@ def forget_unloading(model: nn.Module) -> None:
 
 
 def _unload_keeping_dendrites(
-    tuner: nn.Module,
-    config: Any,
-    merge: bool,
-    progressbar: bool,
-    safe_merge: bool,
-    adapter_names: list[str] | None,
+    tuner: nn.Module, merge: bool, safe_merge: bool, adapter_names: list[str] | None
 ) -> nn.Module:
     """PEFT's unloading (`BaseTuner._unload_and_optionally_merge`), except that a LoRA layer around a
     dendrite layer gives way to the dendrite layer (LoRA merged into the Linear inside it), and
     dendrite layers are not taken for PEFT layers (they also keep their Linear as `base_layer`)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
-
-    from .layer import DendriteLinear
-    from .model import adopt_dendrites, dendrite_layers
 
     if merge:
         tuner._check_merge_allowed()
@@ -241,7 +236,4 @@ def _unload_keeping_dendrites(
             tuner._replace_module(parent, attribute, inner, target)
     if hasattr(tuner.model, "peft_config"):
         del tuner.model.peft_config
-    model = tuner.model
-    if dendrite_layers(model):
-        adopt_dendrites(model, config)
-    return model
+    return tuner.model

@@ -26,7 +26,6 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .checkpoints import BEST_FOLDER, STATE_FILE, write_folder_atomically, write_text_atomically
-from .compression import parameter_report
 from .model import (
     ModelSnapshot,
     candidate_scores,
@@ -34,19 +33,19 @@ from .model import (
     grow,
     mean_candidate_score,
     num_dendrites,
+    parameter_report,
     reset_candidate_statistics,
     restore_snapshot,
     start_candidates,
     take_snapshot,
 )
 from .optimization import in_dendrite_phase, rebuild_optimizer
-from .plotting import plot_history
+from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
 from .tracker import Decision, DendriteTracker
 
 logger = logging.getLogger(__name__)
 
-HISTORY_PLOT = "dendrite_history.png"
 TIMED_PHASES = ("neuron", "dendrite")
 
 

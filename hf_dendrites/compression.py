@@ -1,4 +1,4 @@
-"""Smaller models for dendrites to make up for: narrowed BERTs, summing networks, parameter accounting.
+"""Smaller models for dendrites to make up for: narrowed BERTs and summing networks.
 
 Narrowing a layer saves parameters quadratically while a dendrite costs them linearly, so a
 narrowed model with dendrites can reach a full model's accuracy with a fraction of its size.
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any
 
 import torch
-from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .dendrite_modeling import DENDRITE_PARAMETERS
-from .model import dendrite_layers, has_dendrites
-from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
+from .model import has_dendrites
+from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
 
 NARROW_INITS = ("first", "importance", "scratch")
 # Config field holding the feed-forward width, per family (the rest use attribute_map names).
@@ -38,30 +35,6 @@ _HEAD_INPUTS = re.compile(r"\.(attention\.output\.dense|out_lin)\.weight$")
 _FFN_OUTPUTS = re.compile(r"\.(intermediate\.dense|lin1)\.(weight|bias)$")
 _FFN_INPUTS = re.compile(r"\.((?<!attention\.)output\.dense|lin2)\.weight$")
 _LAYER_PREFIX = re.compile(r"^(.*\.layer\.\d+)\.")
-
-
-def parameter_report(model: nn.Module) -> dict[str, Any]:
-    """Base, dendrite and total parameter counts, and dendrites per layer.
-
-    Candidates of a running dendrite phase are temporary and counted apart, so `total` is what
-    a saved model holds. Shared (tied) parameters count once, as in `model.num_parameters()`.
-    """
-    dendrite_ids = set()
-    candidate_ids = set()
-    for layer in dendrite_layers(model).values():
-        for name, parameter in layer.named_parameters(recurse=False):
-            (dendrite_ids if name in DENDRITE_PARAMETERS else candidate_ids).add(id(parameter))
-    unique = {id(p): p for p in model.parameters()}
-    dendrites = sum(p.numel() for i, p in unique.items() if i in dendrite_ids)
-    candidates = sum(p.numel() for i, p in unique.items() if i in candidate_ids)
-    total = sum(p.numel() for p in unique.values()) - candidates
-    return {
-        "base": total - dendrites,
-        "dendrites": dendrites,
-        "total": total,
-        "candidates": candidates,
-        "dendrites_per_layer": {name: layer.num_dendrites for name, layer in dendrite_layers(model).items()},
-    }
 
 
 # ---------------------------------------------------------------------- narrowed BERTs

@@ -31,18 +31,6 @@ def active_rows(error: torch.Tensor) -> torch.Tensor:
     return error.ne(0).any(dim=-1)
 
 
-def batch_correlation(values: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
-    """Signed correlation per candidate and neuron.
-
-    values: `[N, C, out]` candidate outputs; error: `[N, out]` neuron errors. Returns `[C, out]`.
-    """
-    n = values.shape[0]
-    v = values - values.mean(dim=0, keepdim=True)
-    e = (error - error.mean(dim=0, keepdim=True)).unsqueeze(1)
-    covariance = (v * e).sum(dim=0) / n
-    return covariance / _joint_std(v.pow(2).mean(dim=0), e.pow(2).mean(dim=0))
-
-
 def _joint_std(var_v: torch.Tensor, var_e: torch.Tensor) -> torch.Tensor:
     """sqrt(var_v * var_e), kept away from zero without an absolute epsilon.
 
@@ -111,11 +99,6 @@ class CorrelationStats:
         self.sum_ee = torch.zeros(out_features, **kwargs)
 
     _FIELDS = ("count", "sum_v", "sum_vv", "sum_ve", "sum_e", "sum_ee")
-
-    @torch.no_grad()
-    def update(self, values: torch.Tensor, error: torch.Tensor) -> None:
-        """Add a batch: values `[N, C, out]`, error `[N, out]` (already restricted to active rows)."""
-        self.add_moments(BatchMoments.of(values, error))
 
     @torch.no_grad()
     def add_moments(self, moments: BatchMoments) -> None:

@@ -24,16 +24,16 @@ from typing import Any
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from torch import nn
 
-from .compression import parameter_report
 from .metrics import METRICS
+from .model import is_peft_model, parameter_report
+from .plotting import HISTORY_PLOT
 from .pretrained import hub_id_of
-from .serialization import from_pretrained, save_pretrained
+from .serialization import save_pretrained
 
-__all__ = ["from_pretrained", "model_card", "push_to_hub"]
+__all__ = ["model_card", "push_to_hub"]
 
 CARD_TEMPLATE = "model_card.md.j2"
 RESULTS_FILE = "results.json"
-HISTORY_PLOT = "dendrite_history.png"
 TAGS = ["dendrites", "perforated-backpropagation", "text-classification"]
 COMPRESSION_NAMES = {"narrowed": "a narrowed copy", "summing_network": "a summing network built from it"}
 MODE_NAMES = {"pb": "perforated backpropagation", "gd": "gradient-descent dendrites"}
@@ -255,6 +255,11 @@ def push_to_hub(
     """
     if getattr(model, "dendrite_config", None) is None:
         raise ValueError("push_to_hub needs a model prepared with add_dendrites(model, config)")
+    if is_peft_model(model):
+        raise ValueError(
+            "push_to_hub publishes full models: merge_and_unload() the PEFT model first (its dendrites stay), "
+            "or save_pretrained() it and upload that folder"
+        )
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
         raise ValueError(f"{repo_id!r} is not a Hub repo id ('name' or 'namespace/name')")
     results_data = _read_results(results)

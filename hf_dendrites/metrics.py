@@ -32,7 +32,6 @@ __all__ = [
     "metric_module_path",
     "load_metric",
     "build_compute_metrics",
-    "compute_metrics",
 ]
 
 #: Metrics shipped with the library; also the default set reported during evaluation.
@@ -136,8 +135,3 @@ def build_compute_metrics(
         return results
 
     return compute
-
-
-def compute_metrics(eval_pred: EvalPrediction | tuple[Any, Any]) -> dict[str, float]:
-    """All of :data:`METRICS` for one evaluation; loads the metrics on every call (no shared state)."""
-    return build_compute_metrics()(eval_pred)

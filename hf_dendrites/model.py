@@ -1,18 +1,17 @@
-"""Put dendrites into a model, grow them, and drive the candidates of a dendrite phase.
+"""The dendrite structure of a model: wrap its target layers, grow them, run a dendrite phase.
 
-`add_dendrites` wraps the matching `nn.Linear` layers in place (validating everything first, so a
-bad request leaves the model untouched) and records the `DendriteConfig` on the model as
-`model.dendrite_config`, the way PEFT records `peft_config`. The model's `save_pretrained` is
-bound to `serialization.save_pretrained` (and `push_to_hub` to `hub.push_to_hub`), so an augmented model
-saves and publishes its structure with it.
+`wrap_target_layers` wraps the matching `nn.Linear` layers in place (validating everything first,
+so a bad request leaves the model untouched) and records the `DendriteConfig` on the model as
+`model.dendrite_config`, the way PEFT records `peft_config`. This module knows nothing of files:
+`augment.add_dendrites`, the user's entry point, also binds the saving and publishing methods.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +33,14 @@ def has_dendrites(model: nn.Module) -> bool:
     return getattr(model, "dendrite_config", None) is not None or bool(dendrite_layers(model))
 
 
-def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iterable[str] | None = None) -> nn.Module:
+def is_peft_model(model: nn.Module) -> bool:
+    """A `peft.PeftModel` (checked by its attributes, so peft is imported only where it is used)."""
+    return hasattr(model, "peft_config") and hasattr(model, "base_model")
+
+
+def wrap_target_layers(
+    model: nn.Module, config: DendriteConfig, *, layer_names: Iterable[str] | None = None
+) -> nn.Module:
     """Wrap the target Linear layers of `model` in place (0 dendrites: outputs unchanged) and return it.
 
     `layer_names` overrides target matching with exact module names (used when loading a saved
@@ -72,29 +78,18 @@ def add_dendrites(model: nn.Module, config: DendriteConfig, *, layer_names: Iter
     for name, module in aliases:
         parent, attribute = _parent_and_attribute(model, name)
         setattr(parent, attribute, wrappers[id(module)])
-    adopt_dendrites(model, config)
+    own_dendrite_layers(model, config)
     return model
 
 
-def adopt_dendrites(model: nn.Module, config: DendriteConfig) -> None:
-    """Make `model` the owner of the dendrite layers inside it: it records `config`, tells its layers
-    where the real tokens are, and saves and publishes with its dendrites (a PEFT model also keeps
-    them through `merge_and_unload`)."""
-    from .adapters import is_peft_model, keep_dendrites_when_unloading
-
+def own_dendrite_layers(model: nn.Module, config: DendriteConfig) -> None:
+    """Make `model` the owner of the dendrite layers inside it: it records `config` and tells its
+    layers where the real tokens are."""
     model.dendrite_config = config
     model.register_forward_pre_hook(_record_token_positions, with_kwargs=True)
-    if hasattr(type(model), "save_pretrained"):
-        from .hub import push_to_hub
-        from .serialization import save_pretrained
-
-        model.save_pretrained = types.MethodType(save_pretrained, model)
-        model.push_to_hub = types.MethodType(push_to_hub, model)
-    if is_peft_model(model):
-        keep_dendrites_when_unloading(model, config)
 
 
-def remove_dendrites(model: nn.Module) -> nn.Module:
+def unwrap_layers(model: nn.Module) -> nn.Module:
     """Put the original Linear layers back, dropping every dendrite and candidate.
 
     Inside a dendrite phase the phase is ended first, so the weights it froze train again.
@@ -112,12 +107,8 @@ def remove_dendrites(model: nn.Module) -> nn.Module:
         if hook is _record_token_positions:
             del model._forward_pre_hooks[key]
             model._forward_pre_hooks_with_kwargs.pop(key, None)
-    for attribute in ("dendrite_config", "save_pretrained", "push_to_hub", _PAUSED_ATTRIBUTE):
+    for attribute in ("dendrite_config", _PAUSED_ATTRIBUTE):
         model.__dict__.pop(attribute, None)
-    from .adapters import forget_unloading, is_peft_model
-
-    if is_peft_model(model):
-        forget_unloading(model)
     return model
 
 
@@ -143,6 +134,30 @@ def num_dendrites(model: nn.Module) -> int:
     """Dendrites per neuron (the same on every layer unless a structure was edited by hand)."""
     counts = {layer.num_dendrites for layer in dendrite_layers(model).values()}
     return max(counts, default=0)
+
+
+def parameter_report(model: nn.Module) -> dict[str, Any]:
+    """Base, dendrite and total parameter counts, and dendrites per layer.
+
+    Candidates of a running dendrite phase are temporary and counted apart, so `total` is what
+    a saved model holds. Shared (tied) parameters count once, as in `model.num_parameters()`.
+    """
+    dendrite_ids = set()
+    candidate_ids = set()
+    for layer in dendrite_layers(model).values():
+        for name, parameter in layer.named_parameters(recurse=False):
+            (dendrite_ids if name in DENDRITE_PARAMETERS else candidate_ids).add(id(parameter))
+    unique = {id(p): p for p in model.parameters()}
+    dendrites = sum(p.numel() for i, p in unique.items() if i in dendrite_ids)
+    candidates = sum(p.numel() for i, p in unique.items() if i in candidate_ids)
+    total = sum(p.numel() for p in unique.values()) - candidates
+    return {
+        "base": total - dendrites,
+        "dendrites": dendrites,
+        "total": total,
+        "candidates": candidates,
+        "dendrites_per_layer": {name: layer.num_dendrites for name, layer in dendrite_layers(model).items()},
+    }
 
 
 def _require_layers(model: nn.Module) -> dict[str, DendriteLinear]:

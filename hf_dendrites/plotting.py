@@ -7,6 +7,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+# The file the trainer draws into `output_dir` and a Hub push publishes.
+HISTORY_PLOT = "dendrite_history.png"
+
 
 def plot_history(history: list[dict[str, Any]], path: str | os.PathLike, metric_name: str) -> None:
     """Draw a tracker's history to `path` (PNG). Dendrite-phase evaluations are shaded.

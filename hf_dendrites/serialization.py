@@ -37,20 +37,21 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
-from .adapters import is_adapter_folder, is_peft_model, load_adapter_with_dendrites, save_adapter_with_dendrites
 from .config import DendriteConfig
 from .dendrite_modeling import COMPUTATION_SETTINGS, settings_from_tensor, settings_key, settings_tensor
 from .model import (
     ModelSnapshot,
-    add_dendrites,
     candidate_parameters,
     dendrite_layers,
+    is_peft_model,
     paused_parameters,
     set_paused_parameters,
     stop_candidates,
+    wrap_target_layers,
 )
+from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .remote_code import write_remote_code
-from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ CONFIG_NAME = "config.json"
 
 def dendrite_structure(model: nn.Module) -> dict[str, Any]:
     """The `dendrites` record written into `config.json`."""
-    from . import __version__
-
     config = getattr(model, "config", None)
     record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -91,28 +90,15 @@ def dendrite_structure(model: nn.Module) -> dict[str, Any]:
 def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> None:
     """`save_pretrained` of an augmented model: the transformers folder, with the structure recorded.
 
-    Bound to the model by `add_dendrites`, so `model.save_pretrained`, `Trainer.save_model`,
-    checkpoints and `push_to_hub` all write this format.
+    `add_dendrites` binds it (through `augment`) as the model's own method, so `model.save_pretrained`,
+    `Trainer.save_model`, checkpoints and `push_to_hub` all write this format.
     """
-    push_to_hub = kwargs.pop("push_to_hub", False)
-    hub_kwargs = {key: kwargs.pop(key) for key in ("repo_id", "commit_message", "private", "revision") if key in kwargs}
-    if is_peft_model(model):
-        kwargs.pop("state_dict", None)  # PEFT saves the adapter's own state
-        save_adapter_with_dendrites(model, save_directory, **kwargs)
-        if push_to_hub:
-            raise ValueError("push a PEFT model with dendrites with hf_dendrites.push_to_hub after saving it")
-        return
     state_dict = kwargs.pop("state_dict", None)
     state_dict = with_settings_records(model, model.state_dict() if state_dict is None else state_dict)
     type(model).save_pretrained(model, save_directory, state_dict=state_dict, **kwargs)
     if kwargs.get("is_main_process", True):
         mark_config_file(Path(save_directory) / CONFIG_NAME, dendrite_structure(model))
         write_remote_code(model.config, save_directory)
-        if push_to_hub:
-            from .hub import push_to_hub as push
-
-            repo_id = hub_kwargs.pop("repo_id", None) or Path(save_directory).name
-            push(model, repo_id, token=kwargs.get("token"), **hub_kwargs)
 
 
 def with_settings_records(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -182,7 +168,7 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     model = model_class(config)
     if dtype is not None:
         model = model.to(dtype)
-    add_dendrites(model, DendriteConfig.from_dict(record["config"]), layer_names=record["layers"])
+    wrap_target_layers(model, DendriteConfig.from_dict(record["config"]), layer_names=record["layers"])
     apply_structure(model, record)
     return model
 
@@ -330,7 +316,7 @@ def resolve_weight_files(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) 
     return [cached_file(path_or_repo_id, shard, **hub_kwargs) for shard in shards]
 
 
-def from_pretrained(
+def load_pretrained(
     path_or_repo_id: str | os.PathLike,
     *,
     revision: str | None = None,
@@ -338,20 +324,12 @@ def from_pretrained(
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
     dtype: torch.dtype | None = None,
-    base_model: nn.Module | None = None,
 ) -> nn.Module:
-    """Load a model saved with dendrites from a local folder or a Hub repo id.
+    """Load a model saved with dendrites from a local folder or a Hub repo id (see `augment.from_pretrained`).
 
     Returns the model in eval mode, like transformers does. Raises `ValueError` when the folder
-    is not a dendrite model, or when its weights do not match its recorded structure. A local
-    PEFT adapter folder with dendrites is restored onto `base_model` (default: the adapter's
-    `base_model_name_or_path`).
+    is not a dendrite model, or when its weights do not match its recorded structure.
     """
-    if Path(path_or_repo_id).is_dir() and is_adapter_folder(Path(path_or_repo_id)):
-        model = load_adapter_with_dendrites(path_or_repo_id, base_model)
-        return model if dtype is None else model.to(dtype)
-    if base_model is not None:
-        raise ValueError(f"{path_or_repo_id} is not a PEFT adapter folder with dendrites: base_model does not apply")
     hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     try:
         config_file = cached_file(path_or_repo_id, CONFIG_NAME, **hub_kwargs)

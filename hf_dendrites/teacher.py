@@ -22,10 +22,13 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
+from .augment import from_pretrained
 from .distillation import TEACHER_LOGITS
 from .pretrained import SHIPPED_MODELS
+from .serialization import DENDRITE_MODEL_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -205,11 +208,6 @@ def load_teacher(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> PreTrain
     Raises `FileNotFoundError` naming `name_or_path` when it is neither a model folder nor a
     loadable Hub model.
     """
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import cached_file
-
-    from .serialization import DENDRITE_MODEL_TYPE, from_pretrained
-
     source = str(name_or_path)
     if source.lower() in SHIPPED_MODELS:
         raise ValueError(

@@ -23,16 +23,18 @@ import torch
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, IntervalStrategy, rotate_checkpoints
 
-from .adapters import is_peft_model, load_adapter_state, read_adapter_record
-from .callbacks import HISTORY_PLOT, DendriteCallback, metric_key
+from .adapters import load_adapter_state, read_adapter_record
+from .augment import add_dendrites
+from .callbacks import DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
 from .distillation import DistillationConfig, DistillationMixin
 from .holdout import PhaseSampler, holdout_split
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
-from .model import add_dendrites, dendrite_layers, has_dendrites, unchanged_on_error
+from .model import dendrite_layers, has_dendrites, is_peft_model, unchanged_on_error
 from .optimization import apply_dendrite_learning_rate, candidate_optimizer, constant_schedule, in_dendrite_phase
+from .plotting import HISTORY_PLOT
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 
 logger = logging.getLogger(__name__)

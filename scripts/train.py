@@ -18,7 +18,6 @@ import dataclasses
 import difflib
 import json
 import logging
-import platform
 import re
 import sys
 import time
@@ -45,17 +44,20 @@ from transformers.hf_argparser import string_to_bool
 
 import hf_dendrites
 from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
-from hf_dendrites.callbacks import HISTORY_PLOT
-from hf_dendrites.compression import NARROW_INITS, narrow_model, parameter_report, summing_network
-from hf_dendrites.data import load_hub, load_local, load_task, num_labels
+from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network
+from hf_dendrites.data import load_task, num_labels
+from hf_dendrites.data_files import load_hub, load_local
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.holdout import holdout_split
 from hf_dendrites.metrics import METRICS, build_compute_metrics
+from hf_dendrites.model import parameter_report
+from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig
+from hf_dendrites.plotting import HISTORY_PLOT
 from hf_dendrites.pretrained import SHIPPED_MODELS, resolve_model
 from hf_dendrites.restarts import RestartFromBestCallback
-from hf_dendrites.summing_network import POOLINGS, SummingNetworkConfig
 from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
 from hf_dendrites.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file
+from hf_dendrites.version import versions
 
 logger = logging.getLogger("train")
 
@@ -375,16 +377,6 @@ def compress(model: PreTrainedModel, model_args: ModelArguments) -> tuple[PreTra
             key: getattr(model_args, key) for key in ("embedding_size", "hidden_sizes", "pooling", "embedding_init")
         }
     return compressed, {"architecture": model_args.architecture, **shape, "reference": reference}
-
-
-def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "hf_dendrites": hf_dendrites.__version__,
-    }
 
 
 def evaluation_history(log_history: list[dict[str, Any]]) -> list[dict[str, float]]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from script_modules import load_script
 
-benchmark = load_script("benchmark")
-update_readme = load_script("update_readme")
+import benchmarks.common as common
+import benchmarks.compression as compression
+import benchmarks.growth as growth
+import benchmarks.tasks as benchmark
+import benchmarks.update_readme as update_readme
 
 
 def run(seed: int, accuracy: float, dendrites: int, seconds_per_epoch: float, step_ratio: float | None = None) -> dict:
@@ -74,7 +76,6 @@ def evaluation(phase: str, score: float | None, action: str = "continue", new_be
 
 
 def test_growth_diagnostics_compare_the_evaluation_after_growth_with_the_plain_one_after_its_best():
-    growth = load_script("benchmark_growth")
     history = [
         evaluation("neuron", 0.70, new_best=True),
         evaluation("neuron", 0.80, new_best=True),
@@ -110,7 +111,6 @@ def student(name: str, dendrites: str, parameters: int, by_seed: list[float], tr
 
 
 def test_the_width_frontier_compares_students_within_ten_percent_of_the_parameters():
-    compression = load_script("benchmark_compression")
     models = [
         student("summing-e32", "none", 1000, [0.80, 0.80, 0.80]),
         student("summing-e32", "pb", 1050, [0.82, 0.81, 0.79]),
@@ -130,10 +130,10 @@ def test_a_method_against_itself_has_a_paired_interval_around_zero():
 
     generator = random.Random(0)
     correct = [[generator.random() < 0.8 for _ in range(400)] for _ in range(3)]
-    same = benchmark.paired_difference([(c, c) for c in correct])
+    same = common.paired_difference([(c, c) for c in correct])
     assert same["difference"] == 0.0 and same["low"] == 0.0 and same["high"] == 0.0
     noisy = [[flag if generator.random() < 0.9 else not flag for flag in c] for c in correct]
-    interval = benchmark.paired_difference([(n, c) for n, c in zip(noisy, correct)])
+    interval = common.paired_difference([(n, c) for n, c in zip(noisy, correct)])
     assert interval["low"] < interval["difference"] < interval["high"]
     assert len(interval["seed_differences"]) == 3 and interval["examples"] == 400
 
@@ -142,23 +142,22 @@ def test_the_paired_interval_comes_from_per_example_outcomes_not_from_accuracies
     # A fixes 40 examples B gets wrong and breaks none: +10 points, an interval clear of zero ...
     b = [True] * 300 + [False] * 100
     a = [True] * 340 + [False] * 60
-    fixed = benchmark.paired_difference([(a, b)])
+    fixed = common.paired_difference([(a, b)])
     assert fixed["difference"] == pytest.approx(0.10) and fixed["low"] > 0.05
     # ... while swapping which 40 examples are right, at the same accuracy, is a difference of 0 whose
     # interval straddles it: the accuracies alone (equal) could not tell the two cases apart
     swapped = [True] * 260 + [False] * 40 + [True] * 40 + [False] * 60
     assert sum(swapped) == sum(b)
-    moved = benchmark.paired_difference([(swapped, b)])
+    moved = common.paired_difference([(swapped, b)])
     assert moved["difference"] == 0.0 and moved["low"] < 0 < moved["high"]
 
 
 def test_runs_without_predictions_have_no_correctness():
-    assert benchmark.test_correctness({"test": {"accuracy": 0.5}}) is None
-    assert benchmark.test_correctness({"test_predictions": [1, 0, 2], "test_labels": [1, 1, 2]}) == [True, False, True]
+    assert common.test_correctness({"test": {"accuracy": 0.5}}) is None
+    assert common.test_correctness({"test_predictions": [1, 0, 2], "test_labels": [1, 1, 2]}) == [True, False, True]
 
 
 def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_restructured():
-    growth = load_script("benchmark_growth")
     flags = growth.variant_flags("trec6", "baseline_restarts_pai", 0)
     assert flags[:4] == ["--dendrites", "none", "--patience", "1000"]
     epochs = [int(value) for value in flags[flags.index("--restart_at_epochs") + 1 :]]

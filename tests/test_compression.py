@@ -10,8 +10,9 @@ from test_serialization import grown_model, logits
 from tiny_models import FAMILIES, VOCAB, tiny_model, token_batch
 
 import hf_dendrites as hd
-from hf_dendrites.compression import narrow_config, narrow_model, parameter_report, summing_network
-from hf_dendrites.summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
+from hf_dendrites.compression import narrow_config, narrow_model, summing_network
+from hf_dendrites.model import parameter_report
+from hf_dendrites.modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
 
 
 def sizes(config) -> tuple[int, int, int]:

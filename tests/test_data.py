@@ -10,7 +10,7 @@ from collections import Counter
 import datasets
 import pytest
 
-from hf_dendrites import data
+from hf_dendrites import data, data_files
 
 # Pinned for SPLIT_SEED = 20261123. If one of these changes, every published
 # result's split changed too: only update them deliberately.
@@ -64,7 +64,7 @@ def test_schema(tasks, name):
         assert isinstance(split.features["label"], datasets.ClassLabel)
         assert split.features["label"].names == EXPECTED[name]["names"]
         assert all(isinstance(t, str) and t for t in split["text"])
-    assert data.label_names(dd) == EXPECTED[name]["names"]
+    assert dd["train"].features["label"].names == EXPECTED[name]["names"]
     assert data.num_labels(dd) == len(EXPECTED[name]["names"])
 
 
@@ -219,11 +219,11 @@ def _write_jsonl(path, rows):
 
 def test_load_local_csv_single_file(tmp_path):
     path = _write_csv(tmp_path / "mine.csv", _rows())
-    dd = data.load_local(path, text_column="sentence", label_column="category")
+    dd = data_files.load_local(path, text_column="sentence", label_column="category")
     assert list(dd) == ["train", "validation", "test"]
     assert {s: dd[s].num_rows for s in dd} == {"train": 16, "validation": 2, "test": 2}
     # String labels -> sorted class names.
-    assert data.label_names(dd) == ["apple", "zebra"]
+    assert dd["train"].features["label"].names == ["apple", "zebra"]
     for split in dd.values():
         assert split.column_names == ["id", "text", "label"]
         assert Counter(split["label"])[0] == Counter(split["label"])[1]  # stratified
@@ -233,18 +233,18 @@ def test_load_local_csv_single_file(tmp_path):
             assert row["text"].startswith(kind)
     all_ids = sorted(int(i) for split in dd.values() for i in split["id"])
     assert all_ids == list(range(20))  # ids = row index
-    again = data.load_local(path, text_column="sentence", label_column="category")
+    again = data_files.load_local(path, text_column="sentence", label_column="category")
     assert again["test"].to_dict() == dd["test"].to_dict()
 
 
 def test_load_local_jsonl_and_split_dict(tmp_path):
     train = _write_jsonl(tmp_path / "train.jsonl", _rows(4))
     test = _write_jsonl(tmp_path / "test.jsonl", _rows(1)[:1])  # only "zebra"
-    dd = data.load_local({"train": train, "test": test}, text_column="sentence", label_column="category")
+    dd = data_files.load_local({"train": train, "test": test}, text_column="sentence", label_column="category")
     assert list(dd) == ["train", "test"]
     assert dd["train"].num_rows == 8 and dd["test"].num_rows == 1
     # Label names come from all split files, so indices agree between splits.
-    assert data.label_names(dd) == ["apple", "zebra"]
+    assert dd["train"].features["label"].names == ["apple", "zebra"]
     assert dd["test"]["label"] == [1]
     assert dd["train"]["text"][0] == "zebra example number 0"  # used as given, not reordered
     assert set(dd["train"]["id"]).isdisjoint(dd["test"]["id"])
@@ -252,16 +252,16 @@ def test_load_local_jsonl_and_split_dict(tmp_path):
 
 def test_load_local_default_columns_int_labels(tmp_path):
     rows = [{"text": f"t{i}", "label": i % 3 + 1} for i in range(30)]  # labels 1..3
-    dd = data.load_local(_write_jsonl(tmp_path / "ints.jsonl", rows))
+    dd = data_files.load_local(_write_jsonl(tmp_path / "ints.jsonl", rows))
     # Integer labels keep their values (no silent renumbering).
-    assert data.label_names(dd) == ["0", "1", "2", "3"]
+    assert dd["train"].features["label"].names == ["0", "1", "2", "3"]
     assert set(dd["train"]["label"]) == {1, 2, 3}
     assert sum(split.num_rows for split in dd.values()) == 30
 
 
 def test_load_local_keeps_na_like_text(tmp_path):
     rows = [{"sentence": "NA" if i == 0 else f"s{i}", "category": "x"} for i in range(10)]
-    dd = data.load_local(_write_csv(tmp_path / "na.csv", rows), text_column="sentence", label_column="category")
+    dd = data_files.load_local(_write_csv(tmp_path / "na.csv", rows), text_column="sentence", label_column="category")
     assert "NA" in [t for split in dd.values() for t in split["text"]]
 
 
@@ -269,25 +269,25 @@ def test_load_local_rejects_empty_and_float_labels(tmp_path):
     rows = _rows()
     rows[3]["category"] = ""
     with pytest.raises(ValueError, match="empty"):
-        data.load_local(_write_csv(tmp_path / "gap.csv", rows), text_column="sentence", label_column="category")
+        data_files.load_local(_write_csv(tmp_path / "gap.csv", rows), text_column="sentence", label_column="category")
     floats = [{"text": f"t{i}", "label": i / 10} for i in range(10)]
     with pytest.raises(ValueError, match="strings or all integers"):
-        data.load_local(_write_jsonl(tmp_path / "reg.jsonl", floats))
+        data_files.load_local(_write_jsonl(tmp_path / "reg.jsonl", floats))
 
 
 def test_load_local_missing_column(tmp_path):
     path = _write_csv(tmp_path / "mine.csv", _rows())
     with pytest.raises(ValueError, match="'review'") as info:
-        data.load_local(path, text_column="review", label_column="category")
+        data_files.load_local(path, text_column="review", label_column="category")
     assert "sentence" in str(info.value) and "category" in str(info.value)
 
 
 def test_load_local_missing_file(tmp_path):
     missing = tmp_path / "nope.csv"
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        data.load_local(missing)
+        data_files.load_local(missing)
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        data.load_local({"train": _write_csv(tmp_path / "ok.csv", _rows()), "test": missing})
+        data_files.load_local({"train": _write_csv(tmp_path / "ok.csv", _rows()), "test": missing})
 
 
 def test_load_hub_carves_validation(monkeypatch):
@@ -316,9 +316,9 @@ def test_load_hub_carves_validation(monkeypatch):
         return raw
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    dd = data.load_hub("someone/reviews", text_column="sentence", label_column="y")
+    dd = data_files.load_hub("someone/reviews", text_column="sentence", label_column="y")
     assert calls == [("someone/reviews", None)]
     assert list(dd) == ["train", "validation", "test"]
     assert {s: dd[s].num_rows for s in dd} == {"train": 36, "validation": 4, "test": 2}
-    assert data.label_names(dd) == ["neg", "pos"]
+    assert dd["train"].features["label"].names == ["neg", "pos"]
     assert set(dd["train"]["id"]).isdisjoint(dd["validation"]["id"])

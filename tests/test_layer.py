@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hf_dendrites import DendriteLinear
-from hf_dendrites.correlation import CorrelationStats, batch_correlation, capture_error
+from hf_dendrites.correlation import BatchMoments, CorrelationStats, capture_error
 from hf_dendrites.layer import CandidateRows
 
 
@@ -113,6 +113,14 @@ def test_dtype_follows_the_base_layer():
     assert layer(torch.randn(2, 6, dtype=torch.float64)).dtype == torch.float64
 
 
+def batch_correlation(values: torch.Tensor, error: torch.Tensor) -> torch.Tensor:
+    """The candidate objective written plainly (autograd differentiates it): the reference that the
+    streaming statistics and the closed-form gradient of `capture_error` are checked against."""
+    v = values - values.mean(dim=0, keepdim=True)
+    e = (error - error.mean(dim=0, keepdim=True)).unsqueeze(1)
+    return (v * e).mean(dim=0) / (v.pow(2).mean(dim=0) * e.pow(2).mean(dim=0)).sqrt()
+
+
 def test_batch_correlation_matches_a_direct_computation():
     torch.manual_seed(0)
     values, error = torch.randn(50, 3, 4), torch.randn(50, 4)
@@ -122,8 +130,8 @@ def test_batch_correlation_matches_a_direct_computation():
             expected[c, o] = torch.corrcoef(torch.stack([values[:, c, o], error[:, o]]))[0, 1]
     assert torch.allclose(batch_correlation(values, error), expected, atol=1e-5)
     stats = CorrelationStats(3, 4)
-    stats.update(values[:20], error[:20])
-    stats.update(values[20:], error[20:])
+    stats.add_moments(BatchMoments.of(values[:20], error[:20]))
+    stats.add_moments(BatchMoments.of(values[20:], error[20:]))
     assert torch.allclose(stats.correlation().float(), expected, atol=1e-5)
 
 

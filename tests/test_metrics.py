@@ -97,7 +97,9 @@ def test_perfect_and_constant_predictions():
 
 
 def test_compute_metrics_function():
-    result = metrics.compute_metrics(EvalPrediction(predictions=one_hot_logits(PREDICTIONS), label_ids=REFERENCES))
+    result = metrics.build_compute_metrics()(
+        EvalPrediction(predictions=one_hot_logits(PREDICTIONS), label_ids=REFERENCES)
+    )
     assert result["matthews_correlation"] == pytest.approx(MCC)
 
 

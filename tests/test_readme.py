@@ -37,8 +37,8 @@ def test_readme_tables_match_the_committed_results():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, str(README.parent / "scripts" / "update_readme.py"), "--check"])
-    assert result.returncode == 0, "README.md tables are stale: run python scripts/update_readme.py"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.update_readme", "--check"], cwd=README.parent)
+    assert result.returncode == 0, "README.md tables are stale: run python -m benchmarks.update_readme"
 
 
 def test_readme_compression_snippet_builds_both_compressed_models():

@@ -90,7 +90,7 @@ def token_batch(batch: int = 4, length: int = 9, seed: int = 1) -> dict[str, tor
 
 def tiny_summing_network(num_labels: int = 3, seed: int = 0, hidden_sizes: tuple[int, ...] = (16,)) -> torch.nn.Module:
     """A random summing network over the tiny vocabulary (embedding 24, no dropout)."""
-    from hf_dendrites.summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
+    from hf_dendrites.modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
 
     torch.manual_seed(seed)
     config = SummingNetworkConfig(

@@ -28,7 +28,7 @@ per-pair ratios. This keeps the ratio robust to the slow spells (several times s
 seconds) that a shared, virtualised machine shows.
 
 Usage:
-    python scripts/benchmark_layers.py [--repeats 7] [--batch-size 32] [--seq-len 64]
+    python -m benchmarks.layers [--repeats 7] [--batch-size 32] [--seq-len 64]
                                        [--threads N] [--output-dir benchmarks/results]
 
 Writes `layers.json` and `layers.png` to the output directory.
@@ -59,7 +59,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-import hf_dendrites  # noqa: E402
 from hf_dendrites import (  # noqa: E402
     DendriteConfig,
     add_dendrites,
@@ -68,6 +67,7 @@ from hf_dendrites import (  # noqa: E402
     grow,
     start_candidates,
 )
+from hf_dendrites.version import versions  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DENDRITE_COUNTS = (0, 1, 2, 4)
@@ -315,7 +315,7 @@ def run_worker_subprocess(config: BenchConfig, args: argparse.Namespace) -> dict
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "result.json"
         command = [
-            sys.executable, str(Path(__file__).resolve()), "--worker", config.name, "--worker-output", str(output),
+            sys.executable, "-m", "benchmarks.layers", "--worker", config.name, "--worker-output", str(output),
             "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--threads", str(args.threads),
             "--seed", str(args.seed),
         ]  # fmt: skip
@@ -586,17 +586,6 @@ def machine_info(threads: int) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": threads, "platform": platform.platform()}
 
 
-def versions() -> dict[str, str]:
-    import transformers
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "hf_dendrites": hf_dendrites.__version__,
-    }
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -701,7 +690,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size * args.seq_len, shape["intermediate_size"], args.repeats, args.seed
     )
     result: dict[str, Any] = {
-        "command": "python scripts/benchmark_layers.py"
+        "command": "python -m benchmarks.layers"
         + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
         "machine": machine_info(args.threads),
         "versions": versions(),

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Regenerate the README's result tables from the committed JSON in benchmarks/results.
 
-    python scripts/update_readme.py          # rewrite README.md in place
-    python scripts/update_readme.py --check  # exit 1 if README.md is out of date
+    python -m benchmarks.update_readme          # rewrite README.md in place
+    python -m benchmarks.update_readme --check  # exit 1 if README.md is out of date
 
 Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers; nothing in a
 table is typed by hand.

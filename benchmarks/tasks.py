@@ -1,98 +1,68 @@
 #!/usr/bin/env python
 """Task benchmark: plain fine-tune vs GD dendrites vs PB dendrites vs the reference library.
 
-    python scripts/benchmark.py                       # every task, method and seed not yet run
-    python scripts/benchmark.py --tasks trec6 --methods baseline pb --seeds 0
-    python scripts/benchmark.py --aggregate-only      # rebuild <task>.json and plots from runs/
-    python scripts/benchmark.py --commit              # git-commit each result as it lands
+    python -m benchmarks.tasks                       # every task, method and seed not yet run
+    python -m benchmarks.tasks --tasks trec6 --methods baseline pb --seeds 0
+    python -m benchmarks.tasks --aggregate-only      # rebuild <task>.json and plots from runs/
+    python -m benchmarks.tasks --commit              # git-commit each result as it lands
 
 Each (task, method, seed) runs in its own process from the task's recipe in `configs/` (the
 same model, data, split, optimizer, batch size and epoch budget for every method; only
 `--dendrites` changes) and leaves one file, `benchmarks/results/runs/<task>/<method>/seed<k>.json`.
 A run whose file exists is skipped, so an interrupted benchmark resumes where it stopped. After
 every run the per-task summary `benchmarks/results/<task>.json` and `<task>.png` are rebuilt
-from whatever files exist; `scripts/update_readme.py` turns them into the README table.
+from whatever files exist; `python -m benchmarks.update_readme` turns them into the README table.
 
 `perforatedai` (the reference library) runs in its own virtual environment
 (`--perforatedai-python`, default `.venv-perforatedai/bin/python`), made with
-`scripts/setup_perforatedai.sh`, through `scripts/benchmark_perforatedai.py`.
+`benchmarks/setup_perforatedai.sh`, through `benchmarks/perforatedai.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-RUNS = RESULTS / "runs"
-TASKS = {"movie_reviews": "configs/movie_reviews.yaml", "trec6": "configs/trec6.yaml"}
-# The recipes' budgets (12 and 8 epochs) end before a grown dendrite gets its evaluations: the
-# plain model peaks after 6-9 epochs. Every method gets this budget; the baseline stops early anyway.
-BUDGET = ["--num_train_epochs", "20"]
+from benchmarks.common import (
+    BUDGET,
+    RESULTS,
+    ROOT,
+    RUNS,
+    SEEDS,
+    TASKS,
+    execute,
+    git_commit,
+    machine,
+    mean,
+    recipe_arguments,
+    refresh_readme,
+    train_command,
+)
+
 METHODS = ("baseline", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd")
 # LoRA (rank 8 on query and value, base frozen, head trained) at a rate suited to so few weights,
 # alone and with dendrites: do dendrites add more than their parameters to an adapter?
 LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
-SEEDS = (0, 1, 2)
 
 
 def run_file(task: str, method: str, seed: int) -> Path:
     return RUNS / task / method / f"seed{seed}.json"
 
 
-def recipe_arguments(recipe: str, seed: int, output_dir: Path) -> list[str]:
-    """A recipe with the benchmark's budget, a seed and a scratch folder (one checkpoint kept)."""
-    return [recipe, *BUDGET, "--seed", str(seed), "--output_dir", str(output_dir), "--save_total_limit", "1"]
-
-
-def train_command(recipe: str, seed: int, output_dir: Path, flags: list[str]) -> list[str]:
-    """`scripts/train.py` on a recipe (see `recipe_arguments`) with extra flags."""
-    return [sys.executable, "scripts/train.py", *recipe_arguments(recipe, seed, output_dir), *flags]
-
-
 def run_command(task: str, method: str, seed: int, output_dir: Path, perforatedai_python: str) -> list[str]:
     common = recipe_arguments(TASKS[task], seed, output_dir)
     if method == "perforatedai":
         # like our methods, it is scored on its best model, also when the budget ends mid-cycle
-        return [perforatedai_python, "scripts/benchmark_perforatedai.py", *common, "--final_model", "best"]
+        return [perforatedai_python, "-m", "benchmarks.perforatedai", *common, "--final_model", "best"]
     dendrites = {"baseline": "none", "gd": "gd", "pb": "pb", "lora": "none", "lora_pb": "pb", "lora_gd": "gd"}[method]
     lora = LORA if method.startswith("lora") else []
     return train_command(TASKS[task], seed, output_dir, [*lora, "--dendrites", dendrites])
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
-
-
-def machine_of_runs(files: list[Path]) -> dict[str, Any]:
-    """The machine a set of runs ran on: the last run's, with every CPU named when they differ
-    (accuracy is comparable across machines; timings only within one)."""
-    machines = [json.loads(path.read_text()).get("benchmark", {}).get("machine") for path in files]
-    machines = [m for m in machines if m]
-    if not machines:
-        return machine()
-    cpus = list(dict.fromkeys(m.get("cpu", "a CPU") for m in machines))
-    return {**machines[-1], "cpu": " and ".join(cpus)}
 
 
 def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch: Path) -> dict[str, Any]:
@@ -100,32 +70,6 @@ def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch
     output_dir = scratch / task / method / f"seed{seed}"
     command = run_command(task, method, seed, output_dir, perforatedai_python)
     return execute(command, output_dir, {"task": task, "method": method, "seed": seed})
-
-
-def execute(command: list[str], output_dir: Path, labels: dict[str, Any]) -> dict[str, Any]:
-    """Run a training command that writes `output_dir/results.json`; return it with how it ran."""
-    shutil.rmtree(output_dir, ignore_errors=True)
-    log_path = output_dir.parent / f"{output_dir.name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
-    started = time.time()
-    with log_path.open("w") as log:
-        completed = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if completed.returncode != 0:
-        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"{' '.join(command)} failed with exit code {completed.returncode}:\n{tail}")
-    results = json.loads((output_dir / "results.json").read_text())
-    results["benchmark"] = {
-        **labels,
-        "command": " ".join(command),
-        "wall_seconds": time.time() - started,
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg()[0],
-        "machine": machine(),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    shutil.rmtree(output_dir, ignore_errors=True)  # checkpoints: hundreds of MB per run
-    return results
 
 
 # ---------------------------------------------------------------------- aggregation
@@ -167,52 +111,6 @@ def run_summary(results: dict[str, Any]) -> dict[str, Any]:
                 by_phase["neuron"]
             )
     return summary
-
-
-def test_correctness(results: dict[str, Any]) -> list[bool] | None:
-    """Per test example, whether the run got it right (None for runs that kept no predictions)."""
-    predictions, labels = results.get("test_predictions"), results.get("test_labels")
-    if predictions is None or labels is None:
-        return None
-    return [prediction == label for prediction, label in zip(predictions, labels, strict=True)]
-
-
-def paired_difference(
-    pairs: list[tuple[list[bool], list[bool]]], resamples: int = 10_000, seed: int = 0
-) -> dict[str, float]:
-    """Accuracy of A minus accuracy of B on the same test examples, with a 95% bootstrap interval.
-
-    `pairs` holds one (A correct, B correct) pair per seed, both over the same test set in the same
-    order. Each resample draws test examples with replacement, the same draw for every seed, and
-    averages the seeds' paired differences: the interval shows what the choice of test examples
-    alone can move (seed-to-seed spread is reported separately). An interval that excludes 0 is a
-    difference the test set resolves.
-    """
-    import numpy as np
-
-    differences = np.array([np.asarray(a, dtype=float) - np.asarray(b, dtype=float) for a, b in pairs])
-    if differences.ndim != 2 or differences.shape[1] == 0:
-        raise ValueError("paired_difference needs per-example outcomes of equal, non-zero length for every seed")
-    per_example = differences.mean(axis=0)  # averaged over seeds; the draw below is shared by the seeds
-    rng = np.random.default_rng(seed)
-    draws = np.empty(resamples)
-    for start in range(0, resamples, 1000):  # in blocks: 1000 x examples indices at a time
-        count = min(1000, resamples - start)
-        indices = rng.integers(0, per_example.size, size=(count, per_example.size))
-        draws[start : start + count] = per_example[indices].mean(axis=1)
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return {
-        "difference": float(per_example.mean()),
-        "low": float(low),
-        "high": float(high),
-        "seed_differences": [float(row.mean()) for row in differences],
-        "examples": int(per_example.size),
-    }
-
-
-def mean(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
 
 
 def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -363,26 +261,6 @@ def plot(task: str, summary: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- main
 
 
-def refresh_readme() -> Path:
-    """Regenerate the README tables, so a committed result never leaves the README stale."""
-    subprocess.run([sys.executable, "scripts/update_readme.py"], cwd=ROOT, check=True)
-    return ROOT / "README.md"
-
-
-def git_commit(paths: list[Path], message: str, attempts: int = 5) -> None:
-    """Commit just these files; retried because someone else may hold the index lock for a moment."""
-    names = [str(path) for path in paths]
-    for attempt in range(attempts):
-        added = subprocess.run(["git", "add", *names], cwd=ROOT, check=False)
-        committed = added.returncode == 0 and (
-            subprocess.run(["git", "commit", "-q", "-m", message, "--", *names], cwd=ROOT, check=False).returncode == 0
-        )
-        if committed:
-            return
-        time.sleep(2 + 3 * attempt)
-    print(f"[benchmark] could not commit {names}; the files are written, commit them by hand", flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
@@ -393,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate-only", action="store_true", help="only rebuild the summaries and plots")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's result as it lands")
     args = parser.parse_args(argv)
-    command = "python scripts/benchmark.py"
+    command = "python -m benchmarks.tasks"
     if "perforatedai" in args.methods and not args.aggregate_only and not Path(args.perforatedai_python).exists():
-        parser.error(f"{args.perforatedai_python} not found: run `bash scripts/setup_perforatedai.sh` first")
+        parser.error(f"{args.perforatedai_python} not found: run `bash benchmarks/setup_perforatedai.sh` first")
 
     # seed-major order, so every method has a first seed before any has a third
     plan = [(task, method, seed) for seed in args.seeds for task in args.tasks for method in args.methods]

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Compression benchmark: how small a model with dendrites can be and still match MiniLM-L2.
 
-    python scripts/benchmark_compression.py                    # every model, variant and seed not yet run
-    python scripts/benchmark_compression.py --tasks trec6 --models summing-e32 --seeds 0
-    python scripts/benchmark_compression.py --aggregate-only   # rebuild compression.json and the plot
+    python -m benchmarks.compression                    # every model, variant and seed not yet run
+    python -m benchmarks.compression --tasks trec6 --models summing-e32 --seeds 0
+    python -m benchmarks.compression --aggregate-only   # rebuild compression.json and the plot
 
 Every compressed model runs the task's compression recipe (`configs/<task>_summing.yaml` or
 `configs/<task>_narrowed.yaml`) with the task benchmark's epoch budget, changing only the flags in
@@ -25,7 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import (
+from matplotlib.figure import Figure
+
+from benchmarks.common import (
     BUDGET,
     RESULTS,
     ROOT,
@@ -36,11 +38,10 @@ from benchmark import (
     git_commit,
     machine_of_runs,
     refresh_readme,
-    run_one,
     train_command,
 )
-from benchmark import run_file as baseline_file
-from matplotlib.figure import Figure
+from benchmarks.tasks import run_file as baseline_file
+from benchmarks.tasks import run_one
 
 COMPRESSION_RUNS = RUNS / "compression"
 TEACHER_RUNS = RUNS / "teachers"
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--commit", action="store_true", help="git-commit each run's result as it lands")
     args = parser.parse_args(argv)
-    command = "python scripts/benchmark_compression.py"
+    command = "python -m benchmarks.compression"
     outputs = [SUMMARY, PLOT]
     # seed by seed, each task's small models (minutes; in the order given, every setting of one model
     # before the next) and then its reference fine-tune (longer), so every finished seed is a
@@ -567,9 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.commit:
             extra = [RESULTS / f"{task}.json", RESULTS / f"{task}.png"] if is_reference else []
             if is_reference:
-                from benchmark import aggregate as aggregate_task
+                from benchmarks.tasks import aggregate as aggregate_task
 
-                aggregate_task(task, "python scripts/benchmark.py")
+                aggregate_task(task, "python -m benchmarks.tasks")
             extra += [teacher] if teacher else []
             git_commit(
                 [path, *outputs, *extra, refresh_readme()],

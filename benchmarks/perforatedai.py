@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Fine-tune the model of a `scripts/train.py` recipe with the reference library's dendrites.
 
-    .venv-perforatedai/bin/python scripts/benchmark_perforatedai.py configs/trec6.yaml --seed 1
-    .venv-perforatedai/bin/python scripts/benchmark_perforatedai.py configs/trec6.yaml --output_dir runs/pai_tiny
+    .venv-perforatedai/bin/python -m benchmarks.perforatedai configs/trec6.yaml --seed 1
+    .venv-perforatedai/bin/python -m benchmarks.perforatedai configs/trec6.yaml --output_dir runs/pai_tiny
         --max_train_samples 300 --num_train_epochs 4 --patience 1 --max_dendrites 1
 
 `perforatedai==3.2.9` (open source, gradient-trained dendrites) is a benchmark peer, installed only
@@ -45,12 +45,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # train.py: the recipe parser and data loading this run shares
 if importlib.util.find_spec("hf_dendrites") is None:
     # the perforatedai environment sees the main environment's site-packages through a .pth
     # path entry, which does not run the editable install's import hook: use the checkout
-    sys.path.insert(1, str(SCRIPTS.parent))
+    sys.path.insert(1, str(ROOT))
 
 import torch  # noqa: E402
 import train  # noqa: E402
@@ -435,7 +435,7 @@ def dendrites_per_layer(model: nn.Module) -> dict[str, int]:
 
 
 def versions() -> dict[str, str]:
-    return {**train.versions(), "perforatedai": importlib.metadata.version("perforatedai")}
+    return train.versions("perforatedai")
 
 
 # ---------------------------------------------------------------------- the run

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Growth study: which dendrite policy turns a stalled fine-tune into a better model, and why.
 
-    python scripts/benchmark_growth.py                          # every variant and seed not yet run
-    python scripts/benchmark_growth.py --variants pb pb_dlr1e-3 --seeds 0
-    python scripts/benchmark_growth.py --aggregate-only
+    python -m benchmarks.growth                          # every variant and seed not yet run
+    python -m benchmarks.growth --variants pb pb_dlr1e-3 --seeds 0
+    python -m benchmarks.growth --aggregate-only
 
 Every variant runs the task recipe with the task benchmark's budget and seeds, changing only the
 flags listed in `VARIANTS`. A dendrite run is step for step the plain fine-tune of the same seed
@@ -25,7 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmark import (
+from matplotlib.figure import Figure
+
+from benchmarks.common import (
     BUDGET,
     RESULTS,
     RUNS,
@@ -38,7 +40,6 @@ from benchmark import (
     test_correctness,
     train_command,
 )
-from matplotlib.figure import Figure
 
 GROWTH_RUNS = RUNS / "growth"
 # Flags on top of the task recipe (which is PB on the family's default layers).
@@ -243,7 +244,7 @@ def aggregate() -> dict[str, Any]:
         if variants:
             tasks[task] = variants
     summary = {
-        "command": "python scripts/benchmark_growth.py",
+        "command": "python -m benchmarks.growth",
         "recipe": "configs/<task>.yaml " + " ".join(BUDGET),
         "machine": machine_of_runs(sorted(GROWTH_RUNS.glob("*/*/seed*.json"))),
         "tasks": tasks,
