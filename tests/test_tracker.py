@@ -637,3 +637,48 @@ def test_module_does_not_import_torch_or_print() -> None:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in {"print", "input", "exit"}
     assert "torch" not in imported and "sys" not in imported
+
+
+# ---------------------------------------------------------------------------- checkpoints of the 0.1.0 release
+
+V1_FIXTURES = sorted((Path(__file__).parent / "data").glob("tracker_state_v1_*.json"))
+
+
+def replay(tracker: DendriteTracker, event: list[Any]) -> Decision:
+    kind, value, step = event
+    if kind == "n":
+        return tracker.step(value, step=step)
+    return tracker.candidate_step(value, step=step, force_grow=kind == "f")
+
+
+def test_v1_fixtures_exist() -> None:
+    assert [path.name for path in V1_FIXTURES] == ["tracker_state_v1_gd.json", "tracker_state_v1_pb.json"]
+
+
+@pytest.mark.parametrize("path", V1_FIXTURES, ids=[path.stem for path in V1_FIXTURES])
+def test_v1_checkpoints_resume_with_the_same_decisions(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for checkpoint in document["checkpoints"]:
+        state = checkpoint["state"]
+        split = checkpoint["evaluations_before"]
+        # the same run today writes the same state, key for key
+        fresh = DendriteTracker(**state["config"])
+        for event in document["events"][:split]:
+            replay(fresh, event)
+        assert json.loads(json.dumps(fresh.state_dict())) == state
+        assert list(fresh.state_dict()) == list(state)
+        # and a tracker that loads the stored state continues as that release did
+        resumed = DendriteTracker(**state["config"])
+        resumed.load_state_dict(state)
+        assert resumed.state_dict() == state
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="hf_dendrites.tracker"):
+            decisions = [replay(resumed, event) for event in checkpoint["events"]]
+        assert [
+            {"action": d.action, "new_best": d.new_best, "restore_best": d.restore_best, "reason": d.reason}
+            for d in decisions
+        ] == checkpoint["decisions"]
+        log = [[r.levelname, r.getMessage()] for r in caplog.records if r.name == "hf_dendrites.tracker"]
+        assert log == checkpoint["log"]
+        assert json.loads(json.dumps(resumed.state_dict())) == checkpoint["final_state"]
+        assert resumed.state_dict() == checkpoint["final_state"]
