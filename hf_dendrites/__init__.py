@@ -31,11 +31,12 @@ from .serialization import from_pretrained
 from .summing_network import SummingNetworkConfig, SummingNetworkForSequenceClassification
 from .targets import DEFAULT_TARGET_MODULES
 from .teacher import add_teacher_logits, load_teacher, teacher_logits
-from .tracker import Decision, DendriteTracker
+from .tracker import Action, Decision, DendriteTracker, Phase
 from .trainer import DendriteTrainer
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
+    "Action",
     "Decision",
     "DendriteCallback",
     "DendriteConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationMixin",
     "DistillationTrainer",
+    "Phase",
     "RestartFromBestCallback",
     "TeacherAgreementCallback",
     "SummingNetworkConfig",
