@@ -28,12 +28,13 @@ from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceCla
 from .restarts import RestartFromBestCallback
 from .targets import DEFAULT_TARGET_MODULES
 from .teacher import add_teacher_logits, load_teacher, teacher_logits
-from .tracker import Decision, DendriteTracker
+from .tracker import Action, Decision, DendriteTracker, Phase
 from .trainer import DendriteTrainer
 from .version import __version__
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
+    "Action",
     "Decision",
     "DendriteCallback",
     "DendriteConfig",
@@ -43,6 +44,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationMixin",
     "DistillationTrainer",
+    "Phase",
     "RestartFromBestCallback",
     "TeacherAgreementCallback",
     "SummingNetworkConfig",

@@ -42,11 +42,11 @@ from .model import (
 from .optimization import in_dendrite_phase, rebuild_optimizer
 from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
-from .tracker import Decision, DendriteTracker
+from .tracker import Action, Decision, DendriteTracker, Phase
 
 logger = logging.getLogger(__name__)
 
-TIMED_PHASES = ("neuron", "dendrite")
+TIMED_PHASES = (Phase.NEURON.value, Phase.DENDRITE.value)
 
 
 def metric_key(args: TrainingArguments) -> str:
@@ -80,7 +80,7 @@ class DendriteCallback(TrainerCallback):
         self.save_in_on_save = True
         self.config = model.dendrite_config
         self.metric_key = metric_key(trainer.args)
-        self.tracker = DendriteTracker.from_config(self.config, greater_is_better=greater_is_better(trainer.args))
+        self.tracker = DendriteTracker(self.config, greater_is_better=greater_is_better(trainer.args))
         self.best: ModelSnapshot | None = None
         self.phase_start_epoch = 0.0
         self.phases_started = 0
@@ -134,13 +134,13 @@ class DendriteCallback(TrainerCallback):
             self.best = take_snapshot(self.model)
         if decision.restore_best:
             self._restore_best()
-        if decision.action == "start_dendrite_phase":
+        if decision.action == Action.START_DENDRITE_PHASE:
             if self.config.grow_from == "best" and not decision.restore_best:
                 self._restore_best()
             start_candidates(self.model, generator=self._candidate_generator())
             self.phases_started += 1
             self.phase_start_epoch = float(state.epoch or 0.0)
-        elif decision.action == "grow":  # gd: no dendrite phase
+        elif decision.action == Action.GROW:  # gd: no dendrite phase
             if self.config.grow_from == "best" and not decision.restore_best:
                 self._restore_best()
             grow(self.model, generator=self._candidate_generator())
@@ -168,7 +168,7 @@ class DendriteCallback(TrainerCallback):
         decision = self.tracker.candidate_step(
             candidate_score, task_score=score, step=state.global_step, force_grow=capped
         )
-        if decision.action == "grow":
+        if decision.action == Action.GROW:
             grow(self.model)
         else:
             reset_candidate_statistics(self.model)
@@ -186,17 +186,16 @@ class DendriteCallback(TrainerCallback):
             return control
         score = self._score(metrics)
         candidate_score = None
-        if self.tracker.phase == "dendrite":
+        if self.tracker.phase == Phase.DENDRITE:
             decision = self._dendrite_phase_evaluation(score, state)
             candidate_score = self.tracker.history[-1]["candidate_score"]
         else:
             decision = self._neuron_phase_evaluation(score, state)
-        if decision.action != "continue" or decision.restore_best:
+        if decision.action != Action.CONTINUE or decision.restore_best:
             rebuild_optimizer(self.trainer)
-        if decision.action == "complete":
-            control.should_training_stop = True
-        if decision.action != "continue" or decision.restore_best:
             logger.info("dendrites: %s (%s)", decision.action, decision.reason)
+        if decision.action == Action.COMPLETE:
+            control.should_training_stop = True
         self._log(decision, candidate_score)
         self._plot(args)
         return control
@@ -208,7 +207,7 @@ class DendriteCallback(TrainerCallback):
             "dendrites/dendrite_phase": float(in_dendrite_phase(self.model)),
             "dendrites/parameters": float(report["total"]),
             "dendrites/dendrite_parameters": float(report["dendrites"]),
-            "dendrites/grew": float(decision.action == "grow"),
+            "dendrites/grew": float(decision.action == Action.GROW),
             "dendrites/reverted": float(decision.restore_best),
         }
         if candidate_score is not None:

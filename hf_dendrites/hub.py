@@ -29,6 +29,7 @@ from .model import is_peft_model, parameter_report
 from .plotting import HISTORY_PLOT
 from .pretrained import hub_id_of
 from .serialization import save_pretrained
+from .tracker import Action
 
 __all__ = ["model_card", "push_to_hub"]
 
@@ -72,8 +73,8 @@ def _phases(history: list[dict[str, Any]] | None, completed_reason: str | None) 
         return None
     return {
         "evaluations": len(history),
-        "dendrite_phases": sum(1 for r in history if r.get("action") == "start_dendrite_phase"),
-        "growths": sum(1 for r in history if r.get("action") == "grow"),
+        "dendrite_phases": sum(1 for r in history if r.get("action") == Action.START_DENDRITE_PHASE),
+        "growths": sum(1 for r in history if r.get("action") == Action.GROW),
         "reverts": sum(1 for r in history if r.get("restore_best")),
         "completed_reason": completed_reason,
     }

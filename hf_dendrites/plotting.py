@@ -7,6 +7,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from .tracker import Action, Phase
+
 # The file the trainer draws into `output_dir` and a Hub push publishes.
 HISTORY_PLOT = "dendrite_history.png"
 
@@ -24,13 +26,13 @@ def plot_history(history: list[dict[str, Any]], path: str | os.PathLike, metric_
     if points:
         axis.plot(*zip(*points), marker="o", markersize=3, color="tab:blue", label=metric_name)
     for record in history:
-        if record["phase"] == "dendrite":
+        if record["phase"] == Phase.DENDRITE:
             axis.axvspan(record["eval"] - 0.5, record["eval"] + 0.5, color="tab:orange", alpha=0.15, lw=0)
     marks = {"grow": ("tab:green", "growth"), "revert": ("tab:red", "revert to best")}
     labelled: set[str] = set()
     for record in history:
         kinds = []
-        if record["action"] == "grow":
+        if record["action"] == Action.GROW:
             kinds.append("grow")
         if record["restore_best"]:
             kinds.append("revert")

@@ -43,7 +43,7 @@ from transformers import (
 from transformers.hf_argparser import string_to_bool
 
 import hf_dendrites
-from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
+from hf_dendrites import Action, DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
 from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network
 from hf_dendrites.data import load_task, num_labels
 from hf_dendrites.data_files import load_hub, load_local
@@ -712,7 +712,7 @@ def print_table(results: dict[str, Any], output_dir: Path | None = None) -> None
     )
     history = results.get("dendrite_history")
     if history is not None:
-        grown = [entry for entry in history if entry["action"] == "grow"]
+        grown = [entry for entry in history if entry["action"] == Action.GROW]
         reverted = sum(1 for entry in history if entry["restore_best"])
         lines.append(
             f"dendrites: grown {len(grown)} time(s), {dendrites} kept in the best model ({reverted} restore(s) of "

@@ -80,7 +80,7 @@ def test_growth_inside_a_peft_model(tmp_path):
     )
     trainer.train()
     assert "grow" in [record["action"] for record in trainer.tracker.history]
-    assert hd.num_dendrites(trainer.model) == trainer.tracker.best_num_dendrites
+    assert hd.num_dendrites(trainer.model) == trainer.tracker.state.best_num_dendrites
     assert all(not p.requires_grad for n, p in trainer.model.named_parameters() if n.endswith("base_layer.weight"))
     # a checkpoint of the PEFT model resumes to the same weights
     checkpoint = sorted(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[2]

@@ -56,4 +56,4 @@ def test_dendrite_trainer_trains_candidates_only_on_the_held_aside_examples(tmp_
     assert seen[True] and seen[True] <= set(held)  # every candidate batch came from the held-aside part
     assert seen[False] and seen[False] <= set(neuron)
     assert "grow" in [r["action"] for r in trainer.tracker.history]
-    assert hd.num_dendrites(trainer.model) == trainer.tracker.best_num_dendrites
+    assert hd.num_dendrites(trainer.model) == trainer.tracker.state.best_num_dendrites

@@ -3,25 +3,32 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 from dataclasses import FrozenInstanceError, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import hf_dendrites
 import hf_dendrites.tracker as tracker_module
-from hf_dendrites.tracker import Decision, DendriteTracker
+from hf_dendrites.config import DendriteConfig
+from hf_dendrites.tracker import Action, Decision, DendriteTracker, Phase, TrackerSettings, TrackerState
 
 # Event DSL: ("n", score) -> step(score); ("c", cand) -> candidate_step(cand);
 # ("f", cand) -> candidate_step(cand, force_grow=True).
 # Expected decision codes: C=continue, S=start_dendrite_phase, G=grow, X=complete,
 # followed by "*" for new_best and/or "R" for restore_best.
-_CODES = {"continue": "C", "start_dendrite_phase": "S", "grow": "G", "complete": "X"}
+_CODES = {Action.CONTINUE: "C", Action.START_DENDRITE_PHASE: "S", Action.GROW: "G", Action.COMPLETE: "X"}
 
 FAST = {"patience": 1, "min_evals_per_phase": 1, "candidate_patience": 2}
+
+
+def make_tracker(greater_is_better: bool = True, **config_fields: Any) -> DendriteTracker:
+    """A tracker whose settings are a `DendriteConfig` with `config_fields`, the rest its defaults."""
+    return DendriteTracker(DendriteConfig(**config_fields), greater_is_better=greater_is_better)
 
 
 def code(decision: Decision) -> str:
@@ -81,28 +88,26 @@ def c(*scores: float) -> list[tuple[str, float]]:
 def test_improvement_thresholds(
     greater: bool, rel: float, abs_: float, ref: float, score: float, improves: bool
 ) -> None:
-    t = DendriteTracker(
-        greater_is_better=greater, improvement_threshold=rel, improvement_threshold_abs=abs_, patience=5
-    )
+    t = make_tracker(greater, improvement_threshold=rel, improvement_threshold_abs=abs_, patience=5)
     first = t.step(ref)
-    assert first.new_best and first.action == "continue"  # first score ever always improves
+    assert first.new_best and first.action == Action.CONTINUE  # first score ever always improves
     second = t.step(score)
     assert second.new_best is improves
     assert t.best_score == (score if improves else ref)
-    assert t.evals_without_improvement == (0 if improves else 1)
+    assert t.state.evals_without_improvement == (0 if improves else 1)
 
 
 def test_candidate_scores_use_thresholds_greater_is_better() -> None:
     # Task metric minimised; candidate score is still greater-is-better.
-    t = DendriteTracker(greater_is_better=False, candidate_patience=1, patience=1, min_evals_per_phase=1)
+    t = make_tracker(False, candidate_patience=1, patience=1, min_evals_per_phase=1)
     run(t, n(1.0, 1.0))
-    assert t.phase == "dendrite"
-    assert t.candidate_step(0.3).action == "continue"  # first candidate score improves
-    assert t.candidate_step(0.5).action == "continue"  # higher is better
-    assert t.best_candidate_score == 0.5
+    assert t.phase == Phase.DENDRITE
+    assert t.candidate_step(0.3).action == Action.CONTINUE  # first candidate score improves
+    assert t.candidate_step(0.5).action == Action.CONTINUE  # higher is better
+    assert t.state.best_candidate_score == 0.5
     d = t.candidate_step(0.5003)  # below relative threshold (5e-4): a stall
-    assert d.action == "grow"
-    assert t.best_candidate_score is None  # reset for the next phase
+    assert d.action == Action.GROW
+    assert t.state.best_candidate_score is None  # reset for the next phase
     assert t.num_dendrites == 1
 
 
@@ -112,10 +117,10 @@ def test_candidate_scores_use_thresholds_greater_is_better() -> None:
 @dataclass
 class Case:
     name: str
-    kwargs: dict[str, Any]
+    kwargs: dict[str, Any]  # make_tracker's arguments
     events: list[tuple[str, float]]
     expected: list[str]
-    state: dict[str, Any]
+    state: dict[str, Any]  # expected TrackerState fields
     reason: str = ""  # substring of the last decision's reason
 
 
@@ -301,11 +306,11 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_sequences(case: Case) -> None:
-    t = DendriteTracker(**case.kwargs)
+    t = make_tracker(**case.kwargs)
     decisions = run(t, case.events)
     assert [code(d) for d in decisions] == case.expected
     for key, value in case.state.items():
-        assert getattr(t, key) == value, key
+        assert getattr(t.state, key) == value, key
     assert case.reason in decisions[-1].reason
     assert t.is_complete == (t.phase == "complete")
     if t.is_complete:
@@ -313,18 +318,18 @@ def test_sequences(case: Case) -> None:
 
 
 def test_gd_retry_applies_growth_to_restored_count() -> None:
-    t = DendriteTracker(mode="gd", max_tries=2, **FAST)
+    t = make_tracker(mode="gd", max_tries=2, **FAST)
     run(t, n(0.5, 0.5, 0.6, 0.6))  # d1 helps, d2 grown
-    assert t.num_dendrites == 2 and t.best_num_dendrites == 1
+    assert t.num_dendrites == 2 and t.state.best_num_dendrites == 1
     d = t.step(0.6)
-    assert (d.action, d.restore_best) == ("grow", True)
+    assert (d.action, d.restore_best) == (Action.GROW, True)
     assert t.num_dendrites == 2  # restored to 1, then grown to 2
-    assert t.score_before_growth == 0.6 and t.tries == 1
+    assert t.state.score_before_growth == 0.6 and t.state.tries == 1
     assert "retry 1 of 2" in d.reason
 
 
 def test_candidate_step_records_task_score_only_in_history() -> None:
-    t = DendriteTracker(**FAST)
+    t = make_tracker(**FAST)
     run(t, n(0.5, 0.5))
     t.candidate_step(0.2, task_score=0.99, step=40)
     assert t.best_score == 0.5
@@ -334,7 +339,7 @@ def test_candidate_step_records_task_score_only_in_history() -> None:
 
 
 def test_history_is_complete() -> None:
-    t = DendriteTracker(**FAST, max_tries=0)
+    t = make_tracker(**FAST, max_tries=0)
     t.step(0.5, step=10)
     t.step(0.5, step=20)
     t.candidate_step(0.1, step=25)
@@ -345,6 +350,7 @@ def test_history_is_complete() -> None:
     assert [r["step"] for r in h] == [10, 20, 25, 30, 40]
     assert [r["phase"] for r in h] == ["neuron", "neuron", "dendrite", "dendrite", "neuron"]
     assert [r["action"] for r in h] == ["continue", "start_dendrite_phase", "continue", "grow", "complete"]
+    assert all(type(r["phase"]) is str and type(r["action"]) is str for r in h)  # plain strings, as in JSON
     assert [r["num_dendrites"] for r in h] == [0, 0, 0, 1, 0]  # after each decision
     assert [r["new_best"] for r in h] == [True, False, False, False, False]
     assert [r["restore_best"] for r in h] == [False, False, False, False, True]
@@ -371,27 +377,27 @@ def test_history_is_complete() -> None:
 
 
 def test_finish_in_neuron_phase_restores_best() -> None:
-    t2 = DendriteTracker(patience=5)
+    t2 = make_tracker(patience=5)
     run(t2, n(0.5, 0.6, 0.55))
     d = t2.finish("budget exhausted")
-    assert (d.action, d.restore_best, d.reason) == ("complete", True, "budget exhausted")
+    assert (d.action, d.restore_best, d.reason) == (Action.COMPLETE, True, "budget exhausted")
     assert t2.is_complete and t2.completed_reason == "budget exhausted"
     assert t2.history[-1]["action"] == "complete" and t2.history[-1]["score"] is None
 
 
 def test_finish_in_dendrite_phase_restores_best_architecture() -> None:
-    t = DendriteTracker(**FAST)
+    t = make_tracker(**FAST)
     run(t, n(0.5, 0.5) + [("f", 0.1)] + n(0.6, 0.6) + c(0.3))
-    assert t.phase == "dendrite" and t.num_dendrites == 1
+    assert t.phase == Phase.DENDRITE and t.num_dendrites == 1
     d = t.finish("max steps")
-    assert d.restore_best and t.num_dendrites == t.best_num_dendrites == 1
+    assert d.restore_best and t.num_dendrites == t.state.best_num_dendrites == 1
     assert t.history[-1]["phase"] == "dendrite"
 
 
 def test_finish_without_scores_has_nothing_to_restore() -> None:
     t = DendriteTracker()
     d = t.finish("nothing trained")
-    assert (d.action, d.restore_best) == ("complete", False)
+    assert (d.action, d.restore_best) == (Action.COMPLETE, False)
 
 
 def test_finish_twice_is_noop() -> None:
@@ -399,7 +405,7 @@ def test_finish_twice_is_noop() -> None:
     t.step(0.5)
     t.finish("first")
     d = t.finish("second")
-    assert (d.action, d.restore_best, d.reason) == ("complete", False, "first")
+    assert (d.action, d.restore_best, d.reason) == (Action.COMPLETE, False, "first")
     assert len(t.history) == 2
 
 
@@ -407,11 +413,11 @@ def test_finish_twice_is_noop() -> None:
 
 
 def test_step_in_wrong_phase_raises() -> None:
-    t = DendriteTracker(**FAST)
+    t = make_tracker(**FAST)
     with pytest.raises(RuntimeError, match="neuron"):
         t.candidate_step(0.1)
     run(t, n(0.5, 0.5))
-    with pytest.raises(RuntimeError, match="dendrite"):
+    with pytest.raises(RuntimeError, match=r"in the 'dendrite' phase \(use candidate_step\(\)\)"):
         t.step(0.5)
     t.finish("done")
     with pytest.raises(RuntimeError, match="complete"):
@@ -421,15 +427,15 @@ def test_step_in_wrong_phase_raises() -> None:
 
 
 def test_candidate_step_in_gd_mode_raises() -> None:
-    t = DendriteTracker(mode="gd", **FAST)
+    t = make_tracker(mode="gd", **FAST)
     run(t, n(0.5, 0.5))
-    assert t.phase == "neuron"
+    assert t.phase == Phase.NEURON
     with pytest.raises(RuntimeError, match="neuron"):
         t.candidate_step(0.1)
 
 
 def test_nan_scores_raise() -> None:
-    t = DendriteTracker(**FAST)
+    t = make_tracker(**FAST)
     with pytest.raises(ValueError, match="score"):
         t.step(math.nan)
     assert t.history == [] and t.best_score is None  # nothing recorded
@@ -438,7 +444,7 @@ def test_nan_scores_raise() -> None:
         t.candidate_step(float("nan"))
     with pytest.raises(ValueError, match="task_score"):
         t.candidate_step(0.1, task_score=float("nan"))
-    assert t.evals_in_phase == 0
+    assert t.state.evals_in_phase == 0
 
 
 def test_accepts_numeric_like_scores() -> None:
@@ -467,45 +473,116 @@ def test_accepts_numeric_like_scores() -> None:
         ("greater_is_better", "yes"),
     ],
 )
-def test_bad_constructor_args_raise(name: str, value: Any) -> None:
+def test_bad_settings_raise(name: str, value: Any) -> None:
     with pytest.raises(ValueError, match=name):
-        DendriteTracker(**{name: value})
+        make_tracker(**{name: value})
+
+
+def test_a_config_made_invalid_after_construction_is_refused() -> None:
+    config = DendriteConfig()
+    config.max_tries = -2  # DendriteConfig validates in __post_init__ only
+    with pytest.raises(ValueError, match="DendriteConfig.max_tries"):
+        DendriteTracker(config)
+    with pytest.raises(ValueError, match="greater_is_better"):
+        DendriteTracker(DendriteConfig(), greater_is_better=1)  # type: ignore[arg-type]
 
 
 def test_decision_is_frozen_and_validated() -> None:
-    d = Decision("continue")
+    d = Decision("continue")  # type: ignore[arg-type]
+    assert d.action is Action.CONTINUE  # a valid string becomes the member
     with pytest.raises(FrozenInstanceError):
-        d.action = "grow"  # type: ignore[misc]
+        d.action = Action.GROW  # type: ignore[misc]
     with pytest.raises(ValueError, match="action"):
-        Decision("explode")
+        Decision("explode")  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------------------- from_config
+# ---------------------------------------------------------------------------- Action, Phase
 
 
-def test_from_config_reads_attributes() -> None:
-    cfg = SimpleNamespace(
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [
+        (Action.CONTINUE, "continue"),
+        (Action.START_DENDRITE_PHASE, "start_dendrite_phase"),
+        (Action.GROW, "grow"),
+        (Action.COMPLETE, "complete"),
+        (Phase.NEURON, "neuron"),
+        (Phase.DENDRITE, "dendrite"),
+        (Phase.COMPLETE, "complete"),
+    ],
+)
+def test_members_are_their_plain_strings(member: Action | Phase, value: str) -> None:
+    assert member == value and value == member and isinstance(member, str)
+    assert hash(member) == hash(value) and {value: 1}[member] == 1
+    assert type(member)(value) is member
+    assert str(member) == f"{member}" == "%s" % member == format(member) == value  # logs print "grow"
+    assert json.dumps({"action": member}) == json.dumps({"action": value})
+    assert json.loads(json.dumps(member)) == value
+
+
+def test_enums_have_exactly_the_documented_members() -> None:
+    assert [a.value for a in Action] == ["continue", "start_dendrite_phase", "grow", "complete"]
+    assert [p.value for p in Phase] == ["neuron", "dendrite", "complete"]
+    assert hf_dendrites.Action is Action and hf_dendrites.Phase is Phase
+    assert not [name for name in dir(tracker_module) if name.startswith(("ACTION_", "PHASE_"))]
+
+
+def test_phase_is_a_phase_and_history_holds_plain_strings() -> None:
+    t = make_tracker(**FAST)
+    assert t.phase is Phase.NEURON and not t.is_complete
+    run(t, n(0.5, 0.5))
+    assert t.phase is Phase.DENDRITE
+    state = t.state_dict()
+    assert type(state["phase"]) is str and state["phase"] == "dendrite"
+    assert [type(r["action"]) for r in state["history"]] == [str, str]
+    assert json.loads(json.dumps(state)) == state
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_settings_come_from_the_config() -> None:
+    config = DendriteConfig(
         mode="gd",
         patience=4,
         min_evals_per_phase=3,
         improvement_threshold=0.01,
-        improvement_threshold_abs=0.0,
+        improvement_threshold_abs=0,
         max_dendrites=5,
         max_tries=2,
         candidate_patience=6,
-        unrelated="ignored",
+        num_candidates=9,  # not a tracker setting
     )
-    t = DendriteTracker.from_config(cfg, greater_is_better=False)
-    assert (t.mode, t.patience, t.min_evals_per_phase, t.max_dendrites, t.max_tries) == ("gd", 4, 3, 5, 2)
-    assert (t.improvement_threshold, t.improvement_threshold_abs, t.candidate_patience) == (0.01, 0.0, 6)
-    assert t.greater_is_better is False
+    t = DendriteTracker(config, greater_is_better=False)
+    assert t.settings == TrackerSettings(False, "gd", 4, 3, 0.01, 0.0, 5, 2, 6)
+    assert t.settings == TrackerSettings.from_config(config, greater_is_better=False)
+    assert type(t.settings.improvement_threshold_abs) is float  # state_dict writes 0.0, as it always did
+    with pytest.raises(FrozenInstanceError):
+        t.settings.patience = 1  # type: ignore[misc]
+    assert make_tracker(patience=7).settings.max_dendrites == DendriteConfig().max_dendrites
 
 
-def test_from_config_mapping_and_defaults_and_validation() -> None:
-    t = DendriteTracker.from_config({"patience": 7}, greater_is_better=True)
-    assert t.patience == 7 and t.max_dendrites == 3  # missing names use defaults
-    with pytest.raises(ValueError, match="max_tries"):
-        DendriteTracker.from_config(SimpleNamespace(max_tries=-2), greater_is_better=True)
+def test_settings_defaults_are_dendrite_configs() -> None:
+    # The tracker holds no defaults of its own: every one comes from DendriteConfig.
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(TrackerSettings))
+    defaults = DendriteConfig()
+    settings = DendriteTracker().settings
+    assert settings == TrackerSettings.from_config(defaults, greater_is_better=True)
+    assert settings.greater_is_better is True
+    for f in dataclasses.fields(TrackerSettings):
+        if f.name != "greater_is_better":
+            assert getattr(settings, f.name) == getattr(defaults, f.name), f.name
+
+
+def test_state_starts_empty_and_is_what_state_dict_writes() -> None:
+    t = DendriteTracker()
+    assert t.state == TrackerState() and t.state.phase is Phase.NEURON and t.history == []
+    run(t, n(0.5))
+    state = t.state_dict()
+    assert list(state)[:2] == ["format_version", "config"]
+    assert list(state)[2:] == [f.name for f in dataclasses.fields(TrackerState)]
+    assert state["config"] == dataclasses.asdict(t.settings)
+    assert {k: v for k, v in state.items() if k not in ("format_version", "config")} == dataclasses.asdict(t.state)
 
 
 # ---------------------------------------------------------------------------- state_dict
@@ -533,17 +610,17 @@ ROUND_TRIP_SCRIPTS = {
 @pytest.mark.parametrize("script", sorted(ROUND_TRIP_SCRIPTS))
 def test_state_dict_round_trip_continues_identically(script: str) -> None:
     kwargs, events = ROUND_TRIP_SCRIPTS[script]
-    reference = DendriteTracker(**kwargs)
+    reference = make_tracker(**kwargs)
     expected = [code(d) for d in run(reference, events)]
-    expected_full = run(DendriteTracker(**kwargs), events)
+    expected_full = run(make_tracker(**kwargs), events)
     assert reference.is_complete  # the scripts exercise the whole lifecycle
     phases_split = set()
     for split in range(len(events) + 1):
-        first = DendriteTracker(**kwargs)
+        first = make_tracker(**kwargs)
         decisions = run(first, events[:split])
         phases_split.add(first.phase)
         blob = json.dumps(first.state_dict())  # must be JSON-serialisable
-        resumed = DendriteTracker(**kwargs)
+        resumed = make_tracker(**kwargs)
         resumed.load_state_dict(json.loads(blob))
         decisions += run(resumed, events[split:])
         assert decisions == expected_full, f"split at {split}"
@@ -567,15 +644,25 @@ def test_state_dict_is_a_copy() -> None:
 
 
 def test_load_state_dict_missing_key_raises_and_leaves_tracker_untouched() -> None:
-    t = DendriteTracker(**FAST)
+    t = make_tracker(**FAST)
     run(t, n(0.5, 0.5))
     state = t.state_dict()
     del state["tries"]
     fresh = DendriteTracker()
     before = fresh.state_dict()
     with pytest.raises(ValueError, match="tries"):
+        fresh.check_state_dict(state)
+    with pytest.raises(ValueError, match="tries"):
         fresh.load_state_dict(state)
     assert fresh.state_dict() == before
+
+
+def test_check_state_dict_changes_nothing() -> None:
+    t = make_tracker(**FAST)
+    run(t, n(0.5, 0.5))
+    fresh = make_tracker(**FAST)
+    fresh.check_state_dict(t.state_dict())
+    assert fresh.state == TrackerState()
 
 
 @pytest.mark.parametrize(
@@ -583,8 +670,16 @@ def test_load_state_dict_missing_key_raises_and_leaves_tracker_untouched() -> No
     [
         (lambda s: s.update(surprise=1), "surprise"),
         (lambda s: s["config"].pop("patience"), "patience"),
-        (lambda s: s["config"].update(patience=0), "patience"),
+        (lambda s: s["config"].update(patience=0), "DendriteConfig.patience"),
+        (lambda s: s["config"].update(mode=[]), "DendriteConfig.mode"),
+        (lambda s: s["config"].update(greater_is_better="yes"), "greater_is_better"),
+        (lambda s: s.update(config=[]), "config"),
         (lambda s: s.update(phase="sleeping"), "phase"),
+        (lambda s: s.update(phase=[]), "phase"),
+        (lambda s: s.update(tries=1.5), "tries"),
+        (lambda s: s.update(improved_since_growth=1), "improved_since_growth"),
+        (lambda s: s.update(completed_reason=3), "completed_reason"),
+        (lambda s: s.update(history={}), "history"),
         (lambda s: s.update(num_dendrites=-1), "num_dendrites"),
         (lambda s: s.update(best_score=float("nan")), "best_score"),
         (lambda s: s.update(format_version=99), "format_version"),
@@ -596,26 +691,28 @@ def test_load_state_dict_rejects_bad_state(mutate: Any, match: str) -> None:
     t.step(0.5)
     state = json.loads(json.dumps(t.state_dict()))
     mutate(state)
+    t = DendriteTracker()
     with pytest.raises(ValueError, match=match):
-        DendriteTracker().load_state_dict(state)
+        t.load_state_dict(state)
+    assert t.state == TrackerState()
 
 
 def test_a_resumed_tracker_follows_its_own_settings_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    first = DendriteTracker(patience=9, min_evals_per_phase=1)
+    first = make_tracker(patience=9, min_evals_per_phase=1)
     run(first, n(0.5, 0.5))
-    t = DendriteTracker(patience=1, min_evals_per_phase=1)
+    t = make_tracker(patience=1, min_evals_per_phase=1)
     with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
         t.load_state_dict(first.state_dict())
-    assert t.patience == 1 and t.state_dict()["config"]["patience"] == 1
-    assert "patience=1" in caplog.text and "9" in caplog.text
+    assert t.settings.patience == 1 and t.state_dict()["config"]["patience"] == 1
+    assert "resuming with patience=1 (the checkpoint was trained with 9)" in caplog.text
     # the new patience is what decides: one more flat evaluation is a stall now (it was not under 9)
-    assert t.step(0.5).action == "start_dendrite_phase"
+    assert t.step(0.5).action == Action.START_DENDRITE_PHASE
 
 
 @pytest.mark.parametrize(("setting", "stored", "current"), [("mode", "gd", "pb"), ("greater_is_better", False, True)])
 def test_settings_that_cannot_change_mid_run_are_refused(setting: str, stored: Any, current: Any) -> None:
-    state = DendriteTracker(**{setting: stored}).state_dict()
-    t = DendriteTracker(**{setting: current})
+    state = make_tracker(**{setting: stored}).state_dict()
+    t = make_tracker(**{setting: current})
     before = t.state_dict()
     with pytest.raises(ValueError, match=f"{setting}: checkpoint {stored!r}, now {current!r}"):
         t.load_state_dict(state)
@@ -637,3 +734,48 @@ def test_module_does_not_import_torch_or_print() -> None:
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             assert node.func.id not in {"print", "input", "exit"}
     assert "torch" not in imported and "sys" not in imported
+
+
+# ---------------------------------------------------------------------------- checkpoints written by 0.1.0
+
+V1_FIXTURES = sorted((Path(__file__).parent / "data").glob("tracker_state_v1_*.json"))
+
+
+def replay(tracker: DendriteTracker, event: list[Any]) -> Decision:
+    kind, value, step = event
+    if kind == "n":
+        return tracker.step(value, step=step)
+    return tracker.candidate_step(value, step=step, force_grow=kind == "f")
+
+
+def test_v1_fixtures_exist() -> None:
+    assert [path.name for path in V1_FIXTURES] == ["tracker_state_v1_gd.json", "tracker_state_v1_pb.json"]
+
+
+@pytest.mark.parametrize("path", V1_FIXTURES, ids=[path.stem for path in V1_FIXTURES])
+def test_v1_checkpoints_resume_with_the_same_decisions(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for checkpoint in document["checkpoints"]:
+        state = checkpoint["state"]
+        split = checkpoint["evaluations_before"]
+        # the same run today writes the same state, key for key
+        fresh = make_tracker(**state["config"])
+        for event in document["events"][:split]:
+            replay(fresh, event)
+        assert json.loads(json.dumps(fresh.state_dict())) == state
+        assert list(fresh.state_dict()) == list(state)
+        # and a tracker that loads the stored state continues as that release did
+        resumed = make_tracker(**state["config"])
+        resumed.load_state_dict(state)
+        assert resumed.state_dict() == state
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="hf_dendrites.tracker"):
+            decisions = [replay(resumed, event) for event in checkpoint["events"]]
+        assert [
+            {"action": d.action, "new_best": d.new_best, "restore_best": d.restore_best, "reason": d.reason}
+            for d in decisions
+        ] == checkpoint["decisions"]
+        log = [[r.levelname, r.getMessage()] for r in caplog.records if r.name == "hf_dendrites.tracker"]
+        assert log == checkpoint["log"]
+        assert json.loads(json.dumps(resumed.state_dict())) == checkpoint["final_state"]
+        assert resumed.state_dict() == checkpoint["final_state"]

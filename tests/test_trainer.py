@@ -115,7 +115,7 @@ def test_training_ends_with_the_best_model(full_run):
     trainer, _ = full_run
     tracker = trainer.tracker
     assert tracker.is_complete
-    assert hd.num_dendrites(trainer.model) == tracker.best_num_dendrites
+    assert hd.num_dendrites(trainer.model) == tracker.state.best_num_dendrites
     assert trainer.evaluate()["eval_accuracy"] == pytest.approx(tracker.best_score, abs=1e-9)
     assert not any(".candidate_" in name for name, _ in trainer.model.named_parameters())
 
@@ -334,7 +334,7 @@ def test_callback_works_with_a_plain_trainer(tmp_path):
     trainer.add_callback(callback)
     trainer.train()
     assert "grow" in [r["action"] for r in callback.tracker.history]
-    assert hd.num_dendrites(trainer.model) == callback.tracker.best_num_dendrites
+    assert hd.num_dendrites(trainer.model) == callback.tracker.state.best_num_dendrites
 
 
 def test_a_loss_metric_that_should_grow_is_warned_about(tmp_path, caplog):
@@ -431,7 +431,7 @@ def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full
     with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
         trainer.train(resume_from_checkpoint=str(first))
     assert "resuming with patience=3 (the checkpoint was trained with 1)" in caplog.text
-    assert trainer.tracker.patience == 3
+    assert trainer.tracker.settings.patience == 3
     trainer.save_model(str(tmp_path / "final"))
     saved = json.loads((tmp_path / "final" / "config.json").read_text())
     assert saved["dendrites"]["config"]["patience"] == 3
