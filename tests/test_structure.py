@@ -1,0 +1,89 @@
+"""The package's shape: imports flow one way, every module imports on its own, no module grows past 400 lines."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "hf_dendrites"
+MODULES = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
+
+
+def internal_imports(module: str) -> set[str]:
+    """The package modules `module` imports, at any depth of its code (lazy imports count too)."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:  # from . import x
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hf_dendrites."):
+            found.add(node.module.split(".")[1])
+    return found & set(MODULES)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path [a, b, ..., a], or None (depth-first search)."""
+    finished: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in finished:
+            return None
+        for target in sorted(graph[node]):
+            cycle = visit(target, [*path, node])
+            if cycle:
+                return cycle
+        finished.add(node)
+        return None
+
+    for start in sorted(graph):
+        cycle = visit(start, [])
+        if cycle:
+            return cycle
+    return None
+
+
+def test_cycle_finder_finds_a_cycle_and_accepts_a_chain():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_package_imports_have_no_cycle():
+    graph = {module: internal_imports(module) for module in MODULES}
+    assert graph["augment"] >= {"model", "serialization", "adapters", "hub"}  # the parser sees real imports
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_the_saving_stack_is_layered():
+    """model knows nothing of files, serialization nothing of PEFT or the Hub, the Hub nothing of training."""
+    assert not internal_imports("model") & {"serialization", "hub", "adapters", "augment", "compression"}
+    assert not internal_imports("serialization") & {"hub", "adapters", "augment"}
+    assert not internal_imports("hub") & {"augment", "trainer", "callbacks", "adapters"}
+    assert "torch" not in {alias.split(".")[0] for alias in _absolute_imports("tracker")}
+
+
+def _absolute_imports(module: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+@pytest.mark.parametrize("order", ["forward", "reverse"])
+def test_every_module_imports_in_a_fresh_interpreter_in_either_order(order):
+    modules = MODULES if order == "forward" else MODULES[::-1]
+    code = "import importlib\nfor name in %r:\n    importlib.import_module('hf_dendrites.' + name)\n" % modules
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_no_module_is_longer_than_400_lines():
+    lengths = {path.name: len(path.read_text(encoding="utf-8").splitlines()) for path in PACKAGE.glob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 400} == {}
