@@ -187,7 +187,10 @@ def test_gd_mode_grows_without_a_dendrite_phase(tmp_path):
 
 
 def test_gradient_accumulation_keeps_the_loss_scale(tmp_path):
-    def one_step(batch_size: int, accumulation: int) -> dict[str, torch.Tensor]:
+    """Two half batches accumulated take the step one full batch takes. Plain SGD, whose step is
+    proportional to the gradient: AdamW's first step is about lr * sign(g) and hides a loss-scale error."""
+
+    def one_step(batch_size: int, accumulation: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         trainer = make_trainer(
             tmp_path / f"ga{accumulation}",
             args={
@@ -195,14 +198,20 @@ def test_gradient_accumulation_keeps_the_loss_scale(tmp_path):
                 "per_device_train_batch_size": batch_size,
                 "gradient_accumulation_steps": accumulation,
                 "save_strategy": "no",
-                "learning_rate": 1e-2,
+                "learning_rate": 1.0,
+                "optim": "sgd",
+                "lr_scheduler_type": "constant",
                 "eval_steps": 100,
             },
         )
+        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         trainer.train()
-        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        return before, {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
-    plain, accumulated = one_step(16, 1), one_step(8, 2)
+    start, plain = one_step(16, 1)
+    _, accumulated = one_step(8, 2)
+    moved = max(float((plain[k] - start[k]).abs().max()) for k in plain)
+    assert moved > 1e-3  # the step is large enough that a factor of 2 would show
     assert all(torch.allclose(plain[k], accumulated[k], atol=1e-5) for k in plain)
 
 
