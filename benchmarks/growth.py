@@ -81,6 +81,9 @@ VARIANTS: dict[str, list[str]] = {
 # fine-tune on the remaining four fifths is its control (the cost of holding the data aside).
 VARIANTS["pb_holdout0.2"] = ["--dendrites", "pb", "--candidate_holdout_fraction", "0.2"]
 VARIANTS["baseline_holdout0.2"] = ["--dendrites", "none", "--candidate_holdout_fraction", "0.2"]
+# The default PB with the dendrite phase's error from another learning rule (see error_signals.py).
+for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
+    VARIANTS[f"pb_{_signal}"] = ["--dendrites", "pb", "--error_signal", _signal]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads

@@ -67,12 +67,20 @@ from hf_dendrites import (  # noqa: E402
     grow,
     start_candidates,
 )
+from hf_dendrites.error_signals import (  # noqa: E402
+    FORWARD_ONLY_SIGNALS,
+    forward_only_capture,
+    linear_activation_gradients,
+    per_example_signal,
+    update_candidates,
+)
 from hf_dendrites.version import versions  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DENDRITE_COUNTS = (0, 1, 2, 4)
 CANDIDATE_COUNTS = (1, 4, 8)
 CANDIDATE_FRACTIONS = ((4, 0.5), (4, 0.25))  # (candidates, candidate_token_fraction)
+OTHER_SIGNALS = ("linear_backprop", "feedback_alignment", "forward_forward")  # than backprop
 AIM = 1.15
 # A timed pair counts as quiet when, in both steps, some task waited for a CPU at most this share
 # of the time (PSI, /proc/pressure/cpu). Ratios use the quiet pairs when there are enough of them.
@@ -126,6 +134,7 @@ class BenchConfig:
     candidates: int = 0
     token_fraction: float = 1.0  # DendriteConfig.candidate_token_fraction
     wrapped: bool = True  # False: the plain model without add_dendrites (wrapper overhead check)
+    signal: str = "backprop"  # DendriteConfig.error_signal of a candidate step
 
 
 def all_configs() -> list[BenchConfig]:
@@ -135,6 +144,7 @@ def all_configs() -> list[BenchConfig]:
         configs += [BenchConfig(f"{mode}_k{k}", "neuron", mode, k) for k in DENDRITE_COUNTS if k]
     configs += [BenchConfig(f"candidates_c{c}", "candidate", "pb", 0, c) for c in CANDIDATE_COUNTS]
     configs += [BenchConfig(f"candidates_c{c}_f{f}", "candidate", "pb", 0, c, f) for c, f in CANDIDATE_FRACTIONS]
+    configs += [BenchConfig(f"candidates_c4_{s}", "candidate", "pb", 0, 4, signal=s) for s in OTHER_SIGNALS]
     return configs
 
 
@@ -188,10 +198,29 @@ def make_step(
     """
 
     def forward() -> torch.Tensor:
+        if config.signal == "linear_backprop":  # the straight-through activations are built in the forward pass
+            with linear_activation_gradients(model):
+                return model(**batch).loss
         return model(**batch).loss
 
     if config.phase == "candidate":
         optimizer = torch.optim.Adam(candidate_parameters(model), lr=model.dendrite_config.candidate_learning_rate)
+        if config.signal in FORWARD_ONLY_SIGNALS:  # what DendriteTrainer.training_step does for them
+            captured: dict[str, Any] = {}
+
+            def forward_only() -> torch.Tensor:
+                with forward_only_capture(model) as found:
+                    loss = model(**batch).loss
+                captured.update(found)
+                return loss
+
+            def finish_forward_only(loss: torch.Tensor) -> None:
+                signal = per_example_signal(config.signal, loss, captured["logits"], batch["labels"])
+                update_candidates(captured["pending"], dendrite_layers(model), signal)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            return forward_only, finish_forward_only, optimizer
 
         def finish_candidate(loss: torch.Tensor) -> None:
             loss.backward()
@@ -545,7 +574,13 @@ def summarise(
 
     def candidate_labels(config: BenchConfig) -> dict[str, Any]:
         label = str(config.candidates) + (f" @{config.token_fraction:.0%}" if config.token_fraction < 1 else "")
-        return {"candidates": config.candidates, "token_fraction": config.token_fraction, "label": label}
+        label += f" {config.signal}" if config.signal != "backprop" else ""
+        return {
+            "candidates": config.candidates,
+            "token_fraction": config.token_fraction,
+            "error_signal": config.signal,
+            "label": label,
+        }
 
     candidate_step = [{**candidate_labels(by_name[n]), **time_entry(by_name[n])} for n in candidate_names]
     memory["candidate_step"] = [{**candidate_labels(by_name[n]), **memory_entry(by_name[n])} for n in candidate_names]

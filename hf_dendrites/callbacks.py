@@ -78,6 +78,10 @@ class DendriteCallback(TrainerCallback):
         # A plain Trainer saves its checkpoint, then calls on_save; DendriteTrainer writes the
         # dendrite state inside its own save (so a checkpoint is complete before rotation) instead.
         self.save_in_on_save = True
+        # DendriteTrainer's training step does two things a plain Trainer's cannot, and it says so here:
+        # it averages across processes the gradients of parameters created after DDP wrapped the model
+        # (dendrites, candidates), and it computes the errors of the error signals other than backprop.
+        self.dendrite_training_step = False
         self.config = model.dendrite_config
         self.metric_key = metric_key(trainer.args)
         self.tracker = DendriteTracker(self.config, greater_is_better=greater_is_better(trainer.args))
@@ -226,9 +230,12 @@ class DendriteCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self.trainer.accelerator.num_processes > 1 and not hasattr(
-            self.trainer, "_average_gradients_unknown_to_ddp"
-        ):
+        signal = self.config.error_signal
+        if signal != "backprop" and not self.dendrite_training_step:
+            raise ValueError(
+                f"error_signal={signal!r} needs DendriteTrainer; a plain Trainer trains candidates by backprop"
+            )
+        if self.trainer.accelerator.num_processes > 1 and not self.dendrite_training_step:
             raise ValueError(
                 "several processes need DendriteTrainer (it averages the gradients of dendrites grown after the "
                 "model was wrapped); a plain Trainer with DendriteCallback runs in one process"

@@ -18,6 +18,8 @@ from typing import Any
 MODES = ("pb", "gd")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 GROWTH_SOURCES = ("best", "last")
+# Where a dendrite phase gets the neuron error from (see error_signals.py).
+ERROR_SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward")
 # Installed dendrites are new weights whose output weight starts at zero: at a fine-tuning rate
 # (~5e-5) it stays near zero and the dendrite does nothing. The growth study (README) measured mean
 # |output weight| 1.7e-4 at 5e-5 in both modes, 2.8e-2 for PB at 1e-2 (only output weights train)
@@ -107,7 +109,11 @@ class DendriteConfig:
     )
     patience: int = field(
         default=3,
-        metadata={"help": "Evaluations without a better metric before the neuron phase counts as stalled."},
+        metadata={
+            "help": "Evaluations without a better metric before the neuron phase counts as stalled and a dendrite "
+            "phase starts (or training completes). The plain fine-tune of scripts/train.py (--dendrites none) stops "
+            "early after as many, and the reference-library runner switches after as many epochs."
+        },
     )
     min_evals_per_phase: int = field(
         default=2,
@@ -137,6 +143,16 @@ class DendriteConfig:
         metadata={
             "help": "Weights a dendrite phase starts from: 'best' restores the best snapshot first, "
             "'last' keeps the current weights."
+        },
+    )
+    error_signal: str = field(
+        default="backprop",
+        metadata={
+            "help": "Where candidates get their neuron's error E from in a dendrite phase: 'backprop' (exact, a "
+            "backward pass through the frozen network); 'linear_backprop' (the same with every activation function "
+            "treated as linear); 'feedback_alignment' (the output error through a fixed random matrix per layer, no "
+            "backward pass); 'forward_forward' (no error: candidates learn to tell the examples the model gets wrong "
+            "from those it gets right). The last two need DendriteTrainer and one process."
         },
     )
     candidate_holdout_fraction: float = field(
@@ -179,6 +195,7 @@ class DendriteConfig:
         _check_choice("mode", self.mode, MODES)
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("grow_from", self.grow_from, GROWTH_SOURCES)
+        _check_choice("error_signal", self.error_signal, ERROR_SIGNALS)
         if not isinstance(self.cascade, bool):
             raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")
         _check_int("num_candidates", self.num_candidates, minimum=1)

@@ -166,26 +166,38 @@ class _CaptureError(torch.autograd.Function):
         if sampled is not None:
             error = error.index_select(0, sampled)
         flat_values = values.reshape(error.shape[0], -1, out_features)
-        unused = (None, None, None, None)
-        if ctx.skip or not (bool(torch.isfinite(error).all()) and bool(torch.isfinite(flat_values).all())):
-            if ctx.stats is not None:
-                ctx.stats.skipped_batches += 1
-            return grad_output, torch.zeros_like(values), *unused
-        rows = active_rows(error)
-        active = int(rows.sum())
-        if active < 2:
-            return grad_output, torch.zeros_like(values), *unused
-        everything = active == error.shape[0]
-        active_values = flat_values if everything else flat_values[rows]
-        moments = BatchMoments.of(active_values.detach(), error if everything else error[rows])
-        if ctx.stats is not None:
-            ctx.stats.add_moments(moments)
-        direction = moments.candidate_gradient()
-        if everything:
-            return grad_output, direction.view_as(values), *unused
-        grad_values = torch.zeros_like(flat_values)
-        grad_values[rows] = direction
-        return grad_output, grad_values.view_as(values), *unused
+        gradient = correlation_gradient(flat_values, error, ctx.stats, skip=ctx.skip)
+        return grad_output, gradient.view_as(values), None, None, None, None
+
+
+def correlation_gradient(
+    values: torch.Tensor, error: torch.Tensor, stats: CorrelationStats | None = None, *, skip: bool = False
+) -> torch.Tensor:
+    """Gradient `[N, C, out]` that raises the candidates' correlation with `error` `[N, out]`, and
+    the batch added to `stats`.
+
+    Rows whose error is all zero are left out (see `active_rows`). A batch marked `skip`, or whose
+    error or values are not finite, trains nothing (zero gradient) and is counted as skipped.
+    """
+    if skip or not (bool(torch.isfinite(error).all()) and bool(torch.isfinite(values).all())):
+        if stats is not None:
+            stats.skipped_batches += 1
+        return torch.zeros_like(values)
+    rows = active_rows(error)
+    active = int(rows.sum())
+    if active < 2:
+        return torch.zeros_like(values)
+    everything = active == error.shape[0]
+    active_values = values if everything else values[rows]
+    moments = BatchMoments.of(active_values.detach(), error if everything else error[rows])
+    if stats is not None:
+        stats.add_moments(moments)
+    direction = moments.candidate_gradient()
+    if everything:
+        return direction
+    gradient = torch.zeros_like(values)
+    gradient[rows] = direction
+    return gradient
 
 
 class ErrorObserver(Protocol):

@@ -304,6 +304,19 @@ def load_sms_spam(*, seed: int = SPLIT_SEED) -> datasets.DatasetDict:
 
 
 #: Task name -> loader (read-only: register new tasks in this module, not at runtime).
+#: What a model card says about each built-in task: a title, a short type, and its Hub dataset where there is one.
+TASK_DESCRIPTIONS: Mapping[str, dict[str, str | None]] = types.MappingProxyType(
+    {
+        "movie_reviews": {
+            "name": "Movie-review sentences (Hutto & Gilbert 2014), binary sentiment",
+            "type": "movie_reviews",
+            "hub_id": None,
+        },
+        "trec6": {"name": "TREC question classification, 6 coarse classes", "type": "trec6", "hub_id": "CogComp/trec"},
+        "sms_spam": {"name": "SMS spam collection (deduplicated)", "type": "sms_spam", "hub_id": "ucirvine/sms_spam"},
+    }
+)
+
 TASKS: Mapping[str, Callable[..., datasets.DatasetDict]] = types.MappingProxyType(
     {
         "movie_reviews": load_movie_reviews,

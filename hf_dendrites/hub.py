@@ -8,6 +8,12 @@ with the evaluation results, tags) and a description of the model, its training 
 
 Loading is `hf_dendrites.from_pretrained(repo_id, revision=..., token=...)`, or transformers with
 `trust_remote_code=True` where hf_dendrites is not installed.
+
+The card reads these entries of `results` (what `scripts/train.py` writes to `results.json`; all
+optional): `validation` / `test` ({metric: value}), `dataset` ({"name": readable name, "type": short
+identifier, "hub_id": Hub dataset id or null}), `config.model.model_name_or_path` (the base model), `compression`
+({"architecture": "narrowed" | "summing_network", "reference": {"name", "parameters"}}),
+`distillation`, `dendrite_history` and `completed_reason` (the tracker's), and `config` (the recipe).
 """
 
 from __future__ import annotations
@@ -38,13 +44,6 @@ RESULTS_FILE = "results.json"
 TAGS = ["dendrites", "perforated-backpropagation", "text-classification"]
 COMPRESSION_NAMES = {"narrowed": "a narrowed copy", "summing_network": "a summing network built from it"}
 MODE_NAMES = {"pb": "perforated backpropagation", "gd": "gradient-descent dendrites"}
-# Hub ids of the datasets behind the built-in offline tasks, where the Hub has one.
-TASK_DATASETS = {"trec6": "CogComp/trec", "sms_spam": "ucirvine/sms_spam"}
-TASK_TITLES = {
-    "movie_reviews": "Movie-review sentences (Hutto & Gilbert 2014), binary sentiment",
-    "trec6": "TREC question classification, 6 coarse classes",
-    "sms_spam": "SMS spam collection (deduplicated)",
-}
 # Names the Hub's metric metadata uses for ours.
 METRIC_IDS = {"accuracy": "accuracy", "macro_f1": "f1", "matthews_correlation": "matthews_correlation"}
 # Weights that must never leave or enter a repo: anything but safetensors could run code on load.
@@ -81,15 +80,10 @@ def _phases(history: list[dict[str, Any]] | None, completed_reason: str | None) 
 
 
 def _dataset(results: dict[str, Any] | None) -> tuple[str | None, str, str]:
-    """(Hub dataset id or None, dataset type for model-index, readable dataset name)."""
-    data = ((results or {}).get("config") or {}).get("data") or {}
-    if data.get("dataset_name"):
-        name = data["dataset_name"]
-        return name, name, name
-    task = data.get("task")
-    if task and not (data.get("train_file") or data.get("data_file")):
-        return TASK_DATASETS.get(task), TASK_DATASETS.get(task, task), TASK_TITLES.get(task, task)
-    return None, "custom", "custom data"
+    """(Hub dataset id or None, dataset type for model-index, readable dataset name) from `results["dataset"]`."""
+    dataset = (results or {}).get("dataset") or {}
+    hub_id = dataset.get("hub_id")
+    return hub_id, dataset.get("type") or hub_id or "custom", dataset.get("name") or "custom data"
 
 
 def _eval_results(results: dict[str, Any] | None, dataset: tuple[str | None, str, str]) -> list[EvalResult]:

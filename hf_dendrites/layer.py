@@ -12,6 +12,7 @@ This module knows nothing of trainers: it computes, grows, and reports candidate
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,22 @@ from .correlation import CorrelationStats, capture_error
 from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
 
 CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade")
+
+
+@dataclass
+class PendingCandidates:
+    """Candidate outputs of one forward pass, kept for a forward-only error signal (`error_signals.py`)."""
+
+    values: torch.Tensor  # [rows, C, out]
+    rows: torch.Tensor | None  # indices into the flattened leading dimensions of the output; None: all
+    leading: tuple[int, ...]  # the output's leading dimensions, e.g. (batch, positions)
+    skip: bool
+
+    def examples(self, batch: int, device: torch.device) -> torch.Tensor:
+        """The example each row belongs to."""
+        count = math.prod(self.leading)
+        rows = torch.arange(count, device=device) if self.rows is None else self.rows
+        return torch.div(rows, count // batch, rounding_mode="floor")
 
 
 class CandidateRows:
@@ -99,6 +116,9 @@ class DendriteLinear(StaticDendriteLinear):
         for name in CANDIDATE_PARAMETERS:
             self.register_parameter(name, None)
         self.candidate_stats: CorrelationStats | None = None
+        # Set by `error_signals.forward_only_capture`: candidate outputs wait here instead of
+        # attaching to the backward pass.
+        self.pending_candidates: list[PendingCandidates] | None = None
 
     @property
     def num_candidates(self) -> int:
@@ -168,6 +188,9 @@ class DendriteLinear(StaticDendriteLinear):
         if skip:
             x, dendrites = torch.zeros_like(x), None
         values = self.candidate_outputs(x, dendrites)
+        if self.pending_candidates is not None:
+            self.pending_candidates.append(PendingCandidates(values, rows, tuple(output.shape[:-1]), skip))
+            return output
         return capture_error(output, values, self.candidate_stats, rows=rows, observer=self.candidate_rows, skip=skip)
 
     # ------------------------------------------------------------------ candidates and growth

@@ -15,6 +15,7 @@ schedule and advance it to the current step, and update the callback handler's r
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -59,6 +60,22 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
         optimizer.add_param_group({**group, "lr": rate, "dendrites": True})
 
 
+def phase_optimizer(
+    model: nn.Module, create_trainer_optimizer: Callable[[], torch.optim.Optimizer]
+) -> torch.optim.Optimizer:
+    """The optimizer for the model's current phase; the one place both the trainer and a rebuild get it.
+
+    Dendrite phase: Adam over the candidates. Neuron phase: what `create_trainer_optimizer` (the
+    Trainer's own `create_optimizer`, following `TrainingArguments`) builds, with the installed
+    dendrites moved to their own learning rate.
+    """
+    if in_dendrite_phase(model):
+        return candidate_optimizer(model)
+    optimizer = create_trainer_optimizer()
+    apply_dendrite_learning_rate(optimizer, model)
+    return optimizer
+
+
 def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
@@ -72,13 +89,12 @@ def rebuild_optimizer(trainer: Trainer) -> None:
     model.zero_grad(set_to_none=True)
     trainer.optimizer = None
     trainer.lr_scheduler = None
+    # Trainer's own create_optimizer, not an override that would apply the phase logic a second time
+    optimizer = phase_optimizer(model, lambda: Trainer.create_optimizer(trainer))
+    trainer.optimizer = accelerator.prepare_optimizer(optimizer)
     if in_dendrite_phase(model):
-        trainer.optimizer = accelerator.prepare_optimizer(candidate_optimizer(model))
         trainer.lr_scheduler = constant_schedule(trainer.optimizer)
     else:
-        trainer.create_optimizer()
-        apply_dendrite_learning_rate(trainer.optimizer, model)
-        trainer.optimizer = accelerator.prepare_optimizer(trainer.optimizer)
         trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=trainer.optimizer)
         advance_schedule(trainer.lr_scheduler, trainer.state.global_step)
     handler = trainer.callback_handler

@@ -29,11 +29,18 @@ from .callbacks import DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
 from .distillation import DistillationConfig, DistillationMixin
+from .error_signals import (
+    FORWARD_ONLY_SIGNALS,
+    forward_only_capture,
+    linear_activation_gradients,
+    per_example_signal,
+    update_candidates,
+)
 from .holdout import PhaseSampler, holdout_split
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
 from .model import dendrite_layers, has_dendrites, is_peft_model, unchanged_on_error
-from .optimization import apply_dendrite_learning_rate, candidate_optimizer, constant_schedule, in_dendrite_phase
+from .optimization import constant_schedule, in_dendrite_phase, phase_optimizer
 from .plotting import HISTORY_PLOT
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 
@@ -102,6 +109,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.dendrite_callback = DendriteCallback(self, plot=plot_history)
         self.dendrite_callback.save_in_on_save = False  # written inside _save_checkpoint instead
+        self.dendrite_callback.dendrite_training_step = True  # see training_step
         self.add_callback(self.dendrite_callback)
 
     @property
@@ -178,10 +186,33 @@ class DendriteTrainer(DistillationMixin, Trainer):
     # ------------------------------------------------------------------ several processes
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        unwrapped = self.accelerator.unwrap_model(model)
+        signal = unwrapped.dendrite_config.error_signal if in_dendrite_phase(unwrapped) else "backprop"
+        if signal in FORWARD_ONLY_SIGNALS:
+            return self._forward_only_candidate_step(model, inputs, num_items_in_batch, signal)
+        if signal == "linear_backprop":
+            with linear_activation_gradients(unwrapped):
+                loss = super().training_step(model, inputs, num_items_in_batch)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         if self.accelerator.num_processes > 1:
             self._average_gradients_unknown_to_ddp(model)
         return loss
+
+    def _forward_only_candidate_step(
+        self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any, signal: str
+    ) -> torch.Tensor:
+        """A dendrite-phase step without a backward pass through the network (see `error_signals.py`)."""
+        if self.accelerator.num_processes > 1:
+            raise ValueError(f"error_signal={signal!r} runs in one process")
+        unwrapped = self.accelerator.unwrap_model(model)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with forward_only_capture(unwrapped) as captured, self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        signal_of_layer = per_example_signal(signal, loss, captured["logits"], inputs.get("labels"))
+        update_candidates(captured["pending"], dendrite_layers(unwrapped), signal_of_layer)
+        return loss.detach() / self.current_gradient_accumulation_steps
 
     def _average_gradients_unknown_to_ddp(self, wrapper: torch.nn.Module) -> None:
         """Average across processes the gradients the distributed wrapper does not reduce.
@@ -202,15 +233,10 @@ class DendriteTrainer(DistillationMixin, Trainer):
     # ------------------------------------------------------------------ optimizers of the two phases
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        unwrapped = self.accelerator.unwrap_model(model if model is not None else self.model)
-        if self.optimizer is None and in_dendrite_phase(unwrapped):
-            self.optimizer = candidate_optimizer(unwrapped)
-            return self.optimizer
-        created = self.optimizer is None
-        optimizer = super().create_optimizer(model)
-        if created:
-            apply_dendrite_learning_rate(optimizer, unwrapped)
-        return optimizer
+        if self.optimizer is None:
+            unwrapped = self.accelerator.unwrap_model(model if model is not None else self.model)
+            self.optimizer = phase_optimizer(unwrapped, lambda: super(DendriteTrainer, self).create_optimizer(model))
+        return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         if self.lr_scheduler is None and in_dendrite_phase(self.accelerator.unwrap_model(self.model)):

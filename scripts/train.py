@@ -45,7 +45,7 @@ from transformers.hf_argparser import string_to_bool
 import hf_dendrites
 from hf_dendrites import Action, DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
 from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network
-from hf_dendrites.data import load_task, num_labels
+from hf_dendrites.data import TASK_DESCRIPTIONS, load_task, num_labels
 from hf_dendrites.data_files import load_hub, load_local
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.holdout import holdout_split
@@ -171,6 +171,9 @@ class DistillationArguments:
         return bool(self.teacher or self.teacher_recipe)
 
 
+MODE_HELP = DendriteConfig.__dataclass_fields__["mode"].metadata["help"]
+
+
 def _dendrite_arguments_class() -> type:
     """`DendriteConfig` as flags: the same fields and help, with target lists as plain lists.
 
@@ -178,7 +181,14 @@ def _dendrite_arguments_class() -> type:
     suffix (letters, digits, '_' and '.') is taken as the regex.
     """
     fields = [
-        ("dendrites", str, field(default="pb", metadata={"help": "'pb', 'gd', or 'none' for the plain baseline."})),
+        (
+            "dendrites",
+            str,
+            field(
+                default="pb",
+                metadata={"help": "DendriteConfig.mode, or 'none' for the plain fine-tune: " + MODE_HELP},
+            ),
+        ),
         (
             "restart_at_epochs",
             list[int],
@@ -193,6 +203,8 @@ def _dendrite_arguments_class() -> type:
         ),
     ]
     for item in dataclasses.fields(DendriteConfig):
+        if item.name == "mode":  # --dendrites sets it (and also offers 'none')
+            continue
         kind = item.type if item.name not in ("target_modules", "exclude_modules") else list[str] | None
         kind = {"str": str, "int": int, "float": float, "bool": bool}.get(kind, kind) if isinstance(kind, str) else kind
         fields.append((item.name, kind, field(default=item.default, metadata=dict(item.metadata))))
@@ -203,7 +215,7 @@ DendriteArguments = _dendrite_arguments_class()
 
 
 def dendrite_config_from(arguments: Any) -> DendriteConfig | None:
-    values = {f.name: getattr(arguments, f.name) for f in dataclasses.fields(DendriteConfig)}
+    values = {f.name: getattr(arguments, f.name) for f in dataclasses.fields(DendriteConfig) if f.name != "mode"}
     for name in ("target_modules", "exclude_modules"):
         value = values[name]
         if value is not None and len(value) == 1 and not re.fullmatch(r"[\w.]+", value[0]):
@@ -294,6 +306,15 @@ def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
     """The task's splits, each cut to its `max_*_samples`."""
     return apply_limits(load_full_data(data_args), data_args)
+
+
+def dataset_record(data_args: DataArguments) -> dict[str, str | None]:
+    """The `dataset` entry of results.json ({name, type, hub_id}): what a model card says the model was trained on."""
+    if data_args.train_file or data_args.data_file:
+        return {"name": "custom data", "type": "custom", "hub_id": None}
+    if data_args.dataset_name:
+        return {"name": data_args.dataset_name, "type": data_args.dataset_name, "hub_id": data_args.dataset_name}
+    return dict(TASK_DESCRIPTIONS[data_args.task])
 
 
 def load_full_data(data_args: DataArguments) -> datasets.DatasetDict:
@@ -652,6 +673,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "epochs": trainer.state.epoch,
         "seconds": seconds,
         "evaluations": evaluations,
+        "dataset": dataset_record(data_args),
         "config": {
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),

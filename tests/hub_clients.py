@@ -46,6 +46,7 @@ def push_tiny(repo_id: str, workdir: str, dendrites: int = 1, seed: int = 0, fam
     from tiny_models import tiny_model
 
     import hf_dendrites as hd
+    from hf_dendrites.data import TASK_DESCRIPTIONS
     from hf_dendrites.metrics import build_compute_metrics
 
     folder = Path(workdir)
@@ -64,16 +65,17 @@ def push_tiny(repo_id: str, workdir: str, dendrites: int = 1, seed: int = 0, fam
     logits = logits_of(model, tokenizer)
     labels = np.arange(len(logits)) % 3
     metrics = build_compute_metrics(["accuracy", "macro_f1"])((np.array(logits), labels))
-    report_ = hd.compression.parameter_report(model)
+    report_ = hd.parameter_report(model)
     results = {
         "validation": metrics,
         "test": metrics,
         "parameters": {key: report_[key] for key in ("base", "dendrites", "total")},
         "dendrites_per_layer": report_["dendrites_per_layer"],
+        "dataset": dict(TASK_DESCRIPTIONS["trec6"]),
         "config": {"model": {"model_name_or_path": "google-bert/bert-base-uncased"}, "data": {"task": "trec6"}},
     }
     if family in ("summing_network", "narrowed_bert"):  # compressed: compared with the tiny BERT it came from
-        full = hd.compression.parameter_report(tiny_model("bert", num_labels=3, seed=seed))["total"]
+        full = hd.parameter_report(tiny_model("bert", num_labels=3, seed=seed))["total"]
         architecture = "summing_network" if family == "summing_network" else "narrowed"
         results["compression"] = {"architecture": architecture, "reference": {"name": "tiny BERT", "parameters": full}}
     commit = model.push_to_hub(repo_id, tokenizer=tokenizer, results=results, commit_message=f"push {dendrites}")

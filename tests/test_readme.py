@@ -41,6 +41,16 @@ def test_readme_tables_match_the_committed_results():
     assert result.returncode == 0, "README.md tables are stale: run python -m benchmarks.update_readme"
 
 
+def test_the_example_model_card_matches_the_template_and_the_committed_run():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks.example_card", "--check"], cwd=README.parent)
+    assert result.returncode == 0, (
+        "model_cards/example_movie_reviews_pb.md is stale: run python -m benchmarks.example_card"
+    )
+
+
 def test_readme_compression_snippet_builds_both_compressed_models():
     import torch
     from transformers import BertConfig, BertForSequenceClassification

@@ -1,0 +1,147 @@
+"""The error signals of a dendrite phase: backprop, linear backprop, feedback alignment, forward-forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+from tiny_models import FAMILIES, tiny_model, tiny_summing_network, token_batch
+
+import hf_dendrites as hd
+from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites.error_signals import FORWARD_ONLY_SIGNALS, feedback_matrix, linear_activation_gradients
+from hf_dendrites.metrics import build_compute_metrics
+
+SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward")
+
+
+def test_a_bad_error_signal_names_the_allowed_values():
+    with pytest.raises(ValueError, match="error_signal must be one of .*feedback_alignment"):
+        DendriteConfig(error_signal="hebbian")
+
+
+def candidate_gradients(model: torch.nn.Module, signal: str, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One dendrite-phase training step of `signal` on a fixed batch: each layer's candidate weight gradient."""
+    trainer = DendriteTrainer(
+        model,
+        training_args("unused", save_strategy="no"),
+        eval_dataset=VALIDATION,
+        train_dataset=TRAIN,
+        dendrite_config=None if hd.dendrite_layers(model) else DendriteConfig(error_signal=signal),
+    )
+    trainer.model.dendrite_config.error_signal = signal
+    hd.start_candidates(trainer.model, 2, generator=torch.Generator().manual_seed(0))
+    batch = {**token_batch(batch=6, length=7), "labels": labels}
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
+    torch.manual_seed(0)  # the same dropout masks for every signal
+    trainer.training_step(trainer.model, batch)
+    return {name: layer.candidate_weight.grad.clone() for name, layer in hd.dendrite_layers(trainer.model).items()}
+
+
+def without_activation_functions(model: torch.nn.Module) -> torch.nn.Module:
+    for layer in model.bert.encoder.layer:
+        layer.intermediate.intermediate_act_fn = torch.nn.Identity()
+    model.bert.pooler.activation = torch.nn.Identity()
+    return model
+
+
+def test_linear_backprop_is_exact_backprop_without_activation_functions_and_differs_with_gelu():
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def gradients(signal: str, linear: bool) -> dict[str, torch.Tensor]:
+        model = tiny_model(num_labels=3)
+        if linear:
+            model = without_activation_functions(model)
+        return candidate_gradients(model, signal, labels)
+
+    exact, linearised = gradients("backprop", True), gradients("linear_backprop", True)
+    assert all(torch.allclose(exact[name], linearised[name], atol=1e-6) for name in exact)
+    exact, linearised = gradients("backprop", False), gradients("linear_backprop", False)
+    first_layer = "bert.encoder.layer.0.attention.self.query"  # its error passes through GELU and tanh
+    assert not torch.allclose(exact[first_layer], linearised[first_layer], atol=1e-6)
+    assert torch.allclose(exact["classifier"], linearised["classifier"])  # nothing non-linear above it
+
+
+def test_linear_activation_gradients_keep_values_and_hooks_only_inside_the_block():
+    model = tiny_model(num_labels=3).train()
+    batch = token_batch()
+    with torch.no_grad():
+        before = model(**batch).logits
+    with linear_activation_gradients(model) as found, torch.no_grad():
+        inside = model(**batch).logits
+    assert found == len(model.bert.encoder.layer) + 1  # the GELUs and the pooler's tanh
+    assert torch.allclose(before, inside, atol=1e-6)  # x + (act(x) - x): act(x) up to rounding
+    assert all(not module._forward_hooks for module in model.modules())
+
+
+def test_feedback_matrices_are_fixed_per_layer():
+    first = feedback_matrix("bert.encoder.layer.0.output.dense", 3, 8, torch.device("cpu"))
+    again = feedback_matrix("bert.encoder.layer.0.output.dense", 3, 8, torch.device("cpu"))
+    other = feedback_matrix("bert.encoder.layer.1.output.dense", 3, 8, torch.device("cpu"))
+    assert torch.equal(first, again) and not torch.equal(first, other) and first.shape == (3, 8)
+
+
+@pytest.mark.parametrize("signal", FORWARD_ONLY_SIGNALS)
+def test_forward_only_signals_run_no_backward_pass_through_the_network(signal):
+    def network_backward_calls(signal: str) -> tuple[int, dict[str, torch.Tensor]]:
+        model = tiny_model(num_labels=3)
+        calls = []
+        model.bert.encoder.layer[0].intermediate.intermediate_act_fn.register_full_backward_hook(
+            lambda *args: calls.append(1)
+        )
+        gradients = candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]))
+        return len(calls), gradients
+
+    calls, gradients = network_backward_calls("backprop")
+    assert calls > 0  # the probe sees the backward pass when there is one
+    calls, gradients = network_backward_calls(signal)
+    assert calls == 0
+    assert all(float(g.abs().sum()) > 0 for g in gradients.values())  # yet every layer's candidates learn
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "summing_network"])
+@pytest.mark.parametrize("signal", FORWARD_ONLY_SIGNALS)
+def test_forward_only_signals_train_the_candidates_of_every_family(family, signal):
+    model = tiny_summing_network(num_labels=3) if family == "summing_network" else tiny_model(family, num_labels=3)
+    hd.add_dendrites(model, DendriteConfig(error_signal=signal))
+    gradients = candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert gradients and all(torch.isfinite(g).all() and float(g.abs().sum()) > 0 for g in gradients.values())
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
+    trainer = DendriteTrainer(
+        tiny_model(num_labels=2),
+        training_args(tmp_path / "out", max_steps=32, save_strategy="no"),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+        dendrite_config=dendrite_config(
+            error_signal=signal, max_dendrites=1, candidate_patience=3, max_candidate_epochs=2.0
+        ),
+    )
+    trainer.train()
+    history = trainer.tracker.history
+    phase = [r for r in history if r["phase"] == "dendrite" and r["candidate_score"] is not None]
+    assert phase and any(record["action"] == "grow" for record in history)
+    scores = [record["candidate_score"] for record in phase]
+    assert max(scores[1:]) > scores[0]  # the candidates learn during the phase
+    task_scores = {record["score"] for record in phase}
+    assert len(task_scores) == 1  # predictions do not change while candidates train
+    trainer.save_model(tmp_path / "saved")
+    loaded = hd.from_pretrained(tmp_path / "saved")
+    assert loaded.dendrite_config.error_signal == signal
+    batch = token_batch()
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+
+
+def test_a_plain_trainer_refuses_an_error_signal_it_cannot_compute(tmp_path):
+    from transformers import Trainer
+
+    model = hd.add_dendrites(tiny_model(num_labels=2), DendriteConfig(error_signal="feedback_alignment"))
+    trainer = Trainer(model, training_args(tmp_path, max_steps=2), train_dataset=TRAIN, eval_dataset=VALIDATION)
+    trainer.add_callback(hd.DendriteCallback(trainer))
+    with pytest.raises(ValueError, match="needs DendriteTrainer"):
+        trainer.train()
