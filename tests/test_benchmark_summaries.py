@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import benchmarks.common as common
@@ -163,3 +165,22 @@ def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_r
     epochs = [int(value) for value in flags[flags.index("--restart_at_epochs") + 1 :]]
     log = growth.json.loads((growth.RUNS / "trec6" / "perforatedai" / "seed0.json").read_text())["epoch_log"]
     assert epochs and epochs == [entry["epoch"] for entry in log if entry["restructured"]]
+
+
+def test_a_rerun_adds_predictions_only_when_it_reproduces_the_committed_run(tmp_path):
+    path = tmp_path / "seed0.json"
+    earlier = {"test": {"accuracy": 0.75}, "seconds": 100.0, "benchmark": {"machine": {"cpu": "A"}}}
+    path.write_text(json.dumps(earlier))
+
+    def rerun(accuracy: float) -> dict:
+        benchmark = {"command": "c", "machine": {"cpu": "B"}, "finished": "now"}
+        return {"test": {"accuracy": accuracy}, "seconds": 50.0, "test_predictions": [1, 0], "test_labels": [1, 1],
+                "benchmark": benchmark}  # fmt: skip
+
+    written = benchmark.add_predictions(path, json.loads(path.read_text()), rerun(0.70))
+    assert written.name == "rerun_seed0.json" and json.loads(path.read_text()) == earlier  # committed run untouched
+    written = benchmark.add_predictions(path, json.loads(path.read_text()), rerun(0.75))
+    kept = json.loads(path.read_text())
+    assert written == path and kept["test_predictions"] == [1, 0] and kept["test_labels"] == [1, 1]
+    assert kept["seconds"] == 100.0 and kept["benchmark"]["machine"] == {"cpu": "A"}  # its timings and machine stay
+    assert kept["benchmark"]["predictions_from_rerun"]["machine"] == {"cpu": "B"}
