@@ -83,7 +83,7 @@ VARIANTS["pb_holdout0.2"] = ["--dendrites", "pb", "--candidate_holdout_fraction"
 VARIANTS["baseline_holdout0.2"] = ["--dendrites", "none", "--candidate_holdout_fraction", "0.2"]
 # The default PB with the dendrite phase's error from another learning rule (see error_signals.py).
 for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
-    VARIANTS[f"pb_{_signal}"] = ["--dendrites", "pb", "--error_signal", _signal]
+    VARIANTS[f"pb_{_signal}"] = ["--dendrites", "pb", "--error_signal", _signal, "--error_alignment_steps", "4"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads
@@ -178,6 +178,8 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
         "dendrite_phases": len({entry["dendrite_phase"] for entry in phases}),
         "candidate_correlation_mean": statistics.mean(last_scores.values()) if last_scores else None,
         "candidate_correlation_per_layer": last_scores,
+        # cosine of a non-backprop error signal with the exact error (the first steps of each phase)
+        "error_alignment_mean": mean_of(results.get("error_alignment", []), "mean"),
         "output_weight_abs_mean": statistics.mean(v for values in weights.values() for v in values)
         if weights
         else None,
@@ -235,6 +237,7 @@ def aggregate() -> dict[str, Any]:
                     "test_accuracy_minus_baseline_mean": mean_of(runs, "test_accuracy_minus_baseline"),
                     "dendrites_kept_mean": mean_of(runs, "dendrites_kept"),
                     "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
+                    "error_alignment_mean": mean_of(runs, "error_alignment_mean"),
                     "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
                     "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),

@@ -146,12 +146,14 @@ def growth_table(results: dict) -> str:
         "after growth: the first evaluation after a growth minus the best score before it (points, mean over "
         "growths and seeds); plain after its best: the same for the plain fine-tune's evaluation after its best. "
         "95% interval: of the paired difference, bootstrapping test examples (the same draw for every seed); "
-        "shown once every seed and its plain fine-tune kept their test predictions.",
+        "shown once every seed and its plain fine-tune kept their test predictions. Error vs backprop: for an "
+        "error signal other than backprop, the cosine of its neuron error with the exact one (mean over layers "
+        "and the first 4 steps of each dendrite phase).",
         "",
         "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
-        "| dendrites kept | candidate correlation | mean abs(output weight) | validation after growth "
-        "| plain after its best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dendrites kept | candidate correlation | error vs backprop | mean abs(output weight) "
+        "| validation after growth | plain after its best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
@@ -161,7 +163,8 @@ def growth_table(results: dict) -> str:
                 f"| {v.get('paired_with', 'baseline')} "
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_interval(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
-                f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v['output_weight_abs_mean'], '.2e')} "
+                f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
+                f"| {_fmt(v['output_weight_abs_mean'], '.2e')} "
                 f"| {_points(v.get('validation_after_growth_mean'))} | {_points(v.get('validation_plain_after_best_mean'))} |"
             )
     return "\n".join(lines)

@@ -94,6 +94,9 @@ class DendriteCallback(TrainerCallback):
         self._step_started: tuple[str, int, float] | None = None
         # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
         self.candidate_scores_per_layer: list[dict[str, Any]] = []
+        # With an error signal other than backprop: per measured step, each layer's cosine between that
+        # signal's error and the exact backprop error (DendriteTrainer measures the first steps of a phase).
+        self.error_alignment: list[dict[str, Any]] = []
         # Training batches the candidates left out because their errors were not finite.
         self.skipped_candidate_batches = 0
 
@@ -298,6 +301,7 @@ class DendriteCallback(TrainerCallback):
             "phases_started": self.phases_started,
             "step_time": copy.deepcopy(self.step_time),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
+            "error_alignment": self.error_alignment,
             "skipped_candidate_batches": self.skipped_candidate_batches,
         }
 
@@ -310,6 +314,7 @@ class DendriteCallback(TrainerCallback):
         self.phases_started = int(state["phases_started"])
         self.step_time = {phase: {} for phase in TIMED_PHASES} | copy.deepcopy(state.get("step_time", {}))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
+        self.error_alignment = list(state.get("error_alignment", []))
         self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
 
     def save_state(self, folder: str | os.PathLike) -> None:

@@ -152,3 +152,100 @@ def update_candidates(
             gradients.append(gradient.view_as(entry.values))
     if values:
         torch.autograd.backward(values, gradients)
+
+
+# ---------------------------------------------------------------------- how close a signal is to backprop
+
+
+def exact_layer_errors(
+    model: nn.Module, run_loss: Callable[[], torch.Tensor], *, linear: bool = False
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(dLoss/dy `[rows, out]` of every dendrite layer's output, the logits) on one batch, by backprop
+    (with `linear`: linear backprop). A zero tensor added to each output is what the gradient is taken of,
+    so the network's own graph is not cut; run it in eval mode (no candidates, no dropout)."""
+    layers = {name: layer for name, layer in model.named_modules() if isinstance(layer, DendriteLinear)}
+    head = classification_head(model)
+    probes: dict[str, torch.Tensor] = {}
+    kept: dict[str, torch.Tensor] = {}
+
+    def add_probe(name: str) -> Callable[..., torch.Tensor]:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            probes[name] = torch.zeros_like(output, requires_grad=True)
+            kept[name] = output.detach()
+            return output + probes[name]
+
+        return hook
+
+    handles = [layer.register_forward_hook(add_probe(name)) for name, layer in layers.items()]
+    if head not in layers.values():
+        handles.append(head.register_forward_hook(add_probe("<head>")))
+    head_name = next((name for name, layer in layers.items() if layer is head), "<head>")
+    try:
+        with linear_activation_gradients(model) if linear else _nothing():
+            loss = run_loss()
+        errors = torch.autograd.grad(loss, list(probes.values()), allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    by_name = {
+        name: (torch.zeros_like(probe) if error is None else error).reshape(-1, probe.shape[-1])
+        for (name, probe), error in zip(probes.items(), errors, strict=True)
+    }
+    return by_name, kept[head_name]
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def error_alignment(
+    model: nn.Module, signal: str, run_loss: Callable[[], torch.Tensor], labels: torch.Tensor | None
+) -> dict[str, float]:
+    """Per dendrite layer, the cosine between `signal`'s neuron error and the exact backprop error on one
+    batch, over the rows the exact error reaches (a diagnostic: what a candidate learns from, against
+    what backprop would have given it)."""
+    was_training = model.training
+    model.eval()
+    try:
+        exact, logits = exact_layer_errors(model, run_loss)
+        if signal == "linear_backprop":
+            other, _ = exact_layer_errors(model, run_loss, linear=True)
+        elif signal in FORWARD_ONLY_SIGNALS:
+            head_error = exact["<head>"] if "<head>" in exact else exact[_head_layer_name(model)]
+            output_error = head_error.reshape(logits.shape[0], -1)
+            per_example = _per_example(signal, output_error, logits, labels)
+            other = {
+                name: _rows_of(per_example(name, error.shape[-1]), error.shape[0]) for name, error in exact.items()
+            }
+        else:
+            other = exact
+    finally:
+        model.train(was_training)
+    cosines = {}
+    for name, error in exact.items():
+        if name == "<head>":
+            continue
+        rows = error.ne(0).any(dim=-1)
+        a, b = error[rows].flatten(), other[name][rows].flatten().to(error.dtype)
+        cosines[name] = float(torch.nn.functional.cosine_similarity(a, b, dim=0)) if a.numel() else float("nan")
+    return cosines
+
+
+def _head_layer_name(model: nn.Module) -> str:
+    head = classification_head(model)
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def _per_example(
+    signal: str, output_error: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor | None
+) -> Callable[[str, int], torch.Tensor]:
+    if signal == "feedback_alignment":
+        return lambda name, out: output_error @ feedback_matrix(name, output_error.shape[1], out, output_error.device)
+    leaf = logits.detach().requires_grad_(True)
+    return per_example_signal(signal, leaf.sum(), leaf, labels)
+
+
+def _rows_of(per_example: torch.Tensor, rows: int) -> torch.Tensor:
+    """A per-example signal `[batch, out]` repeated over each example's positions (`rows` in all)."""
+    return per_example.repeat_interleave(rows // per_example.shape[0], dim=0)

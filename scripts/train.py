@@ -201,6 +201,17 @@ def _dendrite_arguments_class() -> type:
                 },
             ),
         ),
+        (
+            "error_alignment_steps",
+            int,
+            field(
+                default=0,
+                metadata={
+                    "help": "With an --error_signal other than backprop: compare its error with the exact backprop "
+                    "error on this many steps at the start of each dendrite phase (results.json error_alignment)."
+                },
+            ),
+        ),
     ]
     for item in dataclasses.fields(DendriteConfig):
         if item.name == "mode":  # --dendrites sets it (and also offers 'none')
@@ -637,7 +648,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
             trainer.add_callback(restarts)
     else:
-        trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
+        trainer = DendriteTrainer(
+            **common, dendrite_config=dendrite_config, error_alignment_steps=dendrite_args.error_alignment_steps
+        )
     if distillation is not None:
         samples = agreement_samples(encoded, held_out_logits["validation"])
         trainer.add_callback(TeacherAgreementCallback(trainer, samples, common["data_collator"]))
@@ -695,6 +708,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["phase_steps"] = dict(callback.phase_steps)
         results["step_time"] = callback.step_time
         results["candidate_scores_per_layer"] = callback.candidate_scores_per_layer
+        if callback.error_alignment:
+            results["error_alignment"] = callback.error_alignment
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     if restarts is not None:
         results["restarts"] = restarts.restarts

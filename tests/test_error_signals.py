@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
@@ -119,6 +121,7 @@ def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
         dendrite_config=dendrite_config(
             error_signal=signal, max_dendrites=1, candidate_patience=3, max_candidate_epochs=2.0
         ),
+        error_alignment_steps=4,
     )
     trainer.train()
     history = trainer.tracker.history
@@ -128,6 +131,13 @@ def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
     assert max(scores[1:]) > scores[0]  # the candidates learn during the phase
     task_scores = {record["score"] for record in phase}
     assert len(task_scores) == 1  # predictions do not change while candidates train
+    alignment = trainer.dendrite_callback.error_alignment
+    if signal == "backprop":
+        assert alignment == []
+    else:  # the first steps of the phase compared the signal's error with backprop's, layer by layer
+        per_phase = Counter(entry["dendrite_phase"] for entry in alignment)
+        assert set(per_phase.values()) == {4} and all(-1 <= entry["mean"] <= 1 for entry in alignment)
+        assert set(alignment[0]["layers"]) == set(hd.dendrite_layers(trainer.model))
     trainer.save_model(tmp_path / "saved")
     loaded = hd.from_pretrained(tmp_path / "saved")
     assert loaded.dendrite_config.error_signal == signal
@@ -145,3 +155,22 @@ def test_a_plain_trainer_refuses_an_error_signal_it_cannot_compute(tmp_path):
     trainer.add_callback(hd.DendriteCallback(trainer))
     with pytest.raises(ValueError, match="needs DendriteTrainer"):
         trainer.train()
+
+
+def test_error_alignment_is_one_for_linear_backprop_without_activations_and_below_one_for_the_others():
+    from hf_dendrites.error_signals import error_alignment
+
+    batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+
+    def alignment(model: torch.nn.Module, signal: str) -> dict[str, float]:
+        hd.add_dendrites(model, DendriteConfig(error_signal=signal))
+        return error_alignment(model, signal, lambda: model(**batch).loss, batch["labels"])
+
+    linear = alignment(without_activation_functions(tiny_model(num_labels=3)), "linear_backprop")
+    assert all(value == pytest.approx(1.0, abs=1e-5) for value in linear.values())
+    with_gelu = alignment(tiny_model(num_labels=3), "linear_backprop")
+    assert with_gelu["classifier"] == pytest.approx(1.0, abs=1e-5)  # nothing non-linear above the head
+    assert with_gelu["bert.encoder.layer.0.attention.self.query"] < 1 - 1e-6
+    for signal in FORWARD_ONLY_SIGNALS:
+        cosines = alignment(tiny_model(num_labels=3), signal)
+        assert set(cosines) == set(linear) and all(-1 <= value <= 1 for value in cosines.values())
