@@ -151,7 +151,7 @@ def test_compressed_models_with_dendrites_save_and_load_to_identical_logits(fami
 def test_a_summing_network_without_dendrites_saves_and_loads_like_any_model(tmp_path):
     model = summing_network(SummingNetworkConfig(vocab_size=VOCAB, embedding_size=8, hidden_sizes=[], dropout=0.0))
     model.save_pretrained(tmp_path)
-    assert (tmp_path / "summing_network.py").is_file()  # remote code for AutoModel* with trust_remote_code
+    assert (tmp_path / "modeling_summing.py").is_file()  # remote code for AutoModel* with trust_remote_code
     loaded = SummingNetworkForSequenceClassification.from_pretrained(tmp_path)
     assert torch.equal(logits(loaded, token_batch()), logits(model, token_batch()))
 
