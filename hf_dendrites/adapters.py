@@ -65,10 +65,7 @@ def save_adapter_with_dendrites(model: nn.Module, save_directory: str | os.PathL
     """PEFT's adapter folder, plus the dendrites and their record (see the module docstring)."""
     kwargs.pop("state_dict", None)  # PEFT saves the adapter's own state
     if kwargs.pop("push_to_hub", False):
-        raise ValueError(
-            "push a PEFT model with dendrites by uploading the folder this saves (hf_dendrites.push_to_hub "
-            "publishes full models)"
-        )
+        raise ValueError("push a PEFT model with dendrites with model.push_to_hub(repo_id) (hf_dendrites.push_to_hub)")
     folder = Path(save_directory)
     type(model).save_pretrained(model, str(folder), **kwargs)
     if not kwargs.get("is_main_process", True):
@@ -81,6 +78,20 @@ def save_adapter_with_dendrites(model: nn.Module, save_directory: str | os.PathL
     save_file(dendrite_tensors(model), folder / DENDRITE_WEIGHTS, metadata={"format": "pt"})
     record = {"dendrites": dendrite_structure(model), "adapter": ADAPTER_WEIGHTS}
     (folder / DENDRITE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def adapter_summary(model: nn.Module) -> dict[str, Any]:
+    """What a model card says about the adapter: its type, rank, targets and trainable parameters."""
+    config = model.peft_config[model.active_adapter]
+    targets = config.target_modules
+    return {
+        "type": str(getattr(config.peft_type, "value", config.peft_type)),
+        "rank": getattr(config, "r", None),
+        "alpha": getattr(config, "lora_alpha", None),
+        "target_modules": sorted(targets) if isinstance(targets, (set, list, tuple)) else targets,
+        "base_model": config.base_model_name_or_path,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
 
 
 def read_adapter_record(folder: Path) -> dict[str, Any]:

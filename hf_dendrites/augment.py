@@ -16,8 +16,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.utils import cached_file
 
 from .adapters import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    DENDRITE_RECORD,
+    DENDRITE_WEIGHTS,
     forget_unloading,
     is_adapter_folder,
     keep_dendrites_when_unloading,
@@ -53,6 +58,7 @@ def adopt_dendrites(model: nn.Module, config: DendriteConfig) -> None:
         own_dendrite_layers(model, config)
     if is_peft_model(model):
         model.save_pretrained = types.MethodType(save_adapter_with_dendrites, model)
+        model.push_to_hub = types.MethodType(push_to_hub, model)
         keep_dendrites_when_unloading(model, config, adopt_dendrites)
     elif hasattr(type(model), "save_pretrained"):
         model.save_pretrained = types.MethodType(_save_and_maybe_push, model)
@@ -89,22 +95,34 @@ def from_pretrained(
     PEFT adapter folder with dendrites is restored onto `base_model` (default: the adapter's
     `base_model_name_or_path`).
     """
-    if Path(path_or_repo_id).is_dir() and is_adapter_folder(Path(path_or_repo_id)):
-        model = load_adapter_with_dendrites(path_or_repo_id, base_model)
+    hub_kwargs = {"revision": revision, "token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    adapter_folder = _adapter_folder(path_or_repo_id, hub_kwargs)
+    if adapter_folder is not None:
+        model = load_adapter_with_dendrites(adapter_folder, base_model)
         model = model if dtype is None else model.to(dtype)
     elif base_model is not None:
         raise ValueError(f"{path_or_repo_id} is not a PEFT adapter folder with dendrites: base_model does not apply")
     else:
-        model = load_pretrained(
-            path_or_repo_id,
-            revision=revision,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            dtype=dtype,
-        )
+        model = load_pretrained(path_or_repo_id, dtype=dtype, **hub_kwargs)
     adopt_dendrites(model, model.dendrite_config)
     return model
+
+
+def _adapter_folder(path_or_repo_id: str | os.PathLike, hub_kwargs: dict[str, Any]) -> Path | None:
+    """The local folder of a PEFT adapter with dendrites (downloaded when it is a Hub repo), or None."""
+    if Path(path_or_repo_id).is_dir():
+        return Path(path_or_repo_id) if is_adapter_folder(Path(path_or_repo_id)) else None
+    try:
+        record = cached_file(
+            str(path_or_repo_id), DENDRITE_RECORD, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+    except (OSError, ValueError):
+        return None  # not a reachable repo or not a repo id: load_pretrained names the problem
+    if record is None:
+        return None
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, DENDRITE_WEIGHTS):
+        cached_file(str(path_or_repo_id), name, **hub_kwargs)
+    return Path(record).parent
 
 
 def _save_and_maybe_push(model: nn.Module, save_directory: str | os.PathLike, **kwargs: Any) -> None:

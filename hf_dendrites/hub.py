@@ -30,6 +30,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from torch import nn
 
+from .adapters import adapter_summary, save_adapter_with_dendrites
 from .metrics import METRICS
 from .model import is_peft_model, parameter_report
 from .plotting import HISTORY_PLOT
@@ -138,6 +139,8 @@ def model_card(
     config = model.config
     recipe = (results or {}).get("config") or {}
     base_model = base_model or hub_id_of(((recipe.get("model") or {}).get("model_name_or_path")))
+    if base_model is None and is_peft_model(model):
+        base_model = hub_id_of(adapter_summary(model)["base_model"])
     dataset = _dataset(results)
     dendrite_config = model.dendrite_config.to_dict()
     metric_names = [m for m in METRICS if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
@@ -149,10 +152,16 @@ def model_card(
         license=license,
         metrics=[METRIC_IDS[m] for m in metric_names] or None,
         pipeline_tag="text-classification",
-        tags=[*TAGS, f"dendrites-{dendrite_config['mode']}", config.model_type],
+        tags=[
+            *TAGS,
+            f"dendrites-{dendrite_config['mode']}",
+            config.model_type,
+            *(["peft", "lora"] if is_peft_model(model) else []),
+        ],
         eval_results=_eval_results(results, dataset) or None,
     )
     compressed = reference is not None
+    adapter = adapter_summary(model) if is_peft_model(model) else None
     template = resources.files("hf_dendrites").joinpath("model_cards", CARD_TEMPLATE).read_text(encoding="utf-8")
     return ModelCard.from_template(
         card_data,
@@ -186,6 +195,7 @@ def model_card(
         recipe=_recipe_summary(recipe),
         history_plot=history_plot,
         distillation=_distillation_summary((results or {}).get("distillation")),
+        adapter=adapter,
     )
 
 
@@ -250,11 +260,6 @@ def push_to_hub(
     """
     if getattr(model, "dendrite_config", None) is None:
         raise ValueError("push_to_hub needs a model prepared with add_dendrites(model, config)")
-    if is_peft_model(model):
-        raise ValueError(
-            "push_to_hub publishes full models: merge_and_unload() the PEFT model first (its dendrites stay), "
-            "or save_pretrained() it and upload that folder"
-        )
     if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo_id):
         raise ValueError(f"{repo_id!r} is not a Hub repo id ('name' or 'namespace/name')")
     results_data = _read_results(results)
@@ -263,7 +268,10 @@ def push_to_hub(
     if revision is not None and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hf_dendrites_push_") as folder:
-        save_pretrained(model, folder)
+        if is_peft_model(model):  # the adapter, its dendrites and their record; the base stays where it is
+            save_adapter_with_dendrites(model, folder)
+        else:
+            save_pretrained(model, folder)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         if results_data is not None:

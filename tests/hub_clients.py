@@ -126,3 +126,27 @@ def load_without_library(repo_id: str) -> None:
         model_class=type(model).__name__,
         hf_dendrites_imported=any(name.startswith("hf_dendrites") for name in sys.modules),
     )
+
+
+def push_lora(repo_id: str) -> None:
+    """Push a tiny LoRA model with dendrites (adapter + dendrites only), load it back onto its base."""
+    import torch
+    from test_adapters import grown_lora_model
+    from tiny_models import tiny_model, token_batch
+
+    import hf_dendrites as hd
+
+    model = grown_lora_model()
+    with torch.no_grad():
+        logits = model(**token_batch()).logits
+    commit = model.push_to_hub(repo_id, commit_message="adapter with dendrites")
+    loaded = hd.from_pretrained(repo_id, base_model=tiny_model(num_labels=2))
+    with torch.no_grad():
+        loaded_logits = loaded(**token_batch()).logits
+    report(
+        commit=commit.oid,
+        logits=logits.tolist(),
+        loaded_logits=loaded_logits.tolist(),
+        loaded_class=type(loaded).__name__,
+        dendrites=hd.num_dendrites(loaded),
+    )

@@ -197,3 +197,23 @@ def test_compressed_models_push_and_load_both_ways(hub, tmp_path, family, model_
     if family == "summing_network":
         assert "modeling_summing.py" in set(hub.list_files(repo))
         assert "a summing network built from it" in card
+
+
+def test_a_lora_adapter_with_dendrites_pushes_alone_and_loads_back_onto_its_base(hub):
+    repo = "user/tiny-lora-dendrites"
+    result = client(hub, f"push_lora({repo!r})")
+    assert result["loaded_class"].startswith("Peft") and result["dendrites"] == 1
+    assert torch.equal(torch.tensor(result["loaded_logits"]), torch.tensor(result["logits"]))
+    files = set(hub.list_files(repo))
+    assert {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "dendrites.safetensors",
+        "dendrite_config.json",
+    } <= files
+    assert "model.safetensors" not in files  # the base model is not uploaded
+    card = hub.read_file(repo, "README.md").decode()
+    front_matter = yaml.safe_load(card.split("---")[1])
+    assert {"peft", "lora", "dendrites"} <= set(front_matter["tags"])
+    assert "LORA adapter (rank 4, alpha 8, on `query`, `value`) with" in card
+    assert "PeftModel.from_pretrained` refuses this adapter" in card
