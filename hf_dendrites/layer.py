@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import CANDIDATE_POSITIONS
 from .correlation import CorrelationStats, capture_error
 from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
 
@@ -52,14 +53,19 @@ class CandidateRows:
     saw this in its last backward pass computes candidates for the first position alone, and
     goes back to every position as soon as another one gets an error. And with `fraction` < 1
     the candidates see a fresh random subset of the remaining positions each step (drawn from
-    torch's global generator, which checkpoints save and restore). Outputs with one row per
-    example (pooler, classifier) always use every row.
+    torch's global generator, which checkpoints save and restore). With `positions="first"` every
+    token-level layer uses the first position alone, whatever its error: the choice for a
+    per-example error signal, which reaches every token. Outputs with one row per example (pooler,
+    classifier) always use every row.
     """
 
-    def __init__(self, fraction: float = 1.0) -> None:
+    def __init__(self, fraction: float = 1.0, positions: str = "all") -> None:
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"candidate_token_fraction must be in (0, 1], got {fraction!r}")
+        if positions not in CANDIDATE_POSITIONS:
+            raise ValueError(f"candidate_positions must be one of {list(CANDIDATE_POSITIONS)}, got {positions!r}")
         self.fraction = fraction
+        self.positions = positions
         self.first_position_only = False
         self.token_positions: torch.Tensor | None = None
         self.num_positions = 0
@@ -75,7 +81,7 @@ class CandidateRows:
         if len(leading) < 2:  # one row per example (pooler, classifier): no positions to sample
             return None
         count = math.prod(leading)
-        if self.first_position_only:
+        if self.first_position_only or self.positions == "first":
             return torch.arange(0, count, leading[-1], device=device)
         tokens = self.token_positions if self.num_positions == count else None
         available = count if tokens is None else tokens.numel()
@@ -109,10 +115,11 @@ class DendriteLinear(StaticDendriteLinear):
         cascade: bool = False,
         init_scale: float = 1.0,
         candidate_token_fraction: float = 1.0,
+        candidate_positions: str = "all",
     ) -> None:
         super().__init__(base_layer, mode=mode, activation=activation, cascade=cascade)
         self.init_scale = init_scale
-        self.candidate_rows = CandidateRows(candidate_token_fraction)
+        self.candidate_rows = CandidateRows(candidate_token_fraction, candidate_positions)
         for name in CANDIDATE_PARAMETERS:
             self.register_parameter(name, None)
         self.candidate_stats: CorrelationStats | None = None

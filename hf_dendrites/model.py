@@ -72,6 +72,7 @@ def wrap_target_layers(
                 cascade=config.cascade,
                 init_scale=config.candidate_init_scale,
                 candidate_token_fraction=config.candidate_token_fraction,
+                candidate_positions=config.candidate_positions,
             )
     # A Linear registered under several names is wrapped once, and every name sees the wrapper.
     aliases = [(name, module) for name, module in model.named_modules(remove_duplicate=False) if id(module) in wrappers]

@@ -110,6 +110,26 @@ def test_forward_only_signals_train_the_candidates_of_every_family(family, signa
     assert gradients and all(torch.isfinite(g).all() and float(g.abs().sum()) > 0 for g in gradients.values())
 
 
+def test_bad_candidate_positions_name_the_allowed_values():
+    with pytest.raises(ValueError, match="candidate_positions must be one of .*'first'"):
+        DendriteConfig(candidate_positions="cls")
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_first_position_candidates_train_on_one_row_per_example(signal):
+    """batch 6 x 7 positions (3 rows with 2 padded): 36 real tokens per token-level layer, or 6 first ones."""
+    counts = {}
+    for positions in ("all", "first"):
+        model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(candidate_positions=positions))
+        candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]))
+        layers = hd.dendrite_layers(model)
+        assert all(float(layer.candidate_weight.grad.abs().sum()) > 0 for layer in layers.values())
+        counts[positions] = {name: int(layer.candidate_stats.count) for name, layer in layers.items()}
+    first_layer = "bert.encoder.layer.0.intermediate.dense"
+    assert counts["all"][first_layer] == 36 and counts["first"][first_layer] == 6
+    assert set(counts["first"].values()) == {6}  # pooler and classifier have one row per example anyway
+
+
 @pytest.mark.parametrize("signal", SIGNALS)
 def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
     trainer = DendriteTrainer(

@@ -306,6 +306,16 @@ def test_a_token_fraction_samples_among_the_real_tokens_only():
     assert torch.equal(rows.select(torch.Size([3, 4, 7]), torch.device("cpu")), positions)
 
 
+def test_first_positions_only_whatever_the_error():
+    rows = CandidateRows(positions="first")
+    rows.set_token_positions(torch.tensor([0, 1, 2, 5, 6, 9, 10, 11]), 12)
+    rows.observe(torch.ones(3, 4, 7))  # every position gets an error: still the first ones
+    assert rows.select(torch.Size([3, 4, 7]), torch.device("cpu")).tolist() == [0, 4, 8]
+    assert rows.select(torch.Size([3, 7]), torch.device("cpu")) is None  # one row per example: all rows
+    with pytest.raises(ValueError, match="candidate_positions must be one of"):
+        CandidateRows(positions="cls")
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan")])
 def test_a_token_fraction_outside_zero_to_one_is_refused(fraction):
     with pytest.raises(ValueError, match="candidate_token_fraction"):
