@@ -88,6 +88,10 @@ for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
 # per-example signal otherwise reaches every token): about a sentence length less candidate work.
 for _signal in ("feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}_cls"] = [*VARIANTS[f"pb_{_signal}"], "--candidate_positions", "first"]
+# The default PB and GD with the neuron phase's Adam state carried over growth instead of reset (the
+# reference library resets it at every restructure, as the defaults here do).
+VARIANTS["pb_keep_optimizer"] = ["--dendrites", "pb", "--no_reset_optimizer_on_growth"]
+VARIANTS["gd_keep_optimizer"] = ["--dendrites", "gd", "--no_reset_optimizer_on_growth"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads

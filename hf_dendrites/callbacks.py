@@ -25,7 +25,14 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .checkpoints import BEST_FOLDER, STATE_FILE, write_folder_atomically, write_text_atomically
+from .checkpoints import (
+    BEST_FOLDER,
+    STATE_FILE,
+    read_kept_optimizer_state,
+    save_kept_optimizer_state,
+    write_folder_atomically,
+    write_text_atomically,
+)
 from .model import (
     ModelSnapshot,
     candidate_scores,
@@ -39,7 +46,12 @@ from .model import (
     start_candidates,
     take_snapshot,
 )
-from .optimization import in_dendrite_phase, rebuild_optimizer
+from .optimization import (
+    in_dendrite_phase,
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+    rebuild_optimizer,
+)
 from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
 from .tracker import Action, Decision, DendriteTracker, Phase
@@ -99,6 +111,9 @@ class DendriteCallback(TrainerCallback):
         self.error_alignment: list[dict[str, Any]] = []
         # Training batches the candidates left out because their errors were not finite.
         self.skipped_candidate_batches = 0
+        # With reset_optimizer_on_growth=False: the neuron phase's optimizer state by parameter name,
+        # kept through a dendrite phase (whose optimizer trains the candidates only).
+        self.kept_optimizer_state: dict[str, dict] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -193,19 +208,34 @@ class DendriteCallback(TrainerCallback):
             return control
         score = self._score(metrics)
         candidate_score = None
+        names = None  # of the parameters the neuron-phase optimizer knows, before growth may replace them
         if self.tracker.phase == Phase.DENDRITE:
             decision = self._dendrite_phase_evaluation(score, state)
             candidate_score = self.tracker.history[-1]["candidate_score"]
         else:
+            if not self.config.reset_optimizer_on_growth:
+                names = {id(parameter): name for name, parameter in self.model.named_parameters()}
             decision = self._neuron_phase_evaluation(score, state)
         if decision.action != Action.CONTINUE or decision.restore_best:
-            rebuild_optimizer(self.trainer)
+            self._rebuild_optimizer(names)
             logger.info("dendrites: %s (%s)", decision.action, decision.reason)
         if decision.action == Action.COMPLETE:
             control.should_training_stop = True
         self._log(decision, candidate_score)
         self._plot(args)
         return control
+
+    def _rebuild_optimizer(self, names: dict[int, str] | None) -> None:
+        """A new optimizer for the new phase or structure. With `names` (reset_optimizer_on_growth=False,
+        leaving a neuron phase) the old optimizer's state is kept aside, and it goes to the next neuron
+        phase's optimizer, by parameter name."""
+        if names is not None:
+            self.kept_optimizer_state = optimizer_state_by_name(self.trainer.optimizer, names)
+        rebuild_optimizer(self.trainer)
+        if self.kept_optimizer_state is not None and not in_dendrite_phase(self.model):
+            restored = load_optimizer_state_by_name(self.trainer.optimizer, self.model, self.kept_optimizer_state)
+            logger.info("dendrites: the optimizer state of %d parameter(s) carries over", restored)
+            self.kept_optimizer_state = None
 
     def _log(self, decision: Decision, candidate_score: float | None) -> None:
         report = parameter_report(self.model)
@@ -316,6 +346,7 @@ class DendriteCallback(TrainerCallback):
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
         self.error_alignment = list(state.get("error_alignment", []))
         self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
+        self.kept_optimizer_state = state.get("kept_optimizer_state")  # read_state adds it, from its own file
 
     def save_state(self, folder: str | os.PathLike) -> None:
         """Write the best snapshot, then the tracker state, into a checkpoint folder.
@@ -326,6 +357,7 @@ class DendriteCallback(TrainerCallback):
         if self.best is not None:
             best = self.best
             write_folder_atomically(folder / BEST_FOLDER, lambda target: save_snapshot(self.model, best, target))
+        save_kept_optimizer_state(folder, self.kept_optimizer_state)
         write_text_atomically(folder / STATE_FILE, json.dumps(self.state_dict(), indent=2) + "\n")
 
     def read_state(self, folder: str | os.PathLike) -> tuple[dict[str, Any], ModelSnapshot | None]:
@@ -352,6 +384,8 @@ class DendriteCallback(TrainerCallback):
         if missing:
             raise ValueError(f"{state_file}: the dendrite state is missing {sorted(missing)}")
         self.tracker.check_state_dict(state["tracker"])
+        if not self.config.reset_optimizer_on_growth:
+            state["kept_optimizer_state"] = read_kept_optimizer_state(folder)
         return state, best
 
     def load_state(self, folder: str | os.PathLike) -> None:

@@ -16,20 +16,28 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "dendrite_state.json"
 BEST_FOLDER = "dendrite_best"
+# reset_optimizer_on_growth=False, inside a dendrite phase: the neuron phase's optimizer state kept aside
+KEPT_OPTIMIZER_FILE = "dendrite_kept_optimizer.pt"
 _CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write `path` with `write(temporary_path)`, then rename: the old file or the whole new one."""
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write `path` so that it is either the old file or the whole new one, never a part."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    write_file_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -39,6 +47,25 @@ def write_folder_atomically(path: Path, write: Callable[[Path], None]) -> None:
     write(temporary)
     shutil.rmtree(path, ignore_errors=True)
     os.replace(temporary, path)
+
+
+def save_kept_optimizer_state(folder: Path, state: dict[str, dict] | None) -> None:
+    """Write (or, with None, remove) the optimizer state a dendrite phase keeps aside."""
+    path = folder / KEPT_OPTIMIZER_FILE
+    if state is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_file_atomically(path, lambda target: torch.save(state, target))
+
+
+def read_kept_optimizer_state(folder: Path) -> dict[str, dict] | None:
+    path = folder / KEPT_OPTIMIZER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} cannot be read ({error}): the checkpoint is damaged") from error
 
 
 def is_complete(folder: str | os.PathLike) -> bool:

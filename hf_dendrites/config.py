@@ -156,6 +156,16 @@ class DendriteConfig:
             "'last' keeps the current weights."
         },
     )
+    reset_optimizer_on_growth: bool = field(
+        default=True,
+        metadata={
+            "help": "Start the neuron phase's optimizer afresh (new Adam moments and step counts) after every "
+            "change of structure: a growth, a revert, the end of a dendrite phase (the reference library does "
+            "the same at each restructure). False carries the Adam state of every weight that keeps its name and "
+            "shape over to the next neuron phase (kept aside through a dendrite phase and saved in its "
+            "checkpoints); new dendrite weights start fresh."
+        },
+    )
     error_signal: str = field(
         default="backprop",
         metadata={
@@ -208,6 +218,10 @@ class DendriteConfig:
         _check_choice("grow_from", self.grow_from, GROWTH_SOURCES)
         _check_choice("error_signal", self.error_signal, ERROR_SIGNALS)
         _check_choice("candidate_positions", self.candidate_positions, CANDIDATE_POSITIONS)
+        if not isinstance(self.reset_optimizer_on_growth, bool):
+            raise ValueError(
+                f"DendriteConfig.reset_optimizer_on_growth must be a bool, got {self.reset_optimizer_on_growth!r}"
+            )
         if not isinstance(self.cascade, bool):
             raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")
         _check_int("num_candidates", self.num_candidates, minimum=1)

@@ -102,6 +102,36 @@ def rebuild_optimizer(trainer: Trainer) -> None:
     handler.lr_scheduler = trainer.lr_scheduler
 
 
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, dict]:
+    """The per-parameter state (Adam's moments and step) of `optimizer`, keyed by parameter name.
+
+    `names` maps `id(parameter)` to its name, taken before any parameter was replaced (a revert or
+    growth may swap parameter objects; names outlive them).
+    """
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+    return {names[id(parameter)]: state for parameter, state in inner.state.items() if id(parameter) in names}
+
+
+def load_optimizer_state_by_name(optimizer: torch.optim.Optimizer, model: nn.Module, states: dict[str, dict]) -> int:
+    """Give every parameter of a fresh `optimizer` the state saved under its name, when the shapes
+    still match (a grown dendrite tensor does not, and starts fresh). Returns how many got one."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    optimised = {id(parameter) for group in inner.param_groups for parameter in group["params"]}
+    restored = 0
+    for name, parameter in model.named_parameters():
+        state = states.get(name)
+        if id(parameter) not in optimised or not state:
+            continue
+        if any(torch.is_tensor(v) and v.dim() > 0 and v.shape != parameter.shape for v in state.values()):
+            continue
+        inner.state[parameter] = {
+            key: value.to(parameter.device) if torch.is_tensor(value) and value.dim() > 0 else value
+            for key, value in state.items()
+        }
+        restored += 1
+    return restored
+
+
 def advance_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
     """Step a fresh schedule to where training is, so the learning rate continues its curve."""
     with warnings.catch_warnings():

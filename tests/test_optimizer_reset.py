@@ -1,0 +1,99 @@
+"""reset_optimizer_on_growth: a fresh optimizer after every change of structure, or the neuron
+phase's Adam state carried over it (and through a dendrite phase, checkpoints included)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from test_trainer import dendrite_config, make_trainer
+from transformers import TrainerCallback
+
+from hf_dendrites.checkpoints import KEPT_OPTIMIZER_FILE
+from hf_dendrites.optimization import in_dendrite_phase
+
+WEIGHT = "bert.encoder.layer.0.intermediate.dense.base_layer.weight"
+
+
+class AdamSteps(TrainerCallback):
+    """After every optimizer step: (in a dendrite phase, Adam's step count of one base weight)."""
+
+    def __init__(self) -> None:
+        self.trainer = None
+        self.seen: list[tuple[bool, int | None]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        weight = dict(model.named_parameters())[WEIGHT]
+        optimizer_state = self.trainer.optimizer.optimizer.state.get(weight)
+        count = None if optimizer_state is None else int(optimizer_state["step"])
+        self.seen.append((in_dendrite_phase(model), count))
+
+
+def adam_steps(tmp_path, reset: bool) -> tuple[list[tuple[bool, int | None]], object]:
+    probe = AdamSteps()
+    trainer = make_trainer(
+        tmp_path, dendrite_config(reset_optimizer_on_growth=reset), args={"save_strategy": "no"}, callbacks=[probe]
+    )
+    probe.trainer = trainer
+    trainer.train()
+    return probe.seen, trainer
+
+
+def test_a_reset_restarts_adams_step_count_after_every_change_of_structure(tmp_path):
+    seen, trainer = adam_steps(tmp_path, reset=True)
+    assert any(record["action"] == "grow" for record in trainer.tracker.history)
+    neuron_counts = [count for in_phase, count in seen if not in_phase]
+    assert all(count is None for in_phase, count in seen if in_phase)  # candidates' optimizer: base weights frozen
+    restarts = [i for i in range(1, len(neuron_counts)) if neuron_counts[i] <= neuron_counts[i - 1]]
+    assert restarts and all(neuron_counts[i] == 1 for i in restarts)  # fresh state: no stale moments
+
+
+def test_without_reset_the_neuron_phase_state_carries_through_growth(tmp_path):
+    seen, trainer = adam_steps(tmp_path, reset=False)
+    assert any(record["action"] == "grow" for record in trainer.tracker.history)
+    assert any(in_phase for in_phase, _ in seen)  # a dendrite phase came between
+    neuron_counts = [count for in_phase, count in seen if not in_phase]
+    assert neuron_counts == list(range(1, len(neuron_counts) + 1))  # one count over every neuron-phase step
+
+
+def test_without_reset_a_resume_inside_a_dendrite_phase_restores_the_kept_state(tmp_path):
+    config = dendrite_config(reset_optimizer_on_growth=False)
+    full = make_trainer(tmp_path / "full", config)
+    full.train()
+    inside = [
+        folder
+        for folder in sorted((tmp_path / "full").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        if json.loads((folder / "dendrite_state.json").read_text())["tracker"]["phase"] == "dendrite"
+    ]
+    assert inside and all((folder / KEPT_OPTIMIZER_FILE).is_file() for folder in inside)
+    assert not any(
+        (folder / KEPT_OPTIMIZER_FILE).exists()
+        for folder in (tmp_path / "full").glob("checkpoint-*")
+        if folder not in inside
+    )
+    expected = full.model.state_dict()
+
+    def eval_losses(trainer) -> list[float]:
+        return [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
+
+    resumed = make_trainer(tmp_path / "resumed", config)
+    resumed.train(resume_from_checkpoint=str(inside[0]))
+    actual = resumed.model.state_dict()
+    assert actual.keys() == expected.keys() and all(torch.equal(actual[k], expected[k]) for k in expected)
+    assert eval_losses(resumed) == eval_losses(full)
+
+    # without the kept state the next neuron phase starts afresh, and its evaluations differ
+    damaged = tmp_path / "without_kept_state"
+    shutil.copytree(inside[0], damaged)
+    (damaged / KEPT_OPTIMIZER_FILE).unlink()
+    other = make_trainer(tmp_path / "other", config)
+    other.train(resume_from_checkpoint=str(damaged))
+    assert eval_losses(other) != eval_losses(full)
+
+
+def test_reset_optimizer_on_growth_must_be_a_bool():
+    with pytest.raises(ValueError, match="reset_optimizer_on_growth must be a bool"):
+        dendrite_config(reset_optimizer_on_growth="no")
