@@ -88,6 +88,9 @@ for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
 # per-example signal otherwise reaches every token): about a sentence length less candidate work.
 for _signal in ("feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}_cls"] = [*VARIANTS[f"pb_{_signal}"], "--candidate_positions", "first"]
+# Early growth: the first dendrite phase right after epoch 2, before the validation peak, while the
+# training errors are still systematic rather than memorised.
+VARIANTS["pb_first_growth_epoch2"] = ["--dendrites", "pb", "--first_growth_epoch", "2"]
 # The default PB and GD with the neuron phase's Adam state carried over growth instead of reset (the
 # reference library resets it at every restructure, as the defaults here do).
 VARIANTS["pb_keep_optimizer"] = ["--dendrites", "pb", "--no_reset_optimizer_on_growth"]

@@ -151,7 +151,9 @@ class DendriteCallback(TrainerCallback):
     # ------------------------------------------------------------------ decisions
 
     def _neuron_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
-        decision = self.tracker.step(score, step=state.global_step)
+        first = self.config.first_growth_epoch
+        scheduled = first is not None and self.phases_started == 0 and float(state.epoch or 0.0) >= first - 1e-9
+        decision = self.tracker.step(score, step=state.global_step, force_growth=scheduled)
         if decision.new_best:
             self.best = take_snapshot(self.model)
         if decision.restore_best:

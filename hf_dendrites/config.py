@@ -126,6 +126,15 @@ class DendriteConfig:
             "early after as many, and the reference-library runner switches after as many epochs."
         },
     )
+    first_growth_epoch: float | None = field(
+        default=None,
+        metadata={
+            "help": "Start the first dendrite phase ('gd': grow the first dendrite) at the first evaluation at or "
+            "after this epoch, without waiting for the validation metric to stall: growth while the training "
+            "errors are still systematic rather than memorised. Later growths follow the stall rule. None: the "
+            "first growth too waits for a stall."
+        },
+    )
     min_evals_per_phase: int = field(
         default=2,
         metadata={"help": "Evaluations a neuron phase lasts at least before it may end."},
@@ -235,6 +244,8 @@ class DendriteConfig:
         if self.dendrite_learning_rate is not None:
             _check_float("dendrite_learning_rate", self.dendrite_learning_rate, positive=True)
         _check_float("max_candidate_epochs", self.max_candidate_epochs, positive=True)
+        if self.first_growth_epoch is not None:
+            _check_float("first_growth_epoch", self.first_growth_epoch, positive=False)
         _check_float("candidate_token_fraction", self.candidate_token_fraction, positive=True)
         if self.candidate_token_fraction > 1:
             raise ValueError(

@@ -22,6 +22,10 @@ Policy
   b. elif ``num_dendrites >= max_dendrites``: restore best and complete;
   c. else start a dendrite phase (mode ``"pb"``) or grow directly (``"gd"``).
 
+  Without a stall the phase continues, unless the trainer forces growth
+  (``force_growth``, e.g. ``first_growth_epoch``): then c. applies when the
+  last dendrite, if any, has proven itself and there is room.
+
 * **Dendrite phase** (:meth:`DendriteTracker.candidate_step`, mode ``"pb"``
   only): the candidate score (a correlation, greater is better) is watched
   with the same thresholds; after ``candidate_patience`` evaluations without
@@ -121,8 +125,13 @@ class DendriteTracker:
         logger.debug("tracker eval %d: %s", len(history) - 1, record)
         return decision
 
-    def step(self, score: float, step: int | None = None) -> Decision:
-        """Feed one neuron-phase evaluation of the task metric and get the next action."""
+    def step(self, score: float, step: int | None = None, force_growth: bool = False) -> Decision:
+        """Feed one neuron-phase evaluation of the task metric and get the next action.
+
+        ``force_growth`` lets the trainer grow before a stall (e.g. ``first_growth_epoch``): where the
+        policy would continue, it grows (or starts a dendrite phase) when there is room and the last
+        dendrite, if any, has proven itself.
+        """
         s, cfg, phase = self.state, self.settings, self.state.phase
         if phase != Phase.NEURON:
             hint = " (use candidate_step())" if phase == Phase.DENDRITE else ""
@@ -141,7 +150,13 @@ class DendriteTracker:
             s.evals_without_improvement += 1
 
         restore, stalls = False, s.evals_without_improvement
-        if stalls < cfg.patience or s.evals_in_phase < cfg.min_evals_per_phase:
+        proven = s.score_before_growth is None or s.improved_since_growth
+        forced = force_growth and proven and s.num_dendrites < cfg.max_dendrites
+        if forced and (stalls < cfg.patience or s.evals_in_phase < cfg.min_evals_per_phase):
+            action = self._grow_or_start()
+            what = "growing dendrite" if action == Action.GROW else "starting dendrite phase for dendrite"
+            reason = f"growth forced by the trainer before a stall; {what} {s.num_dendrites + (action != Action.GROW)}"
+        elif stalls < cfg.patience or s.evals_in_phase < cfg.min_evals_per_phase:
             action = Action.CONTINUE
             reason = f"no improvement on {fmt(s.best_score)} for {stalls}/{cfg.patience} evaluation(s)"
             if new_best:

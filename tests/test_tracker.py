@@ -18,7 +18,7 @@ from hf_dendrites.config import DendriteConfig
 from hf_dendrites.tracker import Action, Decision, DendriteTracker, Phase, TrackerSettings, TrackerState
 
 # Event DSL: ("n", score) -> step(score); ("c", cand) -> candidate_step(cand);
-# ("f", cand) -> candidate_step(cand, force_grow=True).
+# ("f", cand) -> candidate_step(cand, force_grow=True); ("N", score) -> step(score, force_growth=True).
 # Expected decision codes: C=continue, S=start_dendrite_phase, G=grow, X=complete,
 # followed by "*" for new_best and/or "R" for restore_best.
 _CODES = {Action.CONTINUE: "C", Action.START_DENDRITE_PHASE: "S", Action.GROW: "G", Action.COMPLETE: "X"}
@@ -43,6 +43,8 @@ def feed(tracker: DendriteTracker, event: tuple[str, float]) -> Decision:
         return tracker.candidate_step(value)
     if kind == "f":
         return tracker.candidate_step(value, force_grow=True)
+    if kind == "N":
+        return tracker.step(value, force_growth=True)
     raise AssertionError(f"unknown event kind {kind!r}")
 
 
@@ -300,6 +302,28 @@ CASES = [
         ["C*", "C", "G", "C*", "C", "G", "C*", "C", "XR"],
         {"num_dendrites": 2, "best_num_dendrites": 2, "best_score": 0.7},
         "max_dendrites (2) reached",
+    ),
+    Case(
+        "forced_growth_before_a_stall",
+        {},  # patience 3, min_evals_per_phase 2: no stall for a while
+        [("N", 0.5)] + c(0.2, 0.1, 0.1) + n(0.6),
+        ["S*", "C", "C", "G", "C*"],
+        {"num_dendrites": 1, "improved_since_growth": True},
+    ),
+    Case(
+        "forced_growth_waits_for_the_last_dendrite_to_prove_itself",
+        {"mode": "gd", "max_dendrites": 3},
+        [("N", 0.5), ("N", 0.5), ("N", 0.6)],
+        ["G*", "C", "G*"],
+        {"num_dendrites": 2},
+        "growth forced by the trainer",
+    ),
+    Case(
+        "forced_growth_needs_room",
+        {"max_dendrites": 0},
+        [("N", 0.5), ("N", 0.6)],
+        ["C*", "C*"],
+        {"num_dendrites": 0, "phase": "neuron"},
     ),
 ]
 

@@ -1,5 +1,5 @@
-"""reset_optimizer_on_growth: a fresh optimizer after every change of structure, or the neuron
-phase's Adam state carried over it (and through a dendrite phase, checkpoints included)."""
+"""Growth options of the trainer: when the first growth happens (`first_growth_epoch`), and what the
+optimizer keeps across a change of structure (`reset_optimizer_on_growth`)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,23 @@ def test_without_reset_a_resume_inside_a_dendrite_phase_restores_the_kept_state(
 def test_reset_optimizer_on_growth_must_be_a_bool():
     with pytest.raises(ValueError, match="reset_optimizer_on_growth must be a bool"):
         dendrite_config(reset_optimizer_on_growth="no")
+
+
+@pytest.mark.parametrize("mode", ["pb", "gd"])
+def test_the_first_growth_happens_at_first_growth_epoch_without_a_stall(tmp_path, mode):
+    """8 steps an epoch, an evaluation every 4; patience 10 means no stall in 24 steps."""
+    starts = {}
+    for first in (None, 1.0):
+        config = dendrite_config(mode=mode, patience=10, first_growth_epoch=first)
+        trainer = make_trainer(tmp_path / str(first), config, args={"save_strategy": "no", "max_steps": 24})
+        trainer.train()
+        growth = [r for r in trainer.tracker.history if r["action"] in ("start_dendrite_phase", "grow")]
+        starts[first] = growth[0]["step"] if growth else None
+        if first is not None:
+            assert "growth forced by the trainer" in growth[0]["reason"]
+    assert starts == {None: None, 1.0: 8}
+
+
+def test_first_growth_epoch_must_be_a_number_at_least_zero():
+    with pytest.raises(ValueError, match="first_growth_epoch must be a finite number >= 0"):
+        dendrite_config(first_growth_epoch=-1.0)
