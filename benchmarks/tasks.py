@@ -40,8 +40,10 @@ from benchmarks.common import (
     git_commit,
     machine,
     mean,
+    paired_difference,
     recipe_arguments,
     refresh_readme,
+    test_correctness,
     train_command,
 )
 
@@ -49,6 +51,9 @@ METHODS = ("baseline", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd")
 # LoRA (rank 8 on query and value, base frozen, head trained) at a rate suited to so few weights,
 # alone and with dendrites: do dendrites add more than their parameters to an adapter?
 LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
+# The same-seed run each method's paired test difference is taken against: LoRA with dendrites
+# against LoRA alone, the rest against the plain fine-tune.
+PAIRED_WITH = {"lora_pb": "lora", "lora_gd": "lora"}
 
 
 def run_file(task: str, method: str, seed: int) -> Path:
@@ -205,21 +210,41 @@ def targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return found
 
 
+def add_paired_differences(
+    methods: dict[str, dict[str, Any]], correct: dict[str, dict[int, list[bool] | None]]
+) -> None:
+    """Each method's test accuracy minus its pair's (`PAIRED_WITH`, else the plain fine-tune), example by
+    example with a 95% bootstrap interval, once every seed of both kept its test predictions (else None)."""
+    for name, summary in methods.items():
+        other = PAIRED_WITH.get(name, "baseline")
+        if name == other or other not in correct:
+            continue
+        mine, theirs = correct[name], correct[other]
+        complete = all(mine[seed] is not None and theirs.get(seed) is not None for seed in mine)
+        summary["paired_with"] = other
+        summary["paired_difference"] = (
+            paired_difference([(mine[seed], theirs[seed]) for seed in sorted(mine)]) if complete else None
+        )
+
+
 def aggregate(task: str, command: str) -> dict[str, Any] | None:
     methods: dict[str, dict[str, Any]] = {}
     versions: dict[str, dict[str, str]] = {}
     machines: list[dict[str, Any]] = []
+    correct: dict[str, dict[int, list[bool] | None]] = {}
     for method in METHODS:
         files = sorted((RUNS / task / method).glob("seed*.json"))
         if not files:
             continue
         loaded = [json.loads(path.read_text()) for path in files]
         methods[method] = method_summary([run_summary(results) for results in loaded])
+        correct[method] = {results["benchmark"]["seed"]: test_correctness(results) for results in loaded}
         versions[method] = loaded[-1]["versions"]
         machines.extend(results["benchmark"]["machine"] for results in loaded)
     if not methods:
         return None
     add_ratios(methods)
+    add_paired_differences(methods, correct)
     summary = {
         "command": command,
         "task": task,

@@ -81,18 +81,21 @@ def benchmark_table(results: dict) -> str:
         f"`{results['command']}` ({results['recipe']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}, "
         f"{machine.get('cores', '?')} cores; n = seeds finished. Error change: relative change of the test "
         "error vs the plain fine-tune (negative is better). Trained: parameters that train in the final "
-        "model (runs from before this column: –); `lora*`: LoRA rank 8 on query and value at 5e-4.",
+        "model (runs from before this column: –); `lora*`: LoRA rank 8 on query and value at 5e-4. Paired: "
+        "test accuracy minus that of the same seeds' plain fine-tune (`lora_pb`, `lora_gd`: of LoRA alone), "
+        "points, with a 95% bootstrap interval over test examples; – until every seed of both kept its "
+        "test predictions.",
         "",
-        "| method | n | test accuracy | macro-F1 | error change | parameters | trained | dendrites | epochs "
-        "| s / epoch | vs baseline | dendrite / neuron step |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | n | test accuracy | macro-F1 | error change | paired (points) | parameters | trained | dendrites "
+        "| epochs | s / epoch | vs baseline | dendrite / neuron step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results["methods"].items():
         reduction = m.get("test_error_reduction_vs_baseline")
         lines.append(
             f"| {name} | {m['seeds']} | {100 * m['test_accuracy_mean']:.2f} ± {100 * m['test_accuracy_std']:.2f} "
             f"| {100 * m['test_macro_f1_mean']:.2f} | {_fmt(None if reduction is None else -100 * reduction, '+.1f')}% "
-            f"| {m['parameters'] / 1e6:.2f}M | {_millions(m.get('trainable_parameters'))} "
+            f"| {_paired(m.get('paired_difference'))} | {m['parameters'] / 1e6:.2f}M | {_millions(m.get('trainable_parameters'))} "
             f"| {_fmt(m['dendrites'], '.1f')} | {_fmt(m['epochs'], '.1f')} "
             f"| {_fmt(m['seconds_per_epoch'], '.1f')} | {_fmt(m.get('seconds_per_epoch_vs_baseline'), '.2f')} "
             f"| {_fmt(m.get('dendrite_step_over_neuron_step'), '.2f')} |"
@@ -137,6 +140,11 @@ def _interval(paired: dict | None) -> str:
     if not paired:
         return "–"
     return f"[{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+
+
+def _paired(paired: dict | None) -> str:
+    """`+0.55 [-0.31, +1.40]` in points, or –."""
+    return "–" if not paired else f"{100 * paired['difference']:+.2f} {_interval(paired)}"
 
 
 def growth_table(results: dict) -> str:

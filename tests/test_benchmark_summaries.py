@@ -184,3 +184,24 @@ def test_a_rerun_adds_predictions_only_when_it_reproduces_the_committed_run(tmp_
     assert written == path and kept["test_predictions"] == [1, 0] and kept["test_labels"] == [1, 1]
     assert kept["seconds"] == 100.0 and kept["benchmark"]["machine"] == {"cpu": "A"}  # its timings and machine stay
     assert kept["benchmark"]["predictions_from_rerun"]["machine"] == {"cpu": "B"}
+
+
+def test_the_task_table_pairs_each_method_with_its_control_once_every_seed_kept_predictions():
+    right, wrong = [True, True, False, True], [False, True, False, False]
+    methods = {name: {} for name in ("baseline", "pb", "gd", "lora", "lora_pb")}
+    correct = {
+        "baseline": {0: wrong, 1: wrong},
+        "pb": {0: right, 1: right},
+        "gd": {0: right, 1: None},  # one seed kept no predictions: no interval yet
+        "lora": {0: right, 1: right},
+        "lora_pb": {0: right, 1: right},
+    }
+    benchmark.add_paired_differences(methods, correct)
+    assert methods["pb"]["paired_with"] == "baseline"
+    assert methods["pb"]["paired_difference"]["difference"] == pytest.approx(0.5)
+    assert methods["gd"]["paired_difference"] is None
+    assert methods["lora_pb"]["paired_with"] == "lora"  # dendrites on an adapter against the adapter alone
+    assert methods["lora_pb"]["paired_difference"]["difference"] == 0.0
+    assert "paired_difference" not in methods["baseline"]
+    row = update_readme._paired(methods["pb"]["paired_difference"])
+    assert row.startswith("+50.00 [")
