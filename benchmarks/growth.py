@@ -84,6 +84,9 @@ VARIANTS["baseline_holdout0.2"] = ["--dendrites", "none", "--candidate_holdout_f
 # The default PB with the dendrite phase's error from another learning rule (see error_signals.py).
 for _signal in ("linear_backprop", "feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}"] = ["--dendrites", "pb", "--error_signal", _signal, "--error_alignment_steps", "4"]
+# The default PB with the diagnostics on: the backprop reference for "candidates vs exact error"
+# (the diagnostics take no random numbers, so training is the default PB's).
+VARIANTS["pb_diagnostics"] = ["--dendrites", "pb", "--error_alignment_steps", "4"]
 # The forward-only signals with candidates on [CLS] alone, the position the classifier reads (their
 # per-example signal otherwise reaches every token): about a sentence length less candidate work.
 for _signal in ("feedback_alignment", "forward_forward"):
@@ -196,6 +199,8 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
         "candidate_correlation_per_layer": last_scores,
         # cosine of a non-backprop error signal with the exact error (the first steps of each phase)
         "error_alignment_mean": mean_of(results.get("error_alignment", []), "mean"),
+        # the candidates' correlation with the exact error at the last dendrite-phase evaluation
+        "candidate_exact_correlation": (results.get("candidate_exact_correlation") or [{}])[-1].get("mean"),
         "output_weight_abs_mean": statistics.mean(v for values in weights.values() for v in values)
         if weights
         else None,
@@ -254,6 +259,7 @@ def aggregate() -> dict[str, Any]:
                     "dendrites_kept_mean": mean_of(runs, "dendrites_kept"),
                     "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
                     "error_alignment_mean": mean_of(runs, "error_alignment_mean"),
+                    "candidate_exact_correlation_mean": mean_of(runs, "candidate_exact_correlation"),
                     "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
                     "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),

@@ -157,12 +157,14 @@ def growth_table(results: dict) -> str:
         "95% interval: of the paired difference, bootstrapping test examples (the same draw for every seed); "
         "shown once every seed and its plain fine-tune kept their test predictions. Error vs backprop: for an "
         "error signal other than backprop, the cosine of its neuron error with the exact one (mean over layers "
-        "and the first 4 steps of each dendrite phase).",
+        "and the first 4 steps of each dendrite phase); candidates vs exact error: the correlation of the "
+        "candidates that signal trained with the exact backprop error (last dendrite-phase evaluation, on the "
+        "last training batch; to read against candidate correlation, which is with the signal itself).",
         "",
         "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
-        "| dendrites kept | candidate correlation | error vs backprop | mean abs(output weight) "
-        "| validation after growth | plain after its best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dendrites kept | candidate correlation | error vs backprop | candidates vs exact error "
+        "| mean abs(output weight) | validation after growth | plain after its best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
@@ -173,6 +175,7 @@ def growth_table(results: dict) -> str:
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_interval(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
+                f"| {_fmt(v.get('candidate_exact_correlation_mean'), '.4f')} "
                 f"| {_fmt(v['output_weight_abs_mean'], '.2e')} "
                 f"| {_points(v.get('validation_after_growth_mean'))} | {_points(v.get('validation_plain_after_best_mean'))} |"
             )

@@ -33,6 +33,7 @@ from .checkpoints import (
     write_folder_atomically,
     write_text_atomically,
 )
+from .diagnostics import SignalDiagnostics
 from .model import (
     ModelSnapshot,
     candidate_scores,
@@ -106,9 +107,8 @@ class DendriteCallback(TrainerCallback):
         self._step_started: tuple[str, int, float] | None = None
         # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
         self.candidate_scores_per_layer: list[dict[str, Any]] = []
-        # With an error signal other than backprop: per measured step, each layer's cosine between that
-        # signal's error and the exact backprop error (DendriteTrainer measures the first steps of a phase).
-        self.error_alignment: list[dict[str, Any]] = []
+        # How close the error signal and the candidates come to exact backprop (DendriteTrainer turns it on).
+        self.diagnostics = SignalDiagnostics()
         # Training batches the candidates left out because their errors were not finite.
         self.skipped_candidate_batches = 0
         # With reset_optimizer_on_growth=False: the neuron phase's optimizer state by parameter name,
@@ -182,6 +182,7 @@ class DendriteCallback(TrainerCallback):
                 skipped,
                 state.global_step,
             )
+        self.diagnostics.measure_candidates(self.model, self.phases_started, state.global_step)
         layer_scores = candidate_scores(self.model)
         candidate_score = mean_candidate_score(self.model)
         self.candidate_scores_per_layer.append(
@@ -228,9 +229,8 @@ class DendriteCallback(TrainerCallback):
         return control
 
     def _rebuild_optimizer(self, names: dict[int, str] | None) -> None:
-        """A new optimizer for the new phase or structure. With `names` (reset_optimizer_on_growth=False,
-        leaving a neuron phase) the old optimizer's state is kept aside, and it goes to the next neuron
-        phase's optimizer, by parameter name."""
+        """A new optimizer for the new phase or structure. With `names` (reset_optimizer_on_growth=False, leaving
+        a neuron phase) the old one's state is kept aside for the next neuron phase's optimizer, by name."""
         if names is not None:
             self.kept_optimizer_state = optimizer_state_by_name(self.trainer.optimizer, names)
         rebuild_optimizer(self.trainer)
@@ -333,7 +333,7 @@ class DendriteCallback(TrainerCallback):
             "phases_started": self.phases_started,
             "step_time": copy.deepcopy(self.step_time),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
-            "error_alignment": self.error_alignment,
+            **self.diagnostics.state_dict(),
             "skipped_candidate_batches": self.skipped_candidate_batches,
         }
 
@@ -346,7 +346,7 @@ class DendriteCallback(TrainerCallback):
         self.phases_started = int(state["phases_started"])
         self.step_time = {phase: {} for phase in TIMED_PHASES} | copy.deepcopy(state.get("step_time", {}))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
-        self.error_alignment = list(state.get("error_alignment", []))
+        self.diagnostics.load_state_dict(state)
         self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
         self.kept_optimizer_state = state.get("kept_optimizer_state")  # read_state adds it, from its own file
 

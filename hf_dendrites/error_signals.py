@@ -232,6 +232,50 @@ def error_alignment(
     return cosines
 
 
+def candidate_exact_correlation(model: nn.Module, run_loss: Callable[[], torch.Tensor]) -> dict[str, float]:
+    """Per dendrite layer with candidates, the mean over neurons of the best candidate's |correlation| with
+    the exact backprop error on one batch, over the rows that error reaches: what the candidates trained
+    by any signal would bring as dendrites. (The phase's own score is the correlation with its signal.)"""
+    layers = {name: layer for name, layer in model.named_modules() if isinstance(layer, DendriteLinear)}
+    inputs: dict[str, torch.Tensor] = {}
+
+    def keep_input(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            inputs[name] = args[0].detach()
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(keep_input(name)) for name, layer in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        exact, _ = exact_layer_errors(model, run_loss)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    scores = {}
+    for name, layer in layers.items():
+        if layer.candidate_weight is None:
+            continue
+        error = exact[name].float()
+        rows = error.ne(0).any(dim=-1)
+        if int(rows.sum()) < 2:
+            scores[name] = float("nan")
+            continue
+        x = inputs[name].reshape(-1, layer.in_features)[rows]
+        with torch.no_grad():
+            dendrites = layer.dendrite_outputs(x) if layer.cascade and layer.dendrite_weight is not None else None
+            values = layer.candidate_outputs(x, dendrites).float()  # [rows, C, out]
+        values = values - values.mean(dim=0)
+        error = error[rows] - error[rows].mean(dim=0)
+        covariance = (values * error.unsqueeze(1)).sum(dim=0)
+        scale = values.norm(dim=0) * error.norm(dim=0).unsqueeze(0)
+        correlation = covariance / scale.clamp_min(1e-12)
+        scores[name] = float(correlation.abs().amax(dim=0).mean())
+    return scores
+
+
 def _head_layer_name(model: nn.Module) -> str:
     head = classification_head(model)
     return next(name for name, module in model.named_modules() if module is head)

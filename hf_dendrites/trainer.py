@@ -28,10 +28,10 @@ from .augment import add_dendrites
 from .callbacks import DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
+from .diagnostics import SignalDiagnostics
 from .distillation import DistillationConfig, DistillationMixin
 from .error_signals import (
     FORWARD_ONLY_SIGNALS,
-    error_alignment,
     forward_only_capture,
     linear_activation_gradients,
     per_example_signal,
@@ -64,9 +64,11 @@ class DendriteTrainer(DistillationMixin, Trainer):
         distillation: train against the `teacher_logits` column of the training set with this
             `DistillationConfig` (see `hf_dendrites.distillation`); candidates then learn from
             the distillation loss's error.
-        error_alignment_steps: with an `error_signal` other than backprop, compare its error with the exact
-            backprop error on this many steps at the start of each dendrite phase (an extra forward and
-            backward pass each), recorded per layer in `dendrite_callback.error_alignment`.
+        error_alignment_steps: research diagnostics (`hf_dendrites.diagnostics`): with an `error_signal`
+            other than backprop, compare its error with the exact backprop error on this many steps at
+            the start of each dendrite phase, and at every dendrite-phase evaluation measure the
+            candidates' correlation with the exact error (an extra forward and backward pass each);
+            recorded per layer in `dendrite_callback.diagnostics`. 0: off.
         **kwargs: everything `Trainer` accepts.
     """
 
@@ -103,12 +105,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
                 "highest loss; set greater_is_better=False unless that is what you want",
                 args.metric_for_best_model,
             )
-        if (
-            isinstance(error_alignment_steps, bool)
-            or not isinstance(error_alignment_steps, int)
-            or error_alignment_steps < 0
-        ):
-            raise ValueError(f"error_alignment_steps must be an int >= 0, got {error_alignment_steps!r}")
+        diagnostics = SignalDiagnostics(error_alignment_steps)  # checks the value before anything changes
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
         super().__init__(model=model, args=args, distillation=distillation, **kwargs)
@@ -121,8 +118,8 @@ class DendriteTrainer(DistillationMixin, Trainer):
         self.dendrite_callback = DendriteCallback(self, plot=plot_history)
         self.dendrite_callback.save_in_on_save = False  # written inside _save_checkpoint instead
         self.dendrite_callback.dendrite_training_step = True  # see training_step
+        self.dendrite_callback.diagnostics = diagnostics
         self.add_callback(self.dendrite_callback)
-        self.error_alignment_steps = error_alignment_steps
 
     @property
     def tracker(self):
@@ -200,8 +197,17 @@ class DendriteTrainer(DistillationMixin, Trainer):
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         unwrapped = self.accelerator.unwrap_model(model)
         signal = unwrapped.dendrite_config.error_signal if in_dendrite_phase(unwrapped) else "backprop"
-        if signal != "backprop" and self.error_alignment_steps:
-            self._measure_error_alignment(model, inputs, signal)
+        if in_dendrite_phase(unwrapped) and self.dendrite_callback.diagnostics.steps:
+            prepared = self._prepare_inputs(inputs)
+            callback = self.dendrite_callback
+            callback.diagnostics.observe_step(
+                unwrapped,
+                signal,
+                callback.phases_started,
+                self.state.global_step,
+                lambda: self.compute_loss(model, prepared),
+                prepared.get("labels"),
+            )
         if signal in FORWARD_ONLY_SIGNALS:
             return self._forward_only_candidate_step(model, inputs, num_items_in_batch, signal)
         if signal == "linear_backprop":
@@ -212,30 +218,6 @@ class DendriteTrainer(DistillationMixin, Trainer):
         if self.accelerator.num_processes > 1:
             self._average_gradients_unknown_to_ddp(model)
         return loss
-
-    def _measure_error_alignment(self, model: torch.nn.Module, inputs: dict[str, Any], signal: str) -> None:
-        """On the first `error_alignment_steps` steps of each dendrite phase, how close the signal's error is
-        to backprop's (one extra forward and backward pass each; a diagnostic, see `error_alignment`)."""
-        callback = self.dendrite_callback
-        measured = [entry for entry in callback.error_alignment if entry["dendrite_phase"] == callback.phases_started]
-        if len(measured) >= self.error_alignment_steps:
-            return
-        prepared = self._prepare_inputs(inputs)
-        cosines = error_alignment(
-            self.accelerator.unwrap_model(model),
-            signal,
-            lambda: self.compute_loss(model, prepared),
-            prepared.get("labels"),
-        )
-        finite = [value for value in cosines.values() if value == value]
-        callback.error_alignment.append(
-            {
-                "dendrite_phase": callback.phases_started,
-                "step": self.state.global_step,
-                "mean": sum(finite) / len(finite) if finite else None,
-                "layers": cosines,
-            }
-        )
 
     def _forward_only_candidate_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any, signal: str

@@ -207,8 +207,10 @@ def _dendrite_arguments_class() -> type:
             field(
                 default=0,
                 metadata={
-                    "help": "With an --error_signal other than backprop: compare its error with the exact backprop "
-                    "error on this many steps at the start of each dendrite phase (results.json error_alignment)."
+                    "help": "Research diagnostics: with an --error_signal other than backprop, compare its error with "
+                    "the exact backprop error on this many steps at the start of each dendrite phase (results.json "
+                    "error_alignment); with any signal, the candidates' correlation with the exact error at each "
+                    "dendrite-phase evaluation (candidate_exact_correlation). 0: off."
                 },
             ),
         ),
@@ -708,8 +710,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["phase_steps"] = dict(callback.phase_steps)
         results["step_time"] = callback.step_time
         results["candidate_scores_per_layer"] = callback.candidate_scores_per_layer
-        if callback.error_alignment:
-            results["error_alignment"] = callback.error_alignment
+        for name, entries in callback.diagnostics.state_dict().items():
+            if entries:
+                results[name] = entries
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     if restarts is not None:
         results["restarts"] = restarts.restarts

@@ -151,13 +151,17 @@ def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
     assert max(scores[1:]) > scores[0]  # the candidates learn during the phase
     task_scores = {record["score"] for record in phase}
     assert len(task_scores) == 1  # predictions do not change while candidates train
-    alignment = trainer.dendrite_callback.error_alignment
+    alignment = trainer.dendrite_callback.diagnostics.error_alignment
     if signal == "backprop":
         assert alignment == []
     else:  # the first steps of the phase compared the signal's error with backprop's, layer by layer
         per_phase = Counter(entry["dendrite_phase"] for entry in alignment)
         assert set(per_phase.values()) == {4} and all(-1 <= entry["mean"] <= 1 for entry in alignment)
         assert set(alignment[0]["layers"]) == set(hd.dendrite_layers(trainer.model))
+    # at every dendrite-phase evaluation, the candidates' correlation with the exact error (backprop too)
+    exact = trainer.dendrite_callback.diagnostics.candidate_exact_correlation
+    assert len(exact) == len(phase) and all(0 <= entry["mean"] <= 1 for entry in exact)
+    assert set(exact[0]["layers"]) == set(hd.dendrite_layers(trainer.model))
     trainer.save_model(tmp_path / "saved")
     loaded = hd.from_pretrained(tmp_path / "saved")
     assert loaded.dendrite_config.error_signal == signal
@@ -194,3 +198,32 @@ def test_error_alignment_is_one_for_linear_backprop_without_activations_and_belo
     for signal in FORWARD_ONLY_SIGNALS:
         cosines = alignment(tiny_model(num_labels=3), signal)
         assert set(cosines) == set(linear) and all(-1 <= value <= 1 for value in cosines.values())
+
+
+def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computation():
+    import numpy as np
+
+    from hf_dendrites.error_signals import candidate_exact_correlation, exact_layer_errors
+
+    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(error_signal="feedback_alignment"))
+    hd.start_candidates(model, 3, generator=torch.Generator().manual_seed(0))
+    batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
+    scores = candidate_exact_correlation(model, lambda: model(**batch).loss)
+    assert set(scores) == set(hd.dendrite_layers(model)) and model.training  # train mode restored
+
+    name = "bert.encoder.layer.1.intermediate.dense"
+    layer = hd.dendrite_layers(model)[name]
+    seen = {}
+    handle = layer.register_forward_pre_hook(lambda module, args: seen.update(x=args[0].detach()))
+    model.eval()
+    errors, _ = exact_layer_errors(model, lambda: model(**batch).loss)
+    handle.remove()
+    error = errors[name].numpy()
+    rows = (error != 0).any(axis=1)
+    with torch.no_grad():
+        values = layer.candidate_outputs(seen["x"].reshape(-1, layer.in_features), None).numpy()[rows]
+    best = [
+        max(abs(np.corrcoef(values[:, c, o], error[rows, o])[0, 1]) for c in range(3))
+        for o in range(layer.out_features)
+    ]
+    assert scores[name] == pytest.approx(float(np.mean(best)), abs=1e-5)
