@@ -188,6 +188,7 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
     phases = results.get("candidate_scores_per_layer") or []
     last_scores = phases[-1]["scores"] if phases else {}
     weights = results.get("dendrite_output_weights") or {}
+    exact = (results.get("candidate_exact_correlation") or [{}])[-1]
     summary = {
         "seed": results["benchmark"]["seed"],
         "test_accuracy": results["test"]["accuracy"],
@@ -199,8 +200,10 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
         "candidate_correlation_per_layer": last_scores,
         # cosine of a non-backprop error signal with the exact error (the first steps of each phase)
         "error_alignment_mean": mean_of(results.get("error_alignment", []), "mean"),
-        # the candidates' correlation with the exact error at the last dendrite-phase evaluation
-        "candidate_exact_correlation": (results.get("candidate_exact_correlation") or [{}])[-1].get("mean"),
+        # the candidates' correlation with the exact error at the last dendrite-phase evaluation, and its chance
+        # level (runs whose diagnostic recorded no chance level measured one batch only: not shown)
+        "candidate_exact_correlation": exact.get("mean") if "chance_mean" in exact else None,
+        "candidate_exact_chance": exact.get("chance_mean"),
         "output_weight_abs_mean": statistics.mean(v for values in weights.values() for v in values)
         if weights
         else None,
@@ -260,6 +263,7 @@ def aggregate() -> dict[str, Any]:
                     "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
                     "error_alignment_mean": mean_of(runs, "error_alignment_mean"),
                     "candidate_exact_correlation_mean": mean_of(runs, "candidate_exact_correlation"),
+                    "candidate_exact_chance_mean": mean_of(runs, "candidate_exact_chance"),
                     "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
                     "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),

@@ -147,6 +147,11 @@ def _paired(paired: dict | None) -> str:
     return "–" if not paired else f"{100 * paired['difference']:+.2f} {_interval(paired)}"
 
 
+def _with_chance(value: float | None, chance: float | None) -> str:
+    """`0.3458 (0.2810)`: a statistic and its chance level, or –."""
+    return "–" if value is None else f"{value:.4f}" + ("" if chance is None else f" ({chance:.4f})")
+
+
 def growth_table(results: dict) -> str:
     lines = [
         f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
@@ -158,8 +163,9 @@ def growth_table(results: dict) -> str:
         "shown once every seed and its plain fine-tune kept their test predictions. Error vs backprop: for an "
         "error signal other than backprop, the cosine of its neuron error with the exact one (mean over layers "
         "and the first 4 steps of each dendrite phase); candidates vs exact error: the correlation of the "
-        "candidates that signal trained with the exact backprop error (last dendrite-phase evaluation, on the "
-        "last training batch; to read against candidate correlation, which is with the signal itself).",
+        "candidates that signal trained with the exact backprop error (last dendrite-phase evaluation, over the "
+        "last 4 training batches), and in brackets its chance level (the same with the error rows shuffled); to "
+        "read against candidate correlation, which is with the signal itself.",
         "",
         "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
         "| dendrites kept | candidate correlation | error vs backprop | candidates vs exact error "
@@ -175,7 +181,7 @@ def growth_table(results: dict) -> str:
                 f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_interval(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
-                f"| {_fmt(v.get('candidate_exact_correlation_mean'), '.4f')} "
+                f"| {_with_chance(v.get('candidate_exact_correlation_mean'), v.get('candidate_exact_chance_mean'))} "
                 f"| {_fmt(v['output_weight_abs_mean'], '.2e')} "
                 f"| {_points(v.get('validation_after_growth_mean'))} | {_points(v.get('validation_plain_after_best_mean'))} |"
             )

@@ -4,13 +4,16 @@ come to exact backprop. Off by default: each measurement costs an extra forward 
 - `error_alignment`: on the first `steps` training steps of each dendrite phase, the cosine per layer
   between the phase's error signal and the exact backprop error (1.0 for backprop itself, so only
   other signals are measured).
-- `candidate_exact_correlation`: at each evaluation of a dendrite phase, on the last training batch,
-  the candidates' correlation with the exact error (the score their dendrites would start from);
-  for backprop too, as the reference the other signals are read against.
+- `candidate_exact_correlation`: at each evaluation of a dendrite phase, on the last `steps` training
+  batches, the candidates' correlation with the exact error (the score their dendrites would start
+  from), next to its chance level (the same with the error rows shuffled: the best of several
+  candidates always finds some correlation on a finite sample); for backprop too, as the reference
+  the other signals are read against.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -20,14 +23,13 @@ from torch import nn
 from .error_signals import candidate_exact_correlation, error_alignment
 
 
-def _entry(phase: int, step: int, layers: dict[str, float]) -> dict[str, Any]:
+def _mean(layers: dict[str, float]) -> float | None:
     finite = [value for value in layers.values() if value == value]
-    return {
-        "dendrite_phase": phase,
-        "step": step,
-        "mean": sum(finite) / len(finite) if finite else None,
-        "layers": layers,
-    }
+    return sum(finite) / len(finite) if finite else None
+
+
+def _entry(phase: int, step: int, layers: dict[str, float]) -> dict[str, Any]:
+    return {"dendrite_phase": phase, "step": step, "mean": _mean(layers), "layers": layers}
 
 
 class SignalDiagnostics:
@@ -39,7 +41,7 @@ class SignalDiagnostics:
         self.steps = steps
         self.error_alignment: list[dict[str, Any]] = []
         self.candidate_exact_correlation: list[dict[str, Any]] = []
-        self._last_loss: Callable[[], torch.Tensor] | None = None
+        self._recent_losses: deque[Callable[[], torch.Tensor]] = deque(maxlen=max(steps, 1))
 
     def observe_step(
         self,
@@ -53,16 +55,18 @@ class SignalDiagnostics:
         """Called before each dendrite-phase training step with a way to recompute its loss."""
         if not self.steps:
             return
-        self._last_loss = run_loss
+        self._recent_losses.append(run_loss)
         measured = sum(entry["dendrite_phase"] == phase for entry in self.error_alignment)
         if signal != "backprop" and measured < self.steps:
             self.error_alignment.append(_entry(phase, step, error_alignment(model, signal, run_loss, labels)))
 
     def measure_candidates(self, model: nn.Module, phase: int, step: int) -> None:
         """Called at each dendrite-phase evaluation, before the candidates may become dendrites."""
-        if self.steps and self._last_loss is not None:
-            layers = candidate_exact_correlation(model, self._last_loss)
-            self.candidate_exact_correlation.append(_entry(phase, step, layers))
+        if self.steps and self._recent_losses:
+            layers, chance = candidate_exact_correlation(model, list(self._recent_losses))
+            entry = _entry(phase, step, layers)
+            entry.update(chance_mean=_mean(chance), chance_layers=chance, batches=len(self._recent_losses))
+            self.candidate_exact_correlation.append(entry)
 
     def state_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {

@@ -232,11 +232,17 @@ def error_alignment(
     return cosines
 
 
-def candidate_exact_correlation(model: nn.Module, run_loss: Callable[[], torch.Tensor]) -> dict[str, float]:
+def candidate_exact_correlation(
+    model: nn.Module, run_losses: list[Callable[[], torch.Tensor]]
+) -> tuple[dict[str, float], dict[str, float]]:
     """Per dendrite layer with candidates, the mean over neurons of the best candidate's |correlation| with
-    the exact backprop error on one batch, over the rows that error reaches: what the candidates trained
-    by any signal would bring as dendrites. (The phase's own score is the correlation with its signal.)"""
+    the exact backprop error, over every row that error reaches in the given batches: what the candidates
+    trained by any signal would bring as dendrites. (The phase's own score is the correlation with its
+    signal.) Also the same statistic with the error rows shuffled: the chance level that the best of
+    several candidates reaches on this many rows."""
     layers = {name: layer for name, layer in model.named_modules() if isinstance(layer, DendriteLinear)}
+    layers = {name: layer for name, layer in layers.items() if layer.candidate_weight is not None}
+    rows_seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {name: [] for name in layers}
     inputs: dict[str, torch.Tensor] = {}
 
     def keep_input(name: str) -> Callable[..., None]:
@@ -249,31 +255,39 @@ def candidate_exact_correlation(model: nn.Module, run_loss: Callable[[], torch.T
     was_training = model.training
     model.eval()
     try:
-        exact, _ = exact_layer_errors(model, run_loss)
+        for run_loss in run_losses:
+            exact, _ = exact_layer_errors(model, run_loss)
+            for name, layer in layers.items():
+                error = exact[name].float()
+                reached = error.ne(0).any(dim=-1)
+                rows_seen[name].append((inputs[name].reshape(-1, layer.in_features)[reached], error[reached]))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    scores = {}
+    scores, chance = {}, {}
+    shuffle = torch.Generator().manual_seed(0)
     for name, layer in layers.items():
-        if layer.candidate_weight is None:
+        x = torch.cat([x for x, _ in rows_seen[name]])
+        error = torch.cat([error for _, error in rows_seen[name]])
+        if x.shape[0] < 2:
+            scores[name] = chance[name] = float("nan")
             continue
-        error = exact[name].float()
-        rows = error.ne(0).any(dim=-1)
-        if int(rows.sum()) < 2:
-            scores[name] = float("nan")
-            continue
-        x = inputs[name].reshape(-1, layer.in_features)[rows]
         with torch.no_grad():
             dendrites = layer.dendrite_outputs(x) if layer.cascade and layer.dendrite_weight is not None else None
             values = layer.candidate_outputs(x, dendrites).float()  # [rows, C, out]
-        values = values - values.mean(dim=0)
-        error = error[rows] - error[rows].mean(dim=0)
-        covariance = (values * error.unsqueeze(1)).sum(dim=0)
-        scale = values.norm(dim=0) * error.norm(dim=0).unsqueeze(0)
-        correlation = covariance / scale.clamp_min(1e-12)
-        scores[name] = float(correlation.abs().amax(dim=0).mean())
-    return scores
+        scores[name] = _best_candidate_correlation(values, error)
+        chance[name] = _best_candidate_correlation(values, error[torch.randperm(len(error), generator=shuffle)])
+    return scores, chance
+
+
+def _best_candidate_correlation(values: torch.Tensor, error: torch.Tensor) -> float:
+    """Mean over neurons of max over candidates of |Pearson correlation| over rows; values [rows, C, out]."""
+    values = values - values.mean(dim=0)
+    error = error - error.mean(dim=0)
+    covariance = (values * error.unsqueeze(1)).sum(dim=0)
+    scale = values.norm(dim=0) * error.norm(dim=0).unsqueeze(0)
+    return float((covariance / scale.clamp_min(1e-12)).abs().amax(dim=0).mean())
 
 
 def _head_layer_name(model: nn.Module) -> str:

@@ -161,6 +161,7 @@ def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
     # at every dendrite-phase evaluation, the candidates' correlation with the exact error (backprop too)
     exact = trainer.dendrite_callback.diagnostics.candidate_exact_correlation
     assert len(exact) == len(phase) and all(0 <= entry["mean"] <= 1 for entry in exact)
+    assert all(0 <= entry["chance_mean"] <= 1 and entry["batches"] == 4 for entry in exact)
     assert set(exact[0]["layers"]) == set(hd.dendrite_layers(trainer.model))
     trainer.save_model(tmp_path / "saved")
     loaded = hd.from_pretrained(tmp_path / "saved")
@@ -208,8 +209,8 @@ def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computa
     model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(error_signal="feedback_alignment"))
     hd.start_candidates(model, 3, generator=torch.Generator().manual_seed(0))
     batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
-    scores = candidate_exact_correlation(model, lambda: model(**batch).loss)
-    assert set(scores) == set(hd.dendrite_layers(model)) and model.training  # train mode restored
+    scores, chance = candidate_exact_correlation(model, [lambda: model(**batch).loss])
+    assert set(scores) == set(chance) == set(hd.dendrite_layers(model)) and model.training  # train mode restored
 
     name = "bert.encoder.layer.1.intermediate.dense"
     layer = hd.dendrite_layers(model)[name]
@@ -227,3 +228,11 @@ def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computa
         for o in range(layer.out_features)
     ]
     assert scores[name] == pytest.approx(float(np.mean(best)), abs=1e-5)
+    # untrained candidates: the statistic is at its chance level (the best of 3 on 36 rows is far from 0)
+    assert 0.1 < chance[name] and abs(scores[name] - chance[name]) < 0.1
+
+    # two batches count as their rows together: the same as one batch of both
+    double = {key: torch.cat([value, value]) for key, value in batch.items()}
+    together, _ = candidate_exact_correlation(model, [lambda: model(**double).loss])
+    twice, _ = candidate_exact_correlation(model, [lambda: model(**batch).loss] * 2)
+    assert twice[name] == pytest.approx(together[name], abs=1e-5)
