@@ -38,7 +38,7 @@ from benchmarks.common import (
     TASKS,
     execute,
     git_commit,
-    machine,
+    machine_of_runs,
     mean,
     paired_difference,
     recipe_arguments,
@@ -231,6 +231,7 @@ def aggregate(task: str, command: str) -> dict[str, Any] | None:
     methods: dict[str, dict[str, Any]] = {}
     versions: dict[str, dict[str, str]] = {}
     machines: list[dict[str, Any]] = []
+    run_files: list[Path] = []
     correct: dict[str, dict[int, list[bool] | None]] = {}
     for method in METHODS:
         files = sorted((RUNS / task / method).glob("seed*.json"))
@@ -241,6 +242,7 @@ def aggregate(task: str, command: str) -> dict[str, Any] | None:
         correct[method] = {results["benchmark"]["seed"]: test_correctness(results) for results in loaded}
         versions[method] = loaded[-1]["versions"]
         machines.extend(results["benchmark"]["machine"] for results in loaded)
+        run_files.extend(files)
     if not methods:
         return None
     add_ratios(methods)
@@ -249,7 +251,7 @@ def aggregate(task: str, command: str) -> dict[str, Any] | None:
         "command": command,
         "task": task,
         "recipe": " ".join([TASKS[task], *BUDGET]),
-        "machine": machines[-1] if machines else machine(),
+        "machine": machine_of_runs(run_files),  # every CPU named when the runs used several
         "same_machine": all(m == machines[0] for m in machines),
         "versions": versions,
         "methods": methods,
