@@ -196,8 +196,9 @@ class DendriteTrainer(DistillationMixin, Trainer):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         unwrapped = self.accelerator.unwrap_model(model)
-        signal = unwrapped.dendrite_config.error_signal if in_dendrite_phase(unwrapped) else "backprop"
-        if in_dendrite_phase(unwrapped) and self.dendrite_callback.diagnostics.steps:
+        dendrite_phase = in_dendrite_phase(unwrapped)
+        signal = unwrapped.dendrite_config.error_signal if dendrite_phase else "backprop"
+        if dendrite_phase and self.dendrite_callback.diagnostics.steps:
             prepared = self._prepare_inputs(inputs)
             callback = self.dendrite_callback
             callback.diagnostics.observe_step(
