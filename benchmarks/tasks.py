@@ -47,13 +47,25 @@ from benchmarks.common import (
     train_command,
 )
 
-METHODS = ("baseline", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd")
+METHODS = ("baseline", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd", "lora_full")
 # LoRA (rank 8 on query and value, base frozen, head trained) at a rate suited to so few weights,
 # alone and with dendrites: do dendrites add more than their parameters to an adapter?
 LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
+# What each method adds to the recipe. `lora_full` is LoRA alone over the whole epoch budget (no
+# early stop, best evaluation kept, as a dendrite run is): the control for the epochs that LoRA with
+# dendrites trains beyond LoRA alone's early stop.
+METHOD_FLAGS = {
+    "baseline": ["--dendrites", "none"],
+    "gd": ["--dendrites", "gd"],
+    "pb": ["--dendrites", "pb"],
+    "lora": [*LORA, "--dendrites", "none"],
+    "lora_pb": [*LORA, "--dendrites", "pb"],
+    "lora_gd": [*LORA, "--dendrites", "gd"],
+    "lora_full": [*LORA, "--dendrites", "none", "--patience", "1000"],
+}
 # The same-seed run each method's paired test difference is taken against: LoRA with dendrites
-# against LoRA alone, the rest against the plain fine-tune.
-PAIRED_WITH = {"lora_pb": "lora", "lora_gd": "lora"}
+# (and over the whole budget) against LoRA alone, the rest against the plain fine-tune.
+PAIRED_WITH = {"lora_pb": "lora", "lora_gd": "lora", "lora_full": "lora"}
 
 
 def run_file(task: str, method: str, seed: int) -> Path:
@@ -65,9 +77,7 @@ def run_command(task: str, method: str, seed: int, output_dir: Path, perforateda
     if method == "perforatedai":
         # like our methods, it is scored on its best model, also when the budget ends mid-cycle
         return [perforatedai_python, "-m", "benchmarks.perforatedai", *common, "--final_model", "best"]
-    dendrites = {"baseline": "none", "gd": "gd", "pb": "pb", "lora": "none", "lora_pb": "pb", "lora_gd": "gd"}[method]
-    lora = LORA if method.startswith("lora") else []
-    return train_command(TASKS[task], seed, output_dir, [*lora, "--dendrites", dendrites])
+    return train_command(TASKS[task], seed, output_dir, METHOD_FLAGS[method])
 
 
 def run_one(task: str, method: str, seed: int, perforatedai_python: str, scratch: Path) -> dict[str, Any]:

@@ -81,8 +81,9 @@ def benchmark_table(results: dict) -> str:
         f"`{results['command']}` ({results['recipe']}, 3 seeds planned) on {machine.get('cpu', 'a CPU')}, "
         f"{machine.get('cores', '?')} cores; n = seeds finished. Error change: relative change of the test "
         "error vs the plain fine-tune (negative is better). Trained: parameters that train in the final "
-        "model (runs from before this column: –); `lora*`: LoRA rank 8 on query and value at 5e-4. Paired: "
-        "test accuracy minus that of the same seeds' plain fine-tune (`lora_pb`, `lora_gd`: of LoRA alone), "
+        "model (runs from before this column: –); `lora*`: LoRA rank 8 on query and value at 5e-4 "
+        "(`lora_full`: LoRA alone over the whole epoch budget, keeping its best evaluation). Paired: "
+        "test accuracy minus that of the same seeds' plain fine-tune (`lora_*`: of LoRA alone), "
         "points, with a 95% bootstrap interval over test examples; – until every seed of both kept its "
         "test predictions.",
         "",
