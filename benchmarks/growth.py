@@ -225,6 +225,12 @@ def mean_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.mean(values) if values else None
 
 
+def spread_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    """Standard deviation over seeds (None below two): the noise a difference is read against."""
+    values = [run[key] for run in runs if run.get(key) is not None]
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
 # The task benchmark's dendrite runs read the same way: its 3 seeds on both tasks at the defaults.
 BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--dendrites", "gd"]}
 
@@ -258,7 +264,9 @@ def aggregate() -> dict[str, Any]:
                     "paired_with": CONTROLS.get(variant, "baseline"),
                     "seeds": len(runs),
                     "test_accuracy_mean": mean_of(runs, "test_accuracy"),
+                    "test_accuracy_std": spread_of(runs, "test_accuracy"),
                     "test_accuracy_minus_baseline_mean": mean_of(runs, "test_accuracy_minus_baseline"),
+                    "test_accuracy_minus_baseline_std": spread_of(runs, "test_accuracy_minus_baseline"),
                     "dendrites_kept_mean": mean_of(runs, "dendrites_kept"),
                     "candidate_correlation_mean": mean_of(runs, "candidate_correlation_mean"),
                     "error_alignment_mean": mean_of(runs, "error_alignment_mean"),

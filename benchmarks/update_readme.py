@@ -136,6 +136,14 @@ def target_lines(found: dict) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def _with_spread(value: float | None, spread: float | None, pattern: str) -> str:
+    """`value ± spread` in points (spread over seeds), or the value alone for a single seed."""
+    if value is None:
+        return "–"
+    text = _fmt(100 * value, pattern)
+    return text if spread is None else f"{text} ± {100 * spread:.2f}"
+
+
 def _interval(paired: dict | None) -> str:
     """`[low, high]` in points, or – when the runs kept no per-example predictions."""
     if not paired:
@@ -157,7 +165,8 @@ def growth_table(results: dict) -> str:
     lines = [
         f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
         "is paired with the plain fine-tune of the same seed (`baseline`: the task benchmark's early-stopped one, "
-        "which a dendrite run matches step for step until its first growth) or the control named; n = seeds finished. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
+        "which a dendrite run matches step for step until its first growth) or the control named; n = seeds finished; "
+        "± is the standard deviation over seeds. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
         "after growth: the first evaluation after a growth minus the best score before it (points, mean over "
         "growths and seeds); plain after its best: the same for the plain fine-tune's evaluation after its best. "
         "95% interval: of the paired difference, bootstrapping test examples (the same draw for every seed); "
@@ -177,9 +186,11 @@ def growth_table(results: dict) -> str:
         for name, v in variants.items():
             delta = v.get("test_accuracy_minus_baseline_mean")
             lines.append(
-                f"| {task} | {name} | `{v['flags']}` | {v['seeds']} | {100 * v['test_accuracy_mean']:.2f} "
+                f"| {task} | {name} | `{v['flags']}` | {v['seeds']} "
+                f"| {_with_spread(v['test_accuracy_mean'], v.get('test_accuracy_std'), '.2f')} "
                 f"| {v.get('paired_with', 'baseline')} "
-                f"| {_fmt(None if delta is None else 100 * delta, '+.2f')} | {_interval(v.get('paired_interval'))} "
+                f"| {_with_spread(delta, v.get('test_accuracy_minus_baseline_std'), '+.2f')} "
+                f"| {_interval(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
                 f"| {_with_chance(v.get('candidate_exact_correlation_mean'), v.get('candidate_exact_chance_mean'))} "

@@ -205,3 +205,19 @@ def test_the_task_table_pairs_each_method_with_its_control_once_every_seed_kept_
     assert "paired_difference" not in methods["baseline"]
     row = update_readme._paired(methods["pb"]["paired_difference"])
     assert row.startswith("+50.00 [")
+
+
+def test_the_growth_table_shows_the_spread_over_seeds_only_when_there_are_several():
+    runs = [{"test_accuracy": 0.80}, {"test_accuracy": 0.84}, {"test_accuracy": None}]
+    assert growth.spread_of(runs, "test_accuracy") == pytest.approx(0.02 * 2**0.5)
+    assert growth.spread_of(runs[:1], "test_accuracy") is None
+    assert update_readme._with_spread(0.82, 0.02 * 2**0.5, ".2f") == "82.00 ± 2.83"
+    assert update_readme._with_spread(0.004, None, "+.2f") == "+0.40"
+    assert update_readme._with_spread(None, None, ".2f") == "–"
+
+
+def test_lora_over_the_whole_budget_differs_from_lora_only_by_the_early_stop(tmp_path):
+    lora = benchmark.run_command("trec6", "lora", 0, tmp_path, "python")
+    full = benchmark.run_command("trec6", "lora_full", 0, tmp_path, "python")
+    assert full[: len(lora)] == lora and full[len(lora) :] == ["--patience", "1000"]
+    assert benchmark.PAIRED_WITH["lora_full"] == "lora"
