@@ -104,9 +104,14 @@ VARIANTS["baseline_all_train"] = ["--dendrites", "none", "--max_train_samples", 
 VARIANTS["pb_all_train"] = ["--dendrites", "pb", "--max_train_samples", "1000000"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
-# The plain fine-tune restarted where the reference library restructured the same seed's run (it reloads
-# its best model and builds a fresh AdamW each time): what the restarts alone do, without dendrites.
-SEED_VARIANTS = {"baseline_restarts_pai": ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]}
+# The plain fine-tune restarted (best model reloaded, fresh AdamW, schedule continued) where another
+# run of the same seed changed structure: where the reference library restructured, and where our PB
+# grew a dendrite (the task benchmark's run). What the restarts alone do, without dendrites.
+RESTARTS = ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]
+SEED_VARIANTS = {
+    "baseline_restarts_pai": "<the reference run's restructure epochs>",
+    "baseline_restarts_pb": "<the epochs the benchmark's PB run grew at>",
+}
 
 
 def reference_restart_epochs(task: str, seed: int) -> list[int]:
@@ -115,9 +120,18 @@ def reference_restart_epochs(task: str, seed: int) -> list[int]:
     return [int(entry["epoch"]) for entry in results["epoch_log"] if entry.get("restructured")]
 
 
+def pb_growth_epochs(task: str, seed: int) -> list[int]:
+    """Epochs whose evaluation grew a dendrite in the task benchmark's PB run: there PB reloads its
+    best model and starts its next neuron phase with a fresh optimizer."""
+    results = json.loads((RUNS / task / "pb" / f"seed{seed}.json").read_text())
+    epoch_at = {entry["step"]: entry["epoch"] for entry in results["evaluations"]}
+    return [int(epoch_at[entry["step"]]) for entry in results["dendrite_history"] if entry["action"] == "grow"]
+
+
 def variant_flags(task: str, variant: str, seed: int) -> list[str]:
     if variant in SEED_VARIANTS:
-        return SEED_VARIANTS[variant] + [str(epoch) for epoch in reference_restart_epochs(task, seed)]
+        epochs = (reference_restart_epochs if variant == "baseline_restarts_pai" else pb_growth_epochs)(task, seed)
+        return [*RESTARTS, *(str(epoch) for epoch in epochs)]
     return VARIANTS[variant]
 
 
@@ -128,7 +142,11 @@ def run_file(task: str, variant: str, seed: int) -> Path:
 # What a variant is paired with, when not the task benchmark's plain fine-tune: the restarts change
 # nothing but the restarts against the plain run over the same whole budget; PB on every training
 # sentence against the plain fine-tune on them.
-CONTROLS = {"baseline_restarts_pai": "baseline_full", "pb_all_train": "baseline_all_train"}
+CONTROLS = {
+    "baseline_restarts_pai": "baseline_full",
+    "baseline_restarts_pb": "baseline_full",
+    "pb_all_train": "baseline_all_train",
+}
 
 
 def baseline_file(task: str, seed: int, variant: str | None = None) -> Path:
@@ -238,8 +256,8 @@ BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--
 def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
     """Every variant's flags and run folder: the study's own, then the task benchmark's PB and GD."""
     folders = {variant: (flags, GROWTH_RUNS / task / variant) for variant, flags in VARIANTS.items()}
-    for variant, flags in SEED_VARIANTS.items():
-        folders[variant] = ([*flags, "<the reference run's restructure epochs>"], GROWTH_RUNS / task / variant)
+    for variant, epochs in SEED_VARIANTS.items():
+        folders[variant] = ([*RESTARTS, epochs], GROWTH_RUNS / task / variant)
     for name, flags in BENCHMARK_METHODS.items():
         folders[name] = (flags, RUNS / task / name.split()[-1])
     return folders

@@ -167,6 +167,24 @@ def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_r
     assert epochs and epochs == [entry["epoch"] for entry in log if entry["restructured"]]
 
 
+def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its_neuron_phase(tmp_path, monkeypatch):
+    history = [
+        {"step": 10, "action": "continue"},
+        {"step": 20, "action": "start_dendrite_phase"},
+        {"step": 30, "action": "grow"},  # epoch 3: best model + dendrite, fresh optimizer
+        {"step": 40, "action": "start_dendrite_phase"},  # a revert: no neuron training until the next growth
+        {"step": 50, "action": "grow"},
+    ]
+    evaluations = [{"step": 10 * k, "epoch": float(k)} for k in range(1, 6)]
+    run = tmp_path / "trec6" / "pb" / "seed0.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({"evaluations": evaluations, "dendrite_history": history}))
+    monkeypatch.setattr(growth, "RUNS", tmp_path)
+    flags = growth.variant_flags("trec6", "baseline_restarts_pb", 0)
+    assert flags == ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs", "3", "5"]
+    assert growth.CONTROLS["baseline_restarts_pb"] == "baseline_full"
+
+
 def test_a_rerun_adds_predictions_only_when_it_reproduces_the_committed_run(tmp_path):
     path = tmp_path / "seed0.json"
     earlier = {"test": {"accuracy": 0.75}, "seconds": 100.0, "benchmark": {"machine": {"cpu": "A"}}}
