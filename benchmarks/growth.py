@@ -207,6 +207,7 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
     last_scores = phases[-1]["scores"] if phases else {}
     weights = results.get("dendrite_output_weights") or {}
     exact = (results.get("candidate_exact_correlation") or [{}])[-1]
+    knocked_out = (results.get("test_without_dendrites") or {}).get("accuracy")
     summary = {
         "seed": results["benchmark"]["seed"],
         "test_accuracy": results["test"]["accuracy"],
@@ -222,6 +223,8 @@ def run_summary(results: dict[str, Any], baseline: dict[str, Any] | None) -> dic
         # level (runs whose diagnostic recorded no chance level measured one batch only: not shown)
         "candidate_exact_correlation": exact.get("mean") if "chance_mean" in exact else None,
         "candidate_exact_chance": exact.get("chance_mean"),
+        # the final model's test accuracy with every dendrite's output weight at zero, minus with them
+        "knock_out": None if knocked_out is None else knocked_out - results["test"]["accuracy"],
         "output_weight_abs_mean": statistics.mean(v for values in weights.values() for v in values)
         if weights
         else None,
@@ -293,6 +296,7 @@ def aggregate() -> dict[str, Any]:
                     "validation_after_growth_mean": mean_of(runs, "validation_after_growth"),
                     "validation_plain_after_best_mean": mean_of(runs, "validation_plain_after_best"),
                     "output_weight_abs_mean": mean_of(runs, "output_weight_abs_mean"),
+                    "knock_out_mean": mean_of(runs, "knock_out"),
                     # every seed paired example by example with the plain fine-tune (None until all kept predictions)
                     "paired_interval": paired_difference(pairs)
                     if all(a is not None and b is not None for a, b in pairs)

@@ -175,12 +175,14 @@ def growth_table(results: dict) -> str:
         "and the first 4 steps of each dendrite phase); candidates vs exact error: the correlation of the "
         "candidates that signal trained with the exact backprop error (last dendrite-phase evaluation, over the "
         "last 4 training batches), and in brackets its chance level (the same with the error rows shuffled); to "
-        "read against candidate correlation, which is with the signal itself.",
+        "read against candidate correlation, which is with the signal itself. Dendrites off: the final model's "
+        "test accuracy with every dendrite's output weight held at zero (`hd.disable_dendrites`) minus with "
+        "them, points (mean over the seeds that recorded it): how much of the prediction runs through them.",
         "",
         "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
         "| dendrites kept | candidate correlation | error vs backprop | candidates vs exact error "
-        "| mean abs(output weight) | validation after growth | plain after its best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean abs(output weight) | dendrites off | validation after growth | plain after its best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
@@ -194,7 +196,7 @@ def growth_table(results: dict) -> str:
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
                 f"| {_with_chance(v.get('candidate_exact_correlation_mean'), v.get('candidate_exact_chance_mean'))} "
-                f"| {_fmt(v['output_weight_abs_mean'], '.2e')} "
+                f"| {_fmt(v['output_weight_abs_mean'], '.2e')} | {_points(v.get('knock_out_mean'))} "
                 f"| {_points(v.get('validation_after_growth_mean'))} | {_points(v.get('validation_plain_after_best_mean'))} |"
             )
     return "\n".join(lines)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import DendriteConfig
-from .dendrite_modeling import DENDRITE_PARAMETERS
+from .dendrite_modeling import DENDRITE_PARAMETERS, StaticDendriteLinear
 from .layer import DendriteLinear
 from .targets import resolve_target_modules
 
@@ -324,6 +324,29 @@ def restore_snapshot(model: nn.Module, snapshot: ModelSnapshot) -> None:
         if layers[name].num_dendrites != count:
             layers[name].allocate(count)
     model.load_state_dict(snapshot.state_dict, strict=True)
+
+
+@contextmanager
+def disable_dendrites(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the model as if it had no dendrites, then put them back (PEFT's `disable_adapter()` for
+    dendrites): every dendrite's output weight `a_k` is held at zero inside the block, so the layers
+    compute `W x + b` alone. Comparing the two says how much of a prediction runs through the
+    dendrites. Works on models from `add_dendrites` and `hf_dendrites.from_pretrained`; the weights
+    are restored exactly, also when the block raises.
+    """
+    layers = [module for module in model.modules() if isinstance(module, StaticDendriteLinear)]
+    if not layers:
+        raise ValueError("disable_dendrites: the model has no dendrite layers (add_dendrites was not applied)")
+    kept = [(layer.dendrite_scale, layer.dendrite_scale.detach().clone()) for layer in layers if layer.num_dendrites]
+    try:
+        with torch.no_grad():
+            for scale, _ in kept:
+                scale.zero_()
+        yield model
+    finally:
+        with torch.no_grad():
+            for scale, value in kept:
+                scale.copy_(value)
 
 
 @contextmanager

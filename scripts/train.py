@@ -50,7 +50,7 @@ from hf_dendrites.data_files import load_hub, load_local
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
 from hf_dendrites.holdout import holdout_split
 from hf_dendrites.metrics import METRICS, build_compute_metrics
-from hf_dendrites.model import parameter_report
+from hf_dendrites.model import disable_dendrites, num_dendrites, parameter_report
 from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig
 from hf_dendrites.plotting import HISTORY_PLOT
 from hf_dendrites.pretrained import SHIPPED_MODELS, resolve_model
@@ -565,6 +565,14 @@ def load_classifier(name: str, path: str, overrides: dict[str, Any], labels: int
     return model
 
 
+def metrics_without_dendrites(trainer: Trainer, dataset: datasets.Dataset) -> dict[str, float]:
+    """Test metrics of the trained model with every dendrite's output weight held at zero: set
+    against the model's own, how much of its predictions runs through the dendrites."""
+    with disable_dendrites(trainer.model):
+        metrics = trainer.predict(dataset, metric_key_prefix="test").metrics
+    return {k.removeprefix("test_"): v for k, v in metrics.items() if k.removeprefix("test_") in METRICS}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(
         sys.argv[1:] if argv is None else argv
@@ -672,6 +680,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "test_predictions": prediction.predictions.argmax(-1).tolist(),
             "test_labels": prediction.label_ids.tolist(),
         }
+        if dendrite_config is not None and num_dendrites(trainer.model):
+            test_outcome["test_without_dendrites"] = metrics_without_dendrites(trainer, encoded["test"])
     report = parameter_report(trainer.model)
     results = {
         "validation": {k.removeprefix("eval_"): v for k, v in validation.items() if k.removeprefix("eval_") in METRICS},

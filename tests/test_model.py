@@ -373,3 +373,50 @@ def test_grow_refuses_non_finite_candidate_scores_and_names_the_layer():
     with pytest.raises(RuntimeError, match=r"\['classifier'\] are not finite"):
         hd.grow(model)
     assert hd.num_dendrites(model) == 0 and hd.model.paused_parameters(model) is not None
+
+
+def grown_with_output_weights(family: str = "bert"):
+    """A model with one GD dendrite per neuron whose output weights are not zero, so it counts."""
+    model = tiny_model(family)
+    hd.add_dendrites(model, DendriteConfig(mode="gd"))
+    hd.grow(model)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in hd.dendrite_layers(model).values():
+            layer.dendrite_scale.copy_(torch.randn(layer.dendrite_scale.shape, generator=generator))
+    return model
+
+
+def test_disable_dendrites_computes_the_model_without_them_and_gives_every_weight_back():
+    model = tiny_model()
+    batch = token_batch()
+    plain = logits(model, batch)
+    model = grown_with_output_weights()
+    with_dendrites = logits(model, batch)
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    assert not torch.allclose(with_dendrites, plain)
+    with hd.disable_dendrites(model) as inside:
+        assert inside is model
+        assert torch.equal(logits(model, batch), plain)  # W x + b alone, on every wrapped layer
+    assert torch.equal(logits(model, batch), with_dendrites)
+    assert all(torch.equal(model.state_dict()[name], weights[name]) for name in weights)
+
+
+def test_disable_dendrites_gives_the_weights_back_when_the_block_raises():
+    model = grown_with_output_weights()
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="inside"), hd.disable_dendrites(model):
+        raise RuntimeError("inside")
+    assert all(torch.equal(model.state_dict()[name], weights[name]) for name in weights)
+
+
+def test_disable_dendrites_on_a_loaded_model_and_on_one_without_dendrite_layers(tmp_path):
+    model = grown_with_output_weights()
+    batch = token_batch()
+    model.save_pretrained(tmp_path)
+    loaded = hd.from_pretrained(tmp_path)
+    with hd.disable_dendrites(model), hd.disable_dendrites(loaded):
+        assert torch.equal(logits(loaded, batch), logits(model, batch))
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
+    with pytest.raises(ValueError, match="no dendrite layers"), hd.disable_dendrites(tiny_model()):
+        pass

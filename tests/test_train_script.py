@@ -250,3 +250,23 @@ def test_the_lora_recipe_trains_lora_and_dendrites_and_saves_both(tmp_path):
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **overrides)
     model = hd.from_pretrained(tmp_path, base_model=base)
     assert hd.num_dendrites(model) == max(results["dendrites_per_layer"].values())
+
+
+def test_the_knock_out_scores_the_trained_model_with_its_dendrites_off(tmp_path):
+    from test_model import grown_with_output_weights
+    from test_trainer import VALIDATION
+    from transformers import Trainer, TrainingArguments
+
+    from hf_dendrites.metrics import build_compute_metrics
+
+    model = grown_with_output_weights()
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, compute_metrics=build_compute_metrics(["accuracy"]))
+    with_dendrites = trainer.predict(VALIDATION).predictions.argmax(-1)
+    knocked_out = train.metrics_without_dendrites(trainer, VALIDATION)
+    with hd.disable_dendrites(model):
+        without = trainer.predict(VALIDATION).predictions.argmax(-1)
+    assert (with_dendrites != without).any()  # the dendrites carry part of these predictions
+    labels = VALIDATION["labels"]
+    assert knocked_out == {"accuracy": pytest.approx(sum(p == y for p, y in zip(without, labels)) / len(labels))}
+    assert (trainer.predict(VALIDATION).predictions.argmax(-1) == with_dendrites).all()  # dendrites back on
