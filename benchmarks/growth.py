@@ -91,6 +91,10 @@ VARIANTS["pb_diagnostics"] = ["--dendrites", "pb", "--error_alignment_steps", "4
 # per-example signal otherwise reaches every token): about a sentence length less candidate work.
 for _signal in ("feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}_cls"] = [*VARIANTS[f"pb_{_signal}"], "--candidate_positions", "first"]
+# The default PB with candidates that learn nothing (a learning rate of 1e-9 leaves them at their
+# random start; the best of them by its chance correlation is grown, and its output weights train as
+# usual): what a dendrite is worth without the error it was meant to learn.
+VARIANTS["pb_untrained_candidates"] = ["--dendrites", "pb", "--candidate_learning_rate", "1e-9"]
 # Early growth: the first dendrite phase right after epoch 2, before the validation peak, while the
 # training errors are still systematic rather than memorised.
 VARIANTS["pb_first_growth_epoch2"] = ["--dendrites", "pb", "--first_growth_epoch", "2"]
