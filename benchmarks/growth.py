@@ -112,10 +112,6 @@ VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # run of the same seed changed structure: where the reference library restructured, and where our PB
 # grew a dendrite (the task benchmark's run). What the restarts alone do, without dendrites.
 RESTARTS = ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]
-SEED_VARIANTS = {
-    "baseline_restarts_pai": "<the reference run's restructure epochs>",
-    "baseline_restarts_pb": "<the epochs the benchmark's PB run grew at>",
-}
 
 
 def reference_restart_epochs(task: str, seed: int) -> list[int]:
@@ -132,10 +128,17 @@ def pb_growth_epochs(task: str, seed: int) -> list[int]:
     return [int(epoch_at[entry["step"]]) for entry in results["dendrite_history"] if entry["action"] == "grow"]
 
 
+# Each restart variant: where its epochs come from, and how the table names them.
+SEED_VARIANTS = {
+    "baseline_restarts_pai": (reference_restart_epochs, "<the reference run's restructure epochs>"),
+    "baseline_restarts_pb": (pb_growth_epochs, "<the epochs the benchmark's PB run grew at>"),
+}
+
+
 def variant_flags(task: str, variant: str, seed: int) -> list[str]:
     if variant in SEED_VARIANTS:
-        epochs = (reference_restart_epochs if variant == "baseline_restarts_pai" else pb_growth_epochs)(task, seed)
-        return [*RESTARTS, *(str(epoch) for epoch in epochs)]
+        epochs_of, _ = SEED_VARIANTS[variant]
+        return [*RESTARTS, *(str(epoch) for epoch in epochs_of(task, seed))]
     return VARIANTS[variant]
 
 
@@ -263,7 +266,7 @@ BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--
 def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
     """Every variant's flags and run folder: the study's own, then the task benchmark's PB and GD."""
     folders = {variant: (flags, GROWTH_RUNS / task / variant) for variant, flags in VARIANTS.items()}
-    for variant, epochs in SEED_VARIANTS.items():
+    for variant, (_, epochs) in SEED_VARIANTS.items():
         folders[variant] = ([*RESTARTS, epochs], GROWTH_RUNS / task / variant)
     for name, flags in BENCHMARK_METHODS.items():
         folders[name] = (flags, RUNS / task / name.split()[-1])

@@ -570,7 +570,12 @@ def metrics_without_dendrites(trainer: Trainer, dataset: datasets.Dataset) -> di
     against the model's own, how much of its predictions runs through the dendrites."""
     with disable_dendrites(trainer.model):
         metrics = trainer.predict(dataset, metric_key_prefix="test").metrics
-    return {k.removeprefix("test_"): v for k, v in metrics.items() if k.removeprefix("test_") in METRICS}
+    return split_metrics(metrics, "test_")
+
+
+def split_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """The task metrics of one split, without the Trainer's key prefix (runtime and loss dropped)."""
+    return {k.removeprefix(prefix): v for k, v in metrics.items() if k.removeprefix(prefix) in METRICS}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -684,8 +689,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             test_outcome["test_without_dendrites"] = metrics_without_dendrites(trainer, encoded["test"])
     report = parameter_report(trainer.model)
     results = {
-        "validation": {k.removeprefix("eval_"): v for k, v in validation.items() if k.removeprefix("eval_") in METRICS},
-        "test": {k.removeprefix("test_"): v for k, v in test.items() if k.removeprefix("test_") in METRICS},
+        "validation": split_metrics(validation, "eval_"),
+        "test": split_metrics(test, "test_"),
         "parameters": {
             "base": base_parameters,
             "dendrites": report["dendrites"],
