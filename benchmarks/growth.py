@@ -40,6 +40,7 @@ from benchmarks.common import (
     test_correctness,
     train_command,
 )
+from benchmarks.growth_sources import per_seed
 
 GROWTH_RUNS = RUNS / "growth"
 # Flags on top of the task recipe (which is PB on the family's default layers).
@@ -317,6 +318,7 @@ def aggregate() -> dict[str, Any]:
         "recipe": "configs/<task>.yaml " + " ".join(BUDGET),
         "machine": machine_of_runs(sorted(GROWTH_RUNS.glob("*/*/seed*.json"))),
         "tasks": tasks,
+        "per_seed": per_seed(),
     }
     (RESULTS / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary)

@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from benchmarks.growth_sources import sources_table
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -346,6 +348,7 @@ TABLES = {
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),
     "growth": ("growth.json", growth_table),
+    "growth-sources": ("growth.json", sources_table),
     "compression": ("compression.json", compression_table),
     "distillation-pool": ("compression.json", distillation_pool_table),
     "distillation-diagnostics": ("compression.json", distillation_diagnostics_table),
