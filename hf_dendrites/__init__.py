@@ -26,7 +26,7 @@ from .model import (
     stop_candidates,
 )
 from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
-from .restarts import RestartFromBestCallback
+from .restarts import RestartFromBestCallback, RestartOnPlateauCallback
 from .targets import DEFAULT_TARGET_MODULES
 from .teacher import add_teacher_logits, load_teacher, teacher_logits
 from .tracker import Action, Decision, DendriteTracker, Phase
@@ -47,6 +47,7 @@ __all__ = [
     "DistillationTrainer",
     "Phase",
     "RestartFromBestCallback",
+    "RestartOnPlateauCallback",
     "TeacherAgreementCallback",
     "SummingNetworkConfig",
     "SummingNetworkForSequenceClassification",

@@ -54,7 +54,7 @@ from hf_dendrites.model import disable_dendrites, num_dendrites, parameter_repor
 from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig
 from hf_dendrites.plotting import HISTORY_PLOT
 from hf_dendrites.pretrained import SHIPPED_MODELS, resolve_model
-from hf_dendrites.restarts import RestartFromBestCallback
+from hf_dendrites.restarts import RestartFromBestCallback, RestartOnPlateauCallback
 from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
 from hf_dendrites.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file
 from hf_dendrites.version import versions
@@ -198,6 +198,18 @@ def _dendrite_arguments_class() -> type:
                     "help": "--dendrites none only: after these epochs' evaluations, restore the best model and "
                     "start a fresh optimizer (the schedule continues), as a growth does: a control for what the "
                     "restarts alone do."
+                },
+            ),
+        ),
+        (
+            "restart_on_plateau",
+            bool,
+            field(
+                default=False,
+                metadata={
+                    "help": "--dendrites none only: restart (best model, fresh optimizer) wherever PB would grow, "
+                    "following the growth settings (--patience, --max_dendrites restarts, --max_tries), and stop "
+                    "when a restart no longer helps: PB's policy without the dendrite."
                 },
             ),
         ),
@@ -583,8 +595,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sys.argv[1:] if argv is None else argv
     )
     dendrite_config = dendrite_config_from(dendrite_args)
-    if dendrite_args.restart_at_epochs and dendrite_config is not None:
-        raise ValueError("--restart_at_epochs is for plain runs (--dendrites none); growth restarts by itself")
+    if dendrite_config is not None and (dendrite_args.restart_at_epochs or dendrite_args.restart_on_plateau):
+        raise ValueError("--restart_at_epochs and --restart_on_plateau are for plain runs (--dendrites none)")
+    if dendrite_args.restart_at_epochs and dendrite_args.restart_on_plateau:
+        raise ValueError("give --restart_at_epochs or --restart_on_plateau, not both")
     restarts = None
     distillation = (
         DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)
@@ -656,11 +670,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if dendrite_config is None:
         training_args.load_best_model_at_end = True
         trainer_class = Trainer if distillation is None else DistillationTrainer
-        trainer = trainer_class(
-            **common, callbacks=[EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience)]
-        )
+        trainer = trainer_class(**common)
+        if dendrite_args.restart_on_plateau:  # it stops the run itself, when a restart no longer helps
+            growth_settings = dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
+            restarts = RestartOnPlateauCallback(trainer, growth_settings)
+        else:
+            trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
         if dendrite_args.restart_at_epochs:
             restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
+        if restarts is not None:
             trainer.add_callback(restarts)
     else:
         trainer = DendriteTrainer(
@@ -731,6 +749,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["dendrite_output_weights"] = output_weight_sizes(trainer.model)
     if restarts is not None:
         results["restarts"] = restarts.restarts
+    if isinstance(restarts, RestartOnPlateauCallback):
+        results["completed_reason"] = restarts.tracker.completed_reason or "training budget used up"
     if holdout is not None:
         results["holdout"] = holdout
     output = Path(training_args.output_dir)

@@ -217,9 +217,22 @@ def test_the_script_prints_a_recipe_mistake_as_one_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-def test_restarts_are_for_plain_runs_only():
-    with pytest.raises(ValueError, match="--restart_at_epochs is for plain runs"):
-        train.main(["--dendrites", "pb", "--restart_at_epochs", "2", "--output_dir", "unused"])
+@pytest.mark.parametrize("flags", [["--restart_at_epochs", "2"], ["--restart_on_plateau", "true"]])
+def test_restarts_are_for_plain_runs_only(flags):
+    with pytest.raises(ValueError, match="--restart_at_epochs and --restart_on_plateau are for plain runs"):
+        train.main(["--dendrites", "pb", *flags, "--output_dir", "unused"])
+    with pytest.raises(ValueError, match="not both"):
+        train.main(
+            ["--dendrites", "none", "--restart_at_epochs", "2", "--restart_on_plateau", "true", "--output_dir", "x"]
+        )
+
+
+def test_plain_restarts_on_plateau_follow_the_growth_settings(tmp_path):
+    recipe = str(ROOT / "configs" / "movie_reviews_baseline.yaml")
+    flags = ["--restart_on_plateau", "true", "--max_tries", "0", "--num_train_epochs", "6"]
+    results = train.main([recipe, *TINY, *flags, "--output_dir", str(tmp_path)])  # patience 1, max_dendrites 1
+    assert results["completed_reason"] and results["parameters"]["dendrites"] == 0
+    assert len(results["restarts"]) <= 1  # one restart, and no retry of one that did not help
 
 
 def test_the_plain_holdout_control_trains_on_what_the_neuron_phases_see(tmp_path):

@@ -10,7 +10,7 @@ import datasets
 import pytest
 import torch
 from tiny_models import tiny_model, token_batch
-from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig, DendriteTrainer
@@ -444,35 +444,3 @@ def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full
     trainer.save_model(str(tmp_path / "final"))
     saved = json.loads((tmp_path / "final" / "config.json").read_text())
     assert saved["dendrites"]["config"]["patience"] == 3
-
-
-def test_restart_from_best_restores_the_best_model_with_a_fresh_optimizer(tmp_path):
-    trainer = Trainer(
-        tiny_model(num_labels=2),
-        training_args(tmp_path, max_steps=24, eval_steps=8, save_strategy="no", learning_rate=5e-3),
-        train_dataset=TRAIN,
-        eval_dataset=VALIDATION,
-        compute_metrics=build_compute_metrics(["accuracy"]),
-    )
-    restarts = hd.RestartFromBestCallback(trainer, epochs=[2])
-    trainer.add_callback(restarts)
-    seen: dict = {"optimizers": []}
-
-    class Probe(TrainerCallback):  # added after the restart callback, so it sees the state after a restart
-        def on_step_end(self, args, state, control, **kwargs):
-            seen["optimizers"].append(trainer.optimizer)
-
-        def on_evaluate(self, args, state, control, **kwargs):
-            if state.epoch == 2:
-                weights = trainer.model.state_dict()
-                seen["is_best"] = all(torch.equal(weights[k], v) for k, v in restarts.best.state_dict.items())
-                seen["optimizer"], seen["schedule_step"] = trainer.optimizer, trainer.lr_scheduler.last_epoch
-                seen["moments"] = len(trainer.optimizer.state)
-
-    trainer.add_callback(Probe())
-    trainer.train()
-    assert [(r["epoch"], r["step"]) for r in restarts.restarts] == [(2, 16)]
-    assert seen["is_best"]
-    before, after = seen["optimizers"][15], seen["optimizers"][16]
-    assert seen["optimizer"] is after and after is not before and seen["moments"] == 0  # fresh: no moments kept
-    assert seen["schedule_step"] == 16  # the learning-rate schedule continues where it was
