@@ -23,15 +23,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("plain, early-stopped", "tasks", "baseline"),
     ("plain, whole budget", "growth", "baseline_full"),
     ("plain, restarted where PB grew", "growth", "baseline_restarts_pb"),
+    ("plain, restarted on plateau", "tasks", "restarts"),
     ("PB", "tasks", "pb"),
     ("PB, untrained candidates", "growth", "pb_untrained_candidates"),
     ("PB, linear backprop", "growth", "pb_linear_backprop"),
 ]
 # Differences between two columns, per seed (points): what the restarts add to the whole-budget plain
-# run, and what PB adds to the plain run restarted at its own growth epochs.
+# run, and what PB adds to the plain run restarted at its own growth epochs or by its own policy.
 DIFFERENCES: list[tuple[str, str, str]] = [
     ("restarts", "plain, restarted where PB grew", "plain, whole budget"),
     ("PB over its restarts", "PB", "plain, restarted where PB grew"),
+    ("PB over plateau restarts", "PB", "plain, restarted on plateau"),
     ("trained over untrained candidates", "PB", "PB, untrained candidates"),
 ]
 

@@ -253,16 +253,21 @@ def test_the_per_seed_view_lines_up_each_seeds_controls_and_leaves_missing_runs_
     write("trec6/baseline/seed0.json", 0.80)
     write("growth/trec6/baseline_full/seed0.json", 0.81)
     write("growth/trec6/baseline_restarts_pb/seed0.json", 0.83)
+    write("trec6/restarts/seed0.json", 0.845)
     write("trec6/pb/seed0.json", 0.84, without_dendrites=0.82)
     write("trec6/pb/seed1.json", 0.79)  # a seed whose controls have not run
     rows = growth_sources.per_seed(tmp_path)["trec6"]
     assert [row["seed"] for row in rows] == [0, 1]
     assert rows[0]["difference"]["restarts"] == pytest.approx(0.02)
     assert rows[0]["difference"]["PB over its restarts"] == pytest.approx(0.01)
+    assert rows[0]["difference"]["PB over plateau restarts"] == pytest.approx(-0.005)
     assert rows[0]["difference"]["trained over untrained candidates"] is None
     assert all(value is None for value in rows[1]["difference"].values())
     table = growth_sources.sources_table({"per_seed": {"trec6": rows}})
-    assert "| trec6 | 0 | 80.00 | 81.00 | 83.00 | 84.00 (off: 82.00) | – | – | +2.00 | +1.00 | – |" in table
-    assert "| trec6 | 1 | – | – | – | 79.00 | – | – | – | – | – |" in table
+    assert (
+        "| trec6 | 0 | 80.00 | 81.00 | 83.00 | 84.50 | 84.00 (off: 82.00) | – | – | +2.00 | +1.00 | -0.50 | – |"
+        in table
+    )
+    assert "| trec6 | 1 | – | – | – | – | 79.00 | – | – | – | – | – | – |" in table
     # the mean row averages each column over the seeds that ran it, and says how many
     assert "81.50 ± 3.54 (n=2)" in table and "+2.00 (n=1)" in table
