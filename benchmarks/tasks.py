@@ -53,9 +53,9 @@ METHODS = ("baseline", "restarts", "gd", "pb", "perforatedai", "lora", "lora_pb"
 LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
 # What each method adds to the recipe. `restarts` is the plain fine-tune restarted (best model,
 # fresh AdamW) wherever PB's policy would grow, without dendrites: what PB gains by its restarts
-# alone (the growth study found that to be most of it). `lora_full` is LoRA alone over the whole epoch budget (no
-# early stop, best evaluation kept, as a dendrite run is): the control for the epochs that LoRA with
-# dendrites trains beyond LoRA alone's early stop.
+# alone (the growth study found that to be most of it). `lora_full` is LoRA alone over the whole
+# epoch budget (no early stop, best evaluation kept, as a dendrite run is): the control for the
+# epochs that LoRA with dendrites trains beyond LoRA alone's early stop.
 METHOD_FLAGS = {
     "baseline": ["--dendrites", "none"],
     "restarts": ["--dendrites", "none", "--restart_on_plateau", "true"],

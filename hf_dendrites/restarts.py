@@ -63,6 +63,22 @@ class _RestartCallback(TrainerCallback):
         self.restarts.append({"epoch": state.epoch, "step": state.global_step, **record})
         logger.info("restart at step %d: best model restored, fresh optimizer", state.global_step)
 
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> TrainerControl:
+        if metrics and self.metric_key in metrics:
+            self._evaluated(float(metrics[self.metric_key]), state, control)
+        return control
+
+    def _evaluated(self, score: float, state: TrainerState, control: TrainerControl) -> None:
+        """Act on one evaluation's score (the subclass's policy)."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         return {"restarts": self.restarts}
 
@@ -128,25 +144,13 @@ class RestartFromBestCallback(_RestartCallback):
         super().load_state_dict(state)
         self.best_score = state["best_score"]
 
-    def on_evaluate(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        metrics: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> TrainerControl:
-        if not metrics or self.metric_key not in metrics:
-            return control
-        score = float(metrics[self.metric_key])
+    def _evaluated(self, score: float, state: TrainerState, control: TrainerControl) -> None:
         if self._improves(score):
             self.best_score, self.best = score, take_snapshot(self.model)
         epoch = state.epoch or 0.0
         due = [e for e in self.epochs if abs(epoch - e) < 1e-6 and all(r["epoch"] != e for r in self.restarts)]
         if due and self.best is not None:
-            self._restart(state, best_score=self.best_score)
-            self.restarts[-1]["epoch"] = due[0]
-        return control
+            self._restart(state, epoch=due[0], best_score=self.best_score)
 
 
 class RestartOnPlateauCallback(_RestartCallback):
@@ -176,17 +180,10 @@ class RestartOnPlateauCallback(_RestartCallback):
         self.tracker.load_state_dict(state["tracker"])
         super().load_state_dict(state)
 
-    def on_evaluate(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        metrics: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> TrainerControl:
-        if not metrics or self.metric_key not in metrics or self.tracker.is_complete:
-            return control
-        decision = self.tracker.step(float(metrics[self.metric_key]), step=state.global_step)
+    def _evaluated(self, score: float, state: TrainerState, control: TrainerControl) -> None:
+        if self.tracker.is_complete:
+            return
+        decision = self.tracker.step(score, step=state.global_step)
         if decision.new_best:
             self.best = take_snapshot(self.model)
         if decision.action == Action.GROW:
@@ -196,4 +193,3 @@ class RestartOnPlateauCallback(_RestartCallback):
         if decision.action == Action.COMPLETE:
             logger.info("restarts complete: %s", decision.reason)
             control.should_training_stop = True
-        return control
