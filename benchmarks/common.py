@@ -129,6 +129,13 @@ def paired_difference(
     }
 
 
+def interval_text(paired: dict[str, Any] | None) -> str:
+    """A paired difference's 95% interval as `[low, high]` in points, or – when there is none."""
+    if not paired:
+        return "–"
+    return f"[{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
+
+
 def mean(values: list[float]) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None

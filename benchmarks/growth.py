@@ -40,7 +40,7 @@ from benchmarks.common import (
     test_correctness,
     train_command,
 )
-from benchmarks.growth_sources import per_seed
+from benchmarks.growth_sources import difference_intervals, per_seed
 
 GROWTH_RUNS = RUNS / "growth"
 # Flags on top of the task recipe (which is PB on the family's default layers).
@@ -319,6 +319,7 @@ def aggregate() -> dict[str, Any]:
         "machine": machine_of_runs(sorted(GROWTH_RUNS.glob("*/*/seed*.json"))),
         "tasks": tasks,
         "per_seed": per_seed(),
+        "difference_intervals": difference_intervals(),
     }
     (RESULTS / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary)

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RUNS, TASKS
+from benchmarks.common import RUNS, TASKS, interval_text, paired_difference, test_correctness
 
 # (column, study, run folder name) in the table's order; study "tasks" is the task benchmark
 # (runs/<task>/<method>/), "growth" the growth study (runs/growth/<task>/<variant>/).
@@ -80,6 +80,26 @@ def per_seed(runs: Path = RUNS) -> dict[str, list[dict[str, Any]]]:
     return tasks
 
 
+def difference_intervals(runs: Path = RUNS) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """For each task and difference: the 95% bootstrap interval over test examples of the difference,
+    paired seed by seed over the seeds where both columns ran (None until all of them kept their test
+    predictions). The per-seed differences say how the seeds disagree; this says what the test set resolves."""
+    folders = {column: (study, name) for column, study, name in COLUMNS}
+    tasks = {}
+    for task in TASKS:
+        found: dict[str, dict[str, Any] | None] = {}
+        for difference, a, b in DIFFERENCES:
+            pairs = []
+            for seed in seeds_of(task, runs):
+                paths = [run_folder(runs, task, *folders[column]) / f"seed{seed}.json" for column in (a, b)]
+                if all(path.exists() for path in paths):
+                    pairs.append(tuple(test_correctness(json.loads(path.read_text())) for path in paths))
+            complete = pairs and all(None not in pair for pair in pairs)
+            found[difference] = paired_difference(pairs) if complete else None
+        tasks[task] = found
+    return tasks
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
 
@@ -105,7 +125,9 @@ def sources_table(summary: dict[str, Any]) -> str:
     lines = [
         "`python -m benchmarks.growth` (per-seed view of the runs above and the task benchmark's `baseline` and `pb`). "
         "Test accuracy per run; for dendrite runs that recorded it, in brackets the same model with every dendrite "
-        "switched off (`hd.disable_dendrites`). Last columns: differences between two columns of the same seed, points.",
+        "switched off (`hd.disable_dendrites`). Last columns: differences between two columns of the same seed, points; "
+        "row `95% interval`: of the mean difference, bootstrapping test examples (the same draw for every seed), "
+        "shown once every seed of both columns kept its test predictions.",
         "",
         "| task | seed | " + " | ".join(names + [f"{name} (points)" for name in differences]) + " |",
         "|---|---|" + "---|" * (len(names) + len(differences)),
@@ -120,4 +142,8 @@ def sources_table(summary: dict[str, Any]) -> str:
         means = [_mean_cell([row["accuracy"][column] for row in rows], points=False) for column in names]
         means += [_mean_cell([row["difference"][name] for row in rows], points=True) for name in differences]
         lines.append(f"| {task} | mean ± std | " + " | ".join(means) + " |")
+        found = summary.get("difference_intervals", {}).get(task)
+        if found and any(found.values()):
+            intervals = [interval_text(found.get(name)) for name in differences]
+            lines.append(f"| {task} | 95% interval | " + " | ".join(["–"] * len(names) + intervals) + " |")
     return "\n".join(lines)

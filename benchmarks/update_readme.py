@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from benchmarks.common import interval_text
 from benchmarks.growth_sources import sources_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,16 +148,9 @@ def _with_spread(value: float | None, spread: float | None, pattern: str) -> str
     return text if spread is None else f"{text} ± {100 * spread:.2f}"
 
 
-def _interval(paired: dict | None) -> str:
-    """`[low, high]` in points, or – when the runs kept no per-example predictions."""
-    if not paired:
-        return "–"
-    return f"[{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}]"
-
-
 def _paired(paired: dict | None) -> str:
     """`+0.55 [-0.31, +1.40]` in points, or –."""
-    return "–" if not paired else f"{100 * paired['difference']:+.2f} {_interval(paired)}"
+    return "–" if not paired else f"{100 * paired['difference']:+.2f} {interval_text(paired)}"
 
 
 def _with_chance(value: float | None, chance: float | None) -> str:
@@ -195,7 +189,7 @@ def growth_table(results: dict) -> str:
                 f"| {_with_spread(v['test_accuracy_mean'], v.get('test_accuracy_std'), '.2f')} "
                 f"| {v.get('paired_with', 'baseline')} "
                 f"| {_with_spread(delta, v.get('test_accuracy_minus_baseline_std'), '+.2f')} "
-                f"| {_interval(v.get('paired_interval'))} "
+                f"| {interval_text(v.get('paired_interval'))} "
                 f"| {_fmt(v['dendrites_kept_mean'], '.1f')} "
                 f"| {_fmt(v['candidate_correlation_mean'], '.4f')} | {_fmt(v.get('error_alignment_mean'), '.3f')} "
                 f"| {_with_chance(v.get('candidate_exact_correlation_mean'), v.get('candidate_exact_chance_mean'))} "

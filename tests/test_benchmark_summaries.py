@@ -271,3 +271,33 @@ def test_the_per_seed_view_lines_up_each_seeds_controls_and_leaves_missing_runs_
     assert "| trec6 | 1 | – | – | – | – | 79.00 | – | – | – | – | – | – |" in table
     # the mean row averages each column over the seeds that ran it, and says how many
     assert "81.50 ± 3.54 (n=2)" in table and "+2.00 (n=1)" in table
+
+
+def test_the_per_seed_view_gives_each_difference_an_interval_once_both_columns_kept_predictions(tmp_path):
+    def write(path: str, correct: list[bool] | None) -> None:
+        results = {"test": {"accuracy": sum(correct) / len(correct) if correct else 0.5}}
+        if correct is not None:
+            results["test_predictions"], results["test_labels"] = [int(c) for c in correct], [1] * len(correct)
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(results))
+
+    restarted = [True, False, True, False] * 25
+    pb = [True, True, True, False] * 25  # right wherever the restarts were, and on 25 more examples
+    for seed in (0, 1):
+        write(f"growth/trec6/baseline_restarts_pb/seed{seed}.json", restarted)
+        write(f"trec6/pb/seed{seed}.json", pb)
+        write(f"trec6/restarts/seed{seed}.json", None if seed == 1 else restarted)
+    found = growth_sources.difference_intervals(tmp_path)["trec6"]
+    over_restarts = found["PB over its restarts"]
+    assert over_restarts["difference"] == pytest.approx(0.25)
+    assert over_restarts["seed_differences"] == pytest.approx([0.25, 0.25])
+    assert 0 < over_restarts["low"] < 0.25 < over_restarts["high"]
+    assert found["PB over plateau restarts"] is None  # seed 1's plateau restarts kept no predictions
+    assert found["restarts"] is None  # no seed ran both columns
+
+    rows = growth_sources.per_seed(tmp_path)["trec6"]
+    table = growth_sources.sources_table({"per_seed": {"trec6": rows}, "difference_intervals": {"trec6": found}})
+    interval_row = next(line for line in table.splitlines() if "95% interval" in line and line.startswith("| trec6"))
+    cells = [cell.strip() for cell in interval_row.strip("|").split("|")]
+    assert cells[-3] == common.interval_text(over_restarts) and cells[-2:] == ["–", "–"]
+    assert set(cells[2:-4]) == {"–"}  # accuracy columns carry no interval
