@@ -84,16 +84,20 @@ def difference_intervals(runs: Path = RUNS) -> dict[str, dict[str, dict[str, Any
     """For each task and difference: the 95% bootstrap interval over test examples of the difference,
     paired seed by seed over the seeds where both columns ran (None until all of them kept their test
     predictions). The per-seed differences say how the seeds disagree; this says what the test set resolves."""
-    folders = {column: (study, name) for column, study, name in COLUMNS}
     tasks = {}
     for task in TASKS:
+        seeds_run = seeds_of(task, runs)
+        # each run read once: (column, seed) -> its per-example correctness (None without predictions)
+        correct = {
+            (column, seed): test_correctness(json.loads(path.read_text()))
+            for column, study, name in COLUMNS
+            for seed in seeds_run
+            if (path := run_folder(runs, task, study, name) / f"seed{seed}.json").exists()
+        }
         found: dict[str, dict[str, Any] | None] = {}
         for difference, a, b in DIFFERENCES:
-            pairs = []
-            for seed in seeds_of(task, runs):
-                paths = [run_folder(runs, task, *folders[column]) / f"seed{seed}.json" for column in (a, b)]
-                if all(path.exists() for path in paths):
-                    pairs.append(tuple(test_correctness(json.loads(path.read_text())) for path in paths))
+            seeds = sorted(seed for column, seed in correct if column == a and (b, seed) in correct)
+            pairs = [(correct[a, seed], correct[b, seed]) for seed in seeds]
             complete = pairs and all(None not in pair for pair in pairs)
             found[difference] = paired_difference(pairs) if complete else None
         tasks[task] = found
