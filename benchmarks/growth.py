@@ -40,6 +40,7 @@ from benchmarks.common import (
     test_correctness,
     train_command,
 )
+from benchmarks.growth_pairs import head_to_head
 from benchmarks.growth_sources import difference_intervals, per_seed
 
 GROWTH_RUNS = RUNS / "growth"
@@ -320,6 +321,7 @@ def aggregate() -> dict[str, Any]:
         "tasks": tasks,
         "per_seed": per_seed(),
         "difference_intervals": difference_intervals(),
+        "head_to_head": head_to_head(),
     }
     (RESULTS / "growth.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(summary)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import interval_text
+from benchmarks.growth_pairs import pairs_table
 from benchmarks.growth_sources import sources_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,6 +345,7 @@ TABLES = {
     "benchmark_trec6": ("trec6.json", benchmark_table),
     "growth": ("growth.json", growth_table),
     "growth-sources": ("growth.json", sources_table),
+    "growth-pairs": ("growth.json", pairs_table),
     "compression": ("compression.json", compression_table),
     "distillation-pool": ("compression.json", distillation_pool_table),
     "distillation-diagnostics": ("compression.json", distillation_diagnostics_table),

@@ -9,6 +9,7 @@ import pytest
 import benchmarks.common as common
 import benchmarks.compression as compression
 import benchmarks.growth as growth
+import benchmarks.growth_pairs as growth_pairs
 import benchmarks.growth_sources as growth_sources
 import benchmarks.tasks as benchmark
 import benchmarks.update_readme as update_readme
@@ -301,3 +302,44 @@ def test_the_per_seed_view_gives_each_difference_an_interval_once_both_columns_k
     cells = [cell.strip() for cell in interval_row.strip("|").split("|")]
     assert cells[-3] == common.interval_text(over_restarts) and cells[-2:] == ["–", "–"]
     assert set(cells[2:-4]) == {"–"}  # accuracy columns carry no interval
+
+
+def test_two_policies_are_paired_seed_by_seed_on_validation_and_on_test(tmp_path):
+    def write(path: str, validation: float, correct: list[bool] | None) -> None:
+        results = {"validation": {"accuracy": validation}, "test": {"accuracy": sum(correct or [0]) / 100}}
+        if correct is not None:
+            results["test_predictions"], results["test_labels"] = [int(c) for c in correct], [1] * len(correct)
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(json.dumps(results))
+
+    reset = [True, False, True, False] * 25
+    kept = [True, True, True, False] * 25  # right wherever the reset was, and on 25 more examples
+    for seed in (0, 1):
+        write(f"trec6/pb/seed{seed}.json", 0.80, reset)
+        write(f"growth/trec6/pb_keep_optimizer/seed{seed}.json", 0.80 + 0.01 * seed, kept)
+    write("growth/trec6/pb_keep_optimizer/seed2.json", 0.90, kept)  # its reset run has not finished
+    write("trec6/gd/seed0.json", 0.80, None)  # no predictions: no interval
+    write("growth/trec6/gd_keep_optimizer/seed0.json", 0.79, reset)
+    rows = {row["comparison"]: row for row in growth_pairs.head_to_head(tmp_path)["trec6"]}
+    assert set(rows) == {"PB: Adam's state kept over growth vs reset", "GD: Adam's state kept over growth vs reset"}
+    pb = rows["PB: Adam's state kept over growth vs reset"]
+    assert pb["seeds"] == [0, 1]  # only the seeds both sides ran
+    assert pb["validation"]["differences"] == pytest.approx([0.0, 0.01])
+    assert pb["validation"]["a_mean"] == pytest.approx(0.805) and pb["validation"]["b_mean"] == pytest.approx(0.80)
+    assert pb["test"]["differences"] == pytest.approx([0.25, 0.25])
+    assert 0 < pb["test"]["interval"]["low"] < 0.25 < pb["test"]["interval"]["high"]
+    gd = rows["GD: Adam's state kept over growth vs reset"]
+    assert gd["test"]["interval"] is None and gd["validation"]["differences"] == pytest.approx([-0.01])
+
+    table = growth_pairs.pairs_table({"head_to_head": growth_pairs.head_to_head(tmp_path)})
+    pb_line = next(line for line in table.splitlines() if "PB: Adam" in line)
+    cells = [cell.strip() for cell in pb_line.strip("|").split("|")]
+    assert cells[4:] == [
+        "0, 1",
+        "80.50 vs 80.00",
+        "+0.00, +1.00",
+        "75.00 vs 50.00",
+        "+25.00, +25.00",
+        common.interval_text(pb["test"]["interval"]),
+    ]
+    assert next(line for line in table.splitlines() if "GD: Adam" in line).endswith("| – |")
