@@ -52,6 +52,7 @@ if importlib.util.find_spec("hf_dendrites") is None:
     # path entry, which does not run the editable install's import hook: use the checkout
     sys.path.insert(1, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import train  # noqa: E402
 import transformers  # noqa: E402
@@ -160,14 +161,19 @@ def data_loader(dataset: Any, collator: Any, training_args: TrainingArguments, f
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, compute_metrics: Any) -> dict[str, float]:
-    """The METRICS of the model's argmax predictions on one split."""
+def predict(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """The model's logits and the labels over one split, in the loader's order."""
     model.eval()
     logits, labels = [], []
     for batch in loader:
         labels.append(batch.pop("labels"))
         logits.append(model(**batch).logits.float())
-    return compute_metrics((torch.cat(logits).numpy(), torch.cat(labels).numpy()))
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: nn.Module, loader: DataLoader, compute_metrics: Any) -> dict[str, float]:
+    """The METRICS of the model's argmax predictions on one split."""
+    return compute_metrics(predict(model, loader))
 
 
 # ---------------------------------------------------------------------- perforatedai setup
@@ -555,10 +561,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         best_score = float(GPA.pai_tracker.member_vars["global_best_validation_score"])
     model = run.model
     validation = evaluate(model, loaders["validation"], compute_metrics)
-    test = evaluate(model, loaders["test"], compute_metrics) if "test" in loaders else {}
+    test, test_outcome = {}, {}
+    if "test" in loaders:  # the predictions pair this run example by example with the others (paired intervals)
+        logits, labels = predict(model, loaders["test"])
+        test = compute_metrics((logits, labels))
+        test_outcome = {"test_predictions": logits.argmax(-1).tolist(), "test_labels": labels.tolist()}
     results = {
         "validation": validation,
         "test": test,
+        **test_outcome,
         "parameters": parameter_counts(model, base),
         "dendrites_per_layer": dendrites_per_layer(model),
         "num_dendrites": tracker_state()[1],

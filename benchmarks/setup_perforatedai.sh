@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reference library's own environment, for `scripts/benchmark.py --methods perforatedai`.
+# The reference library's own environment, for `python -m benchmarks.tasks --methods perforatedai`.
 # perforatedai==3.2.9 is a benchmark peer, never a dependency of hf_dendrites: it gets its own
 # virtual environment, installed --no-deps; torch, transformers and the rest come from the main
 # environment (.venv, made by scripts/setup.sh) through a .pth file, so both run the same versions.
