@@ -101,9 +101,10 @@ VARIANTS["pb_untrained_candidates"] = ["--dendrites", "pb", "--candidate_learnin
 # training errors are still systematic rather than memorised.
 VARIANTS["pb_first_growth_epoch2"] = ["--dendrites", "pb", "--first_growth_epoch", "2"]
 # The default PB and GD with the neuron phase's Adam state carried over growth instead of reset (the
-# reference library resets it at every restructure, as the defaults here do).
-VARIANTS["pb_keep_optimizer"] = ["--dendrites", "pb", "--no_reset_optimizer_on_growth"]
-VARIANTS["gd_keep_optimizer"] = ["--dendrites", "gd", "--no_reset_optimizer_on_growth"]
+# reference library resets it at every restructure, as the defaults here do). Spelled with the value,
+# which the parser accepts whichever the default is (`--no_...` exists only while it is True).
+VARIANTS["pb_keep_optimizer"] = ["--dendrites", "pb", "--reset_optimizer_on_growth", "false"]
+VARIANTS["gd_keep_optimizer"] = ["--dendrites", "gd", "--reset_optimizer_on_growth", "false"]
 # Every movie-review training sentence (8,454) instead of the recipe's first 3,000: more data, less
 # memorisation; the plain fine-tune on the same set is the PB run's control. (TREC-6 has no cap.)
 VARIANTS["baseline_all_train"] = ["--dendrites", "none", "--max_train_samples", "1000000"]

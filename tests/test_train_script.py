@@ -283,3 +283,19 @@ def test_the_knock_out_scores_the_trained_model_with_its_dendrites_off(tmp_path)
     labels = VALIDATION["labels"]
     assert knocked_out == {"accuracy": pytest.approx(sum(p == y for p, y in zip(without, labels)) / len(labels))}
     assert (trainer.predict(VALIDATION).predictions.argmax(-1) == with_dendrites).all()  # dendrites back on
+
+
+def test_every_benchmark_method_and_growth_variant_is_a_valid_training_command():
+    import benchmarks.growth as growth
+    import benchmarks.tasks as tasks
+
+    commands = {**tasks.METHOD_FLAGS, **growth.VARIANTS, "restarts": [*growth.RESTARTS, "3", "7"]}
+    configs = {}
+    for name, flags in commands.items():
+        arguments = train.parse_arguments([str(ROOT / "configs" / "trec6.yaml"), *flags])
+        configs[name] = train.dendrite_config_from(arguments[3])
+    assert configs["pb"].mode == "pb" and configs["baseline"] is None
+    # the kept-state variants say so whichever the option's default is
+    assert configs["pb_keep_optimizer"].reset_optimizer_on_growth is False
+    assert configs["gd_keep_optimizer"].reset_optimizer_on_growth is False
+    assert configs["pb_holdout0.2"].candidate_holdout_fraction == 0.2
