@@ -50,6 +50,11 @@ PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
         ("growth", "pb_holdout0.2"),
         ("growth", "baseline_holdout0.2"),
     ),
+    (
+        "PB, candidates on a held-out fifth, vs PB on the whole training set",
+        ("growth", "pb_holdout0.2"),
+        ("tasks", "pb"),
+    ),
     ("plain run on four fifths vs on the whole training set", ("growth", "baseline_holdout0.2"), ("tasks", "baseline")),
     (
         "PB vs the plain run, both on every training sentence",
