@@ -32,6 +32,18 @@ def run(seed: int, accuracy: float, dendrites: int, seconds_per_epoch: float, st
     return summary
 
 
+def write_run(path, correct: list[bool] | None, validation: float = 0.5) -> None:
+    """A run file with these per-example test outcomes (None: a run that kept no predictions)."""
+    results = {
+        "validation": {"accuracy": validation},
+        "test": {"accuracy": sum(correct) / len(correct) if correct else 0.5},
+    }
+    if correct is not None:
+        results["test_predictions"], results["test_labels"] = [int(c) for c in correct], [1] * len(correct)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results))
+
+
 def methods(pb_accuracies: list[float], pb_dendrites: list[int]) -> dict:
     found = {
         "baseline": benchmark.method_summary([run(seed, 0.80, 0, 10.0) for seed in range(3)]),
@@ -276,11 +288,7 @@ def test_the_per_seed_view_lines_up_each_seeds_controls_and_leaves_missing_runs_
 
 def test_the_per_seed_view_gives_each_difference_an_interval_once_both_columns_kept_predictions(tmp_path):
     def write(path: str, correct: list[bool] | None) -> None:
-        results = {"test": {"accuracy": sum(correct) / len(correct) if correct else 0.5}}
-        if correct is not None:
-            results["test_predictions"], results["test_labels"] = [int(c) for c in correct], [1] * len(correct)
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(json.dumps(results))
+        write_run(tmp_path / path, correct)
 
     restarted = [True, False, True, False] * 25
     pb = [True, True, True, False] * 25  # right wherever the restarts were, and on 25 more examples
@@ -306,11 +314,7 @@ def test_the_per_seed_view_gives_each_difference_an_interval_once_both_columns_k
 
 def test_two_policies_are_paired_seed_by_seed_on_validation_and_on_test(tmp_path):
     def write(path: str, validation: float, correct: list[bool] | None) -> None:
-        results = {"validation": {"accuracy": validation}, "test": {"accuracy": sum(correct or [0]) / 100}}
-        if correct is not None:
-            results["test_predictions"], results["test_labels"] = [int(c) for c in correct], [1] * len(correct)
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text(json.dumps(results))
+        write_run(tmp_path / path, correct, validation)
 
     reset = [True, False, True, False] * 25
     kept = [True, True, True, False] * 25  # right wherever the reset was, and on 25 more examples
