@@ -44,6 +44,7 @@ PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
         ("tasks", "perforatedai"),
         ("growth", "baseline_restarts_pai"),
     ),
+    ("PB vs the reference library", ("tasks", "pb"), ("tasks", "perforatedai")),
     ("PB grown at epoch 2 vs at the validation stall", ("growth", "pb_first_growth_epoch2"), ("tasks", "pb")),
     (
         "PB, candidates on a held-out fifth, vs the plain run on the other four fifths",
@@ -60,6 +61,16 @@ PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
         "PB vs the plain run, both on every training sentence",
         ("growth", "pb_all_train"),
         ("growth", "baseline_all_train"),
+    ),
+    (
+        "PB on every training sentence vs on the recipe's first 3,000",
+        ("growth", "pb_all_train"),
+        ("tasks", "pb"),
+    ),
+    (
+        "plain run on every training sentence vs on the recipe's first 3,000",
+        ("growth", "baseline_all_train"),
+        ("tasks", "baseline"),
     ),
 ]
 
