@@ -113,7 +113,8 @@ VARIANTS["pb_all_train"] = ["--dendrites", "pb", "--max_train_samples", "1000000
 VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted (best model reloaded, fresh AdamW, schedule continued) where another
 # run of the same seed changed structure: where the reference library restructured, and where our PB
-# grew a dendrite (the task benchmark's run). What the restarts alone do, without dendrites.
+# grew a dendrite (the task benchmark's run, and pb_all_train on every movie-review training sentence).
+# What the restarts alone do, without dendrites.
 RESTARTS = ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]
 
 
@@ -123,25 +124,36 @@ def reference_restart_epochs(task: str, seed: int) -> list[int]:
     return [int(entry["epoch"]) for entry in results["epoch_log"] if entry.get("restructured")]
 
 
-def pb_growth_epochs(task: str, seed: int) -> list[int]:
-    """Epochs whose evaluation grew a dendrite in the task benchmark's PB run: there PB reloads its
-    best model and starts its next neuron phase with a fresh optimizer."""
-    results = json.loads((RUNS / task / "pb" / f"seed{seed}.json").read_text())
+def pb_growth_epochs(task: str, seed: int, folder: Path | None = None) -> list[int]:
+    """Epochs whose evaluation grew a dendrite in a PB run (by default the task benchmark's): there PB
+    reloads its best model and starts its next neuron phase with a fresh optimizer."""
+    results = json.loads(((folder or RUNS / task / "pb") / f"seed{seed}.json").read_text())
     epoch_at = {entry["step"]: entry["epoch"] for entry in results["evaluations"]}
     return [int(epoch_at[entry["step"]]) for entry in results["dendrite_history"] if entry["action"] == "grow"]
 
 
-# Each restart variant: where its epochs come from, and how the table names them.
+def pb_all_train_growth_epochs(task: str, seed: int) -> list[int]:
+    """Epochs whose evaluation grew a dendrite in the growth study's PB run on every training sentence."""
+    return pb_growth_epochs(task, seed, GROWTH_RUNS / task / "pb_all_train")
+
+
+# Each restart variant: where its epochs come from, how the table names them, and the flags before
+# `--restart_at_epochs` (which takes the rest of the command line).
 SEED_VARIANTS = {
-    "baseline_restarts_pai": (reference_restart_epochs, "<the reference run's restructure epochs>"),
-    "baseline_restarts_pb": (pb_growth_epochs, "<the epochs the benchmark's PB run grew at>"),
+    "baseline_restarts_pai": (reference_restart_epochs, "<the reference run's restructure epochs>", RESTARTS),
+    "baseline_restarts_pb": (pb_growth_epochs, "<the epochs the benchmark's PB run grew at>", RESTARTS),
+    "baseline_all_train_restarts_pb": (
+        pb_all_train_growth_epochs,
+        "<the epochs pb_all_train grew at>",
+        [*VARIANTS["baseline_all_train"], *RESTARTS[2:]],
+    ),
 }
 
 
 def variant_flags(task: str, variant: str, seed: int) -> list[str]:
     if variant in SEED_VARIANTS:
-        epochs_of, _ = SEED_VARIANTS[variant]
-        return [*RESTARTS, *(str(epoch) for epoch in epochs_of(task, seed))]
+        epochs_of, _, flags = SEED_VARIANTS[variant]
+        return [*flags, *(str(epoch) for epoch in epochs_of(task, seed))]
     return VARIANTS[variant]
 
 
@@ -156,6 +168,7 @@ CONTROLS = {
     "baseline_restarts_pai": "baseline_full",
     "baseline_restarts_pb": "baseline_full",
     "pb_all_train": "baseline_all_train",
+    "baseline_all_train_restarts_pb": "baseline_all_train",
 }
 
 
@@ -269,8 +282,8 @@ BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--
 def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
     """Every variant's flags and run folder: the study's own, then the task benchmark's PB and GD."""
     folders = {variant: (flags, GROWTH_RUNS / task / variant) for variant, flags in VARIANTS.items()}
-    for variant, (_, epochs) in SEED_VARIANTS.items():
-        folders[variant] = ([*RESTARTS, epochs], GROWTH_RUNS / task / variant)
+    for variant, (_, epochs, flags) in SEED_VARIANTS.items():
+        folders[variant] = ([*flags, epochs], GROWTH_RUNS / task / variant)
     for name, flags in BENCHMARK_METHODS.items():
         folders[name] = (flags, RUNS / task / name.split()[-1])
     return folders

@@ -63,6 +63,11 @@ PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
         ("growth", "baseline_all_train"),
     ),
     (
+        "PB vs the plain run restarted where it grew, both on every training sentence",
+        ("growth", "pb_all_train"),
+        ("growth", "baseline_all_train_restarts_pb"),
+    ),
+    (
         "PB on every training sentence vs on the recipe's first 3,000",
         ("growth", "pb_all_train"),
         ("tasks", "pb"),

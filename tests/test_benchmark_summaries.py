@@ -199,6 +199,23 @@ def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its
     assert growth.CONTROLS["baseline_restarts_pb"] == "baseline_full"
 
 
+def test_the_all_train_restart_control_trains_on_every_sentence_and_restarts_where_pb_all_train_grew(
+    tmp_path, monkeypatch
+):
+    history = [{"step": 20, "action": "start_dendrite_phase"}, {"step": 30, "action": "grow"}]
+    evaluations = [{"step": 10 * k, "epoch": float(k)} for k in range(1, 4)]
+    run = tmp_path / "movie_reviews" / "pb_all_train" / "seed1.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({"evaluations": evaluations, "dendrite_history": history}))
+    monkeypatch.setattr(growth, "GROWTH_RUNS", tmp_path)
+    flags = growth.variant_flags("movie_reviews", "baseline_all_train_restarts_pb", 1)
+    assert flags == [
+        *["--dendrites", "none", "--max_train_samples", "1000000"],
+        *["--patience", "1000", "--restart_at_epochs", "3"],
+    ]
+    assert growth.CONTROLS["baseline_all_train_restarts_pb"] == "baseline_all_train"
+
+
 def test_a_rerun_adds_predictions_only_when_it_reproduces_the_committed_run(tmp_path):
     path = tmp_path / "seed0.json"
     earlier = {"test": {"accuracy": 0.75}, "seconds": 100.0, "benchmark": {"machine": {"cpu": "A"}}}
