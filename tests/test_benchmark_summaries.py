@@ -181,6 +181,12 @@ def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_r
     assert epochs and epochs == [entry["epoch"] for entry in log if entry["restructured"]]
 
 
+def write_pb_run(path, evaluations, history):
+    """A PB run file with only what the restart controls read: its evaluations and growth history."""
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"evaluations": evaluations, "dendrite_history": history}))
+
+
 def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its_neuron_phase(tmp_path, monkeypatch):
     history = [
         {"step": 10, "action": "continue"},
@@ -190,9 +196,7 @@ def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its
         {"step": 50, "action": "grow"},
     ]
     evaluations = [{"step": 10 * k, "epoch": float(k)} for k in range(1, 6)]
-    run = tmp_path / "trec6" / "pb" / "seed0.json"
-    run.parent.mkdir(parents=True)
-    run.write_text(json.dumps({"evaluations": evaluations, "dendrite_history": history}))
+    write_pb_run(tmp_path / "trec6" / "pb" / "seed0.json", evaluations, history)
     monkeypatch.setattr(growth, "RUNS", tmp_path)
     flags = growth.variant_flags("trec6", "baseline_restarts_pb", 0)
     assert flags == ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs", "3", "5"]
@@ -204,9 +208,7 @@ def test_the_all_train_restart_control_trains_on_every_sentence_and_restarts_whe
 ):
     history = [{"step": 20, "action": "start_dendrite_phase"}, {"step": 30, "action": "grow"}]
     evaluations = [{"step": 10 * k, "epoch": float(k)} for k in range(1, 4)]
-    run = tmp_path / "movie_reviews" / "pb_all_train" / "seed1.json"
-    run.parent.mkdir(parents=True)
-    run.write_text(json.dumps({"evaluations": evaluations, "dendrite_history": history}))
+    write_pb_run(tmp_path / "movie_reviews" / "pb_all_train" / "seed1.json", evaluations, history)
     monkeypatch.setattr(growth, "GROWTH_RUNS", tmp_path)
     flags = growth.variant_flags("movie_reviews", "baseline_all_train_restarts_pb", 1)
     assert flags == [
