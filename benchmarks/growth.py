@@ -114,8 +114,10 @@ VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
 # The plain fine-tune restarted (best model reloaded, fresh AdamW, schedule continued) where another
 # run of the same seed changed structure: where the reference library restructured, and where our PB
 # grew a dendrite (the task benchmark's run, and pb_all_train on every movie-review training sentence).
-# What the restarts alone do, without dendrites.
-RESTARTS = ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs"]
+# What the restarts alone do, without dendrites. RESTART_FLAGS: the whole budget, restarting at the
+# epochs that follow on the command line.
+RESTART_FLAGS = ["--patience", "1000", "--restart_at_epochs"]
+RESTARTS = ["--dendrites", "none", *RESTART_FLAGS]
 
 
 def reference_restart_epochs(task: str, seed: int) -> list[int]:
@@ -145,7 +147,7 @@ SEED_VARIANTS = {
     "baseline_all_train_restarts_pb": (
         pb_all_train_growth_epochs,
         "<the epochs pb_all_train grew at>",
-        [*VARIANTS["baseline_all_train"], *RESTARTS[2:]],
+        [*VARIANTS["baseline_all_train"], *RESTART_FLAGS],
     ),
 }
 
