@@ -13,12 +13,10 @@ rebuild the saved structure.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,7 @@ from .model import (
     reset_candidate_statistics,
     restore_snapshot,
     start_candidates,
+    sum_candidate_statistics,
     take_snapshot,
 )
 from .optimization import (
@@ -53,13 +52,13 @@ from .optimization import (
     optimizer_state_by_name,
     rebuild_optimizer,
 )
+from .phase_data import trainer_dendrite_phase
 from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
+from .step_timer import StepTimer
 from .tracker import Action, Decision, DendriteTracker, Phase
 
 logger = logging.getLogger(__name__)
-
-TIMED_PHASES = (Phase.NEURON.value, Phase.DENDRITE.value)
 
 
 def metric_key(args: TrainingArguments) -> str:
@@ -101,10 +100,7 @@ class DendriteCallback(TrainerCallback):
         self.best: ModelSnapshot | None = None
         self.phase_start_epoch = 0.0
         self.phases_started = 0
-        # Training seconds and optimizer steps (evaluation excluded) per phase and number of installed
-        # dendrites, {phase: {str(dendrites): {"seconds": s, "steps": n}}}: what a step costs at each size.
-        self.step_time: dict[str, dict[str, dict[str, float]]] = {phase: {} for phase in TIMED_PHASES}
-        self._step_started: tuple[str, int, float] | None = None
+        self.timer = StepTimer()
         # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
         self.candidate_scores_per_layer: list[dict[str, Any]] = []
         # How close the error signal and the candidates come to exact backprop (DendriteTrainer turns it on).
@@ -129,17 +125,6 @@ class DendriteCallback(TrainerCallback):
             )
         return float(metrics[self.metric_key])
 
-    def _synchronise_candidate_statistics(self) -> None:
-        """Sum the correlation statistics of all processes, so every rank picks the same candidates."""
-        accelerator = self.trainer.accelerator
-        if accelerator.num_processes == 1:
-            return
-        for layer in dendrite_layers(self.model).values():
-            if layer.candidate_stats is None:
-                continue
-            tensors = layer.candidate_stats.tensors()
-            layer.candidate_stats.load_tensors([accelerator.reduce(t.clone(), reduction="sum") for t in tensors])
-
     def _candidate_generator(self) -> torch.Generator:
         """Candidates of the k-th dendrite phase of a run start from the same weights on every rank."""
         return torch.Generator().manual_seed(self.trainer.args.seed * 1000 + self.phases_started)
@@ -161,6 +146,8 @@ class DendriteCallback(TrainerCallback):
         if decision.action == Action.START_DENDRITE_PHASE:
             if self.config.grow_from == "best" and not decision.restore_best:
                 self._restore_best()
+            if self.config.candidate_learner == "cached":
+                return self._cached_dendrite_phase(decision, score, state)
             start_candidates(self.model, generator=self._candidate_generator())
             self.phases_started += 1
             self.phase_start_epoch = float(state.epoch or 0.0)
@@ -171,8 +158,23 @@ class DendriteCallback(TrainerCallback):
             self.phases_started += 1
         return decision
 
+    def _cached_dendrite_phase(self, start: Decision, score: float, state: TrainerState) -> Decision:
+        """The whole dendrite phase at this evaluation (`dendrite_phase.py`), then growth: one decision
+        that carries the stall's bookkeeping (new best, restore) and the growth."""
+        report = trainer_dendrite_phase(self.trainer, self.model, self.config, self._candidate_generator())
+        self.phases_started += 1
+        self.phase_start_epoch = float(state.epoch or 0.0)
+        self.candidate_scores_per_layer.append(
+            {"dendrite_phase": self.phases_started, "step": state.global_step, **report.to_dict()}
+        )
+        grown = self.tracker.candidate_step(report.score, task_score=score, step=state.global_step, force_grow=True)
+        grow(self.model)
+        return Decision(grown.action, new_best=start.new_best, restore_best=start.restore_best, reason=grown.reason)
+
     def _dendrite_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
-        self._synchronise_candidate_statistics()
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:  # every rank picks the same candidates
+            sum_candidate_statistics(self.model, lambda t: accelerator.reduce(t.clone(), reduction="sum"))
         skipped = max((layer.skipped_candidate_batches for layer in dendrite_layers(self.model).values()), default=0)
         if skipped:
             self.skipped_candidate_batches += skipped
@@ -210,15 +212,14 @@ class DendriteCallback(TrainerCallback):
         if metrics is None or self.tracker.is_complete:
             return control
         score = self._score(metrics)
-        candidate_score = None
         names = None  # of the parameters the neuron-phase optimizer knows, before growth may replace them
         if self.tracker.phase == Phase.DENDRITE:
             decision = self._dendrite_phase_evaluation(score, state)
-            candidate_score = self.tracker.history[-1]["candidate_score"]
         else:
             if not self.config.reset_optimizer_on_growth:
                 names = {id(parameter): name for name, parameter in self.model.named_parameters()}
             decision = self._neuron_phase_evaluation(score, state)
+        candidate_score = self.tracker.history[-1]["candidate_score"] if self.tracker.history else None
         if decision.action != Action.CONTINUE or decision.restore_best:
             self._rebuild_optimizer(names)
             logger.info("dendrites: %s (%s)", decision.action, decision.reason)
@@ -252,6 +253,9 @@ class DendriteCallback(TrainerCallback):
         if candidate_score is not None:
             logs["dendrites/candidate_correlation"] = float(candidate_score)
             logs["dendrites/skipped_candidate_batches"] = float(self.skipped_candidate_batches)
+            last = self.candidate_scores_per_layer[-1] if self.candidate_scores_per_layer else {}
+            if "chance" in last:
+                logs["dendrites/candidate_chance"] = float(last["chance"])
         if self.tracker.best_score is not None:
             logs["dendrites/best_score"] = float(self.tracker.best_score)
         self.trainer.log(logs)
@@ -280,29 +284,19 @@ class DendriteCallback(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        self._step_started = (self.tracker.phase, self.tracker.num_dendrites, time.perf_counter())
+        self.timer.start(self.tracker.phase.value, self.tracker.num_dendrites)
         return control
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        if self._step_started is not None and self._step_started[0] in self.step_time:
-            phase, dendrites, started = self._step_started
-            entry = self.step_time[phase].setdefault(str(dendrites), {"seconds": 0.0, "steps": 0})
-            entry["seconds"] += time.perf_counter() - started
-            entry["steps"] += 1
-        self._step_started = None
+        self.timer.stop()
         return control
 
-    @property
-    def phase_seconds(self) -> dict[str, float]:
-        """Training seconds spent in each phase, whatever the number of dendrites."""
-        return {phase: sum(e["seconds"] for e in by_size.values()) for phase, by_size in self.step_time.items()}
-
-    @property
-    def phase_steps(self) -> dict[str, int]:
-        """Optimizer steps taken in each phase."""
-        return {phase: sum(int(e["steps"]) for e in by_size.values()) for phase, by_size in self.step_time.items()}
+    # What a step costs per phase and size (`step_timer.py`).
+    step_time = property(lambda self: self.timer.step_time)
+    phase_seconds = property(lambda self: self.timer.phase_seconds)
+    phase_steps = property(lambda self: self.timer.phase_steps)
 
     # ------------------------------------------------------------------ end of training, checkpoints
 
@@ -331,7 +325,7 @@ class DendriteCallback(TrainerCallback):
             "tracker": self.tracker.state_dict(),
             "phase_start_epoch": self.phase_start_epoch,
             "phases_started": self.phases_started,
-            "step_time": copy.deepcopy(self.step_time),
+            "step_time": self.timer.state_dict(),
             "candidate_scores_per_layer": self.candidate_scores_per_layer,
             **self.diagnostics.state_dict(),
             "skipped_candidate_batches": self.skipped_candidate_batches,
@@ -344,7 +338,7 @@ class DendriteCallback(TrainerCallback):
         self.tracker.load_state_dict(state["tracker"])
         self.phase_start_epoch = float(state["phase_start_epoch"])
         self.phases_started = int(state["phases_started"])
-        self.step_time = {phase: {} for phase in TIMED_PHASES} | copy.deepcopy(state.get("step_time", {}))
+        self.timer.load_state_dict(state.get("step_time", {}))
         self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
         self.diagnostics.load_state_dict(state)
         self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))

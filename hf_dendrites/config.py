@@ -22,6 +22,8 @@ GROWTH_SOURCES = ("best", "last")
 ERROR_SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward")
 # Which positions of a token-level layer's output candidates train on (see layer.CandidateRows).
 CANDIDATE_POSITIONS = ("all", "first")
+# How a dendrite phase trains its candidates (see dendrite_phase.py and layer.py).
+CANDIDATE_LEARNERS = ("cached", "streaming")
 # Installed dendrites are new weights whose output weight starts at zero: at a fine-tuning rate
 # (~5e-5) it stays near zero and the dendrite does nothing. The growth study (README) measured mean
 # |output weight| 1.7e-4 at 5e-5 in both modes, 2.8e-2 for PB at 1e-2 (only output weights train)
@@ -78,9 +80,57 @@ class DendriteConfig:
             "1/sqrt(in_features), so pre-activations start near unit scale."
         },
     )
+    candidate_learner: str = field(
+        default="cached",
+        metadata={
+            "help": "'cached': one frozen pass over the training set caches each target layer's input and error "
+            "rows, candidates train for `candidate_epochs` on the cache with whole-cache statistics, and each "
+            "neuron keeps the candidate that correlates best on cached examples held out of that training "
+            "(cascade-correlation; the phase happens at one evaluation and takes no training steps). 'streaming': "
+            "candidates train inside ordinary training steps on per-batch statistics until their score stalls "
+            "(`candidate_patience`, `max_candidate_epochs`); kept as a comparison point, it learns little when "
+            "correlations are below 1/sqrt(rows per batch)."
+        },
+    )
     candidate_learning_rate: float = field(
-        default=1e-3,
+        default=1e-2,
         metadata={"help": "Adam learning rate of candidate dendrites in a dendrite phase."},
+    )
+    candidate_epochs: int = field(
+        default=40,
+        metadata={"help": "'cached' learner: epochs over the cache (0: keep the best of the untrained candidates)."},
+    )
+    candidate_batch_size: int = field(
+        default=4096,
+        metadata={
+            "help": "'cached' learner: cached rows per candidate step. The statistics are always those of the whole "
+            "cache; a batch only samples the gradient's sum."
+        },
+    )
+    candidate_cache_rows: int = field(
+        default=8192,
+        metadata={
+            "help": "'cached' learner: most rows (token positions or examples) cached per layer, a uniform sample "
+            "when there are more; the candidate work grows with it."
+        },
+    )
+    candidate_cache_gib: float = field(
+        default=2.0,
+        metadata={"help": "'cached' learner: memory budget of the cache over all layers (lowers the rows per layer)."},
+    )
+    candidate_score_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "'cached' learner: share of the cached examples kept out of candidate training; each neuron's "
+            "candidate is chosen, and the phase scored, on them."
+        },
+    )
+    candidate_shuffled_errors: bool = field(
+        default=False,
+        metadata={
+            "help": "A control, not for use: the 'cached' learner fits candidates to error rows permuted across the "
+            "cache (still chosen and scored on the true errors), so whatever they gain does not come from the error."
+        },
     )
     dendrite_learning_rate: float | None = field(
         default=None,
@@ -112,11 +162,14 @@ class DendriteConfig:
     )
     candidate_patience: int = field(
         default=2,
-        metadata={"help": "Evaluations without a better mean candidate correlation before a dendrite phase ends."},
+        metadata={
+            "help": "'streaming' learner: evaluations without a better mean candidate correlation before a dendrite "
+            "phase ends."
+        },
     )
     max_candidate_epochs: float = field(
         default=1.0,
-        metadata={"help": "Longest dendrite phase, in epochs of the training set."},
+        metadata={"help": "'streaming' learner: longest dendrite phase, in epochs of the training set."},
     )
     patience: int = field(
         default=3,
@@ -230,6 +283,20 @@ class DendriteConfig:
         if not isinstance(self.reset_optimizer_on_growth, bool):
             raise ValueError(
                 f"DendriteConfig.reset_optimizer_on_growth must be a bool, got {self.reset_optimizer_on_growth!r}"
+            )
+        _check_choice("candidate_learner", self.candidate_learner, CANDIDATE_LEARNERS)
+        if not isinstance(self.candidate_shuffled_errors, bool):
+            raise ValueError(
+                f"DendriteConfig.candidate_shuffled_errors must be a bool, got {self.candidate_shuffled_errors!r}"
+            )
+        _check_int("candidate_epochs", self.candidate_epochs, minimum=0)
+        _check_int("candidate_batch_size", self.candidate_batch_size, minimum=2)
+        _check_int("candidate_cache_rows", self.candidate_cache_rows, minimum=2)
+        _check_float("candidate_cache_gib", self.candidate_cache_gib, positive=True)
+        _check_float("candidate_score_fraction", self.candidate_score_fraction, positive=True)
+        if not self.candidate_score_fraction < 1:
+            raise ValueError(
+                f"DendriteConfig.candidate_score_fraction must be in (0, 1), got {self.candidate_score_fraction!r}"
             )
         if not isinstance(self.cascade, bool):
             raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")

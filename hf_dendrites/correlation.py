@@ -40,6 +40,29 @@ def _joint_std(var_v: torch.Tensor, var_e: torch.Tensor) -> torch.Tensor:
     return (var_v * var_e).clamp_min(torch.finfo(var_v.dtype).tiny).sqrt()
 
 
+# A variance below this share of the squared mean is rounding, not variation (float32 values that
+# are all equal leave a centred sum of squares near 1e-14 of their square).
+FLAT_VARIANCE = 1e-10
+
+
+def is_flat(variance: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """Where a quantity does not vary over the rows (its variance is zero or rounding)."""
+    return variance <= FLAT_VARIANCE * mean.pow(2) + torch.finfo(variance.dtype).tiny
+
+
+def guarded_correlation(
+    covariance: torch.Tensor, var_v: torch.Tensor, var_e: torch.Tensor, mean_v: torch.Tensor, mean_e: torch.Tensor
+) -> torch.Tensor:
+    """covariance / sqrt(var_v var_e), and 0 where either side does not vary.
+
+    Without the guard a constant candidate (a layer whose input is the same in every row) divides
+    rounding noise by rounding noise and scores up to 1e+133.
+    """
+    r = covariance / _joint_std(var_v, var_e)
+    flat = is_flat(var_v, mean_v) | is_flat(var_e, mean_e)
+    return torch.where(flat, torch.zeros_like(r), r.clamp(-1.0, 1.0))
+
+
 class BatchMoments:
     """Centred first and second moments of one batch: all the correlation and its gradient need.
 
@@ -61,8 +84,11 @@ class BatchMoments:
         return cls(values, error.to(values.dtype))
 
     def correlation(self) -> torch.Tensor:
-        """Signed correlation `[C, out]`."""
-        return self.centred_ve / _joint_std(self.centred_vv, self.centred_ee)
+        """Signed correlation `[C, out]` (0 where the candidate or the error does not vary)."""
+        n = self.count
+        return guarded_correlation(
+            self.centred_ve / n, self.centred_vv / n, self.centred_ee / n, self.mean_v, self.mean_e
+        )
 
     def candidate_gradient(self) -> torch.Tensor:
         """Gradient `[N, C, out]` of the negated sum of absolute correlations, in closed form.
@@ -120,7 +146,7 @@ class CorrelationStats:
         covariance = self.sum_ve / n - mean_v * mean_e
         var_v = (self.sum_vv / n - mean_v.pow(2)).clamp_min(0)
         var_e = (self.sum_ee / n - mean_e.pow(2)).clamp_min(0)
-        return covariance / _joint_std(var_v, var_e)
+        return guarded_correlation(covariance, var_v, var_e, mean_v, mean_e)
 
     def best_per_neuron(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(index of the best candidate `[out]`, its absolute correlation `[out]`)."""

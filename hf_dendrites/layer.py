@@ -97,6 +97,32 @@ class CandidateRows:
             self.first_position_only = not bool(error[..., 1:, :].ne(0).any())
 
 
+def candidate_activations(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    cascade: torch.Tensor | None,
+    dendrites: torch.Tensor | None,
+    *,
+    activation: str,
+) -> torch.Tensor:
+    """`act(W_c x + b_c [+ cascade_c . d])`: `[..., C, out]` from inputs `[..., in]`, weights `[C, out, in]`,
+    biases `[C, out]`, cascade weights `[C, K, out]` and installed dendrite activations `[..., K, out]`."""
+    c, out = bias.shape
+    pre = F.linear(x, weight.reshape(c * out, -1), bias.reshape(-1)).unflatten(-1, (c, out))
+    if cascade is not None and dendrites is not None:
+        pre = pre + torch.einsum("...ko,cko->...co", dendrites.detach(), cascade)
+    return ACTIVATIONS[activation](pre)
+
+
+@dataclass
+class CandidateChoice:
+    """Each neuron's chosen candidate and its score, decided outside the layer (`dendrite_phase.py`)."""
+
+    index: torch.Tensor  # [out] which candidate each neuron keeps
+    score: torch.Tensor  # [out] its absolute correlation with the neuron error on rows it did not train on
+
+
 class DendriteLinear(StaticDendriteLinear):
     """Wraps an `nn.Linear` (kept as `base_layer`) and adds per-neuron dendrites to its output.
 
@@ -123,6 +149,8 @@ class DendriteLinear(StaticDendriteLinear):
         for name in CANDIDATE_PARAMETERS:
             self.register_parameter(name, None)
         self.candidate_stats: CorrelationStats | None = None
+        # Set by `install_candidates` (the cached learner): the choice is made, `grow` installs it.
+        self.candidate_choice: CandidateChoice | None = None
         # Set by `error_signals.forward_only_capture`: candidate outputs wait here instead of
         # attaching to the backward pass.
         self.pending_candidates: list[PendingCandidates] | None = None
@@ -137,8 +165,9 @@ class DendriteLinear(StaticDendriteLinear):
             f"num_dendrites={self.num_dendrites}, num_candidates={self.num_candidates}"
         )
 
-    def _random_input_weights(self, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-        """Weights `[count, out, in]`, biases and cascade weights for new dendrites or candidates."""
+    def random_input_weights(self, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """Weights `[count, out, in]`, biases `[count, out]` and cascade weights `[count, K, out]` for new
+        dendrites or candidates."""
         std = self.init_scale / math.sqrt(self.in_features)
         shape = (count, self.out_features)
         weight = torch.randn(*shape, self.in_features, generator=generator) * std
@@ -160,17 +189,15 @@ class DendriteLinear(StaticDendriteLinear):
 
     def candidate_outputs(self, x: torch.Tensor, dendrites: torch.Tensor | None) -> torch.Tensor:
         """Activations `[..., C, out]` of the candidates, from detached inputs `[..., in]`."""
-        act = ACTIVATIONS[self.activation]
-        c, out = self.num_candidates, self.out_features
-        pre = F.linear(x, self.candidate_weight.view(c * out, -1), self.candidate_bias.view(-1))
-        pre = pre.unflatten(-1, (c, out))
-        if self.cascade and dendrites is not None:
-            pre = pre + torch.einsum("...ko,cko->...co", dendrites.detach(), self.candidate_cascade)
-        return act(pre)
+        cascade = self.candidate_cascade if self.cascade else None
+        return candidate_activations(
+            x, self.candidate_weight, self.candidate_bias, cascade, dendrites, activation=self.activation
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         output = self.base_layer(x)
-        has_candidates = self.candidate_weight is not None and self.training and torch.is_grad_enabled()
+        streaming = self.candidate_weight is not None and self.candidate_choice is None
+        has_candidates = streaming and self.training and torch.is_grad_enabled()
         if self.dendrite_weight is None and not has_candidates:
             return output
         output, dendrites = self.add_dendrites_to(output, x)
@@ -207,29 +234,51 @@ class DendriteLinear(StaticDendriteLinear):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.candidate_rows.first_position_only = False
-        weight, bias, cascade = self._random_input_weights(num_candidates, generator)
+        weight, bias, cascade = self.random_input_weights(num_candidates, generator)
         self.candidate_weight = self._new_parameter(weight, True)
         self.candidate_bias = self._new_parameter(bias, True)
         self.candidate_cascade = self._new_parameter(cascade, True) if self.cascade else None
         device = self.base_layer.weight.device
         self.candidate_stats = CorrelationStats(num_candidates, self.out_features, device=device)
 
+    def install_candidates(
+        self, weight: torch.Tensor, bias: torch.Tensor, cascade: torch.Tensor | None, choice: CandidateChoice
+    ) -> None:
+        """Hold candidates trained elsewhere (`dendrite_phase.py`) and each neuron's choice among them, for `grow`."""
+        if weight.shape[1:] != (self.out_features, self.in_features) or bias.shape != weight.shape[:2]:
+            raise ValueError(
+                f"candidates of shape {tuple(weight.shape)} / {tuple(bias.shape)} do not fit a layer "
+                f"{self.in_features} -> {self.out_features}"
+            )
+        self.stop_candidates()
+        self.candidate_weight = self._new_parameter(weight.detach(), False)
+        self.candidate_bias = self._new_parameter(bias.detach(), False)
+        self.candidate_cascade = self._new_parameter(cascade.detach(), False) if self.cascade else None
+        self.candidate_choice = choice
+
     def stop_candidates(self) -> None:
         for name in CANDIDATE_PARAMETERS:
             setattr(self, name, None)
         self.candidate_stats = None
+        self.candidate_choice = None
         self.candidate_rows.set_token_positions(None)
 
     def candidate_score(self) -> float:
         """Mean over neurons of the best candidate's absolute correlation (0.0 without data)."""
+        if self.candidate_choice is not None:
+            return float(self.candidate_choice.score.mean())
         if self.candidate_stats is None or float(self.candidate_stats.count) == 0:
             return 0.0
         return self.candidate_stats.score()
 
     def has_trained_candidates(self) -> bool:
+        if self.candidate_choice is not None:
+            return True
         return self.candidate_stats is not None and float(self.candidate_stats.count) > 0
 
     def has_finite_candidate_scores(self) -> bool:
+        if self.candidate_choice is not None:
+            return bool(torch.isfinite(self.candidate_choice.score).all())
         return self.candidate_stats is None or bool(torch.isfinite(self.candidate_stats.correlation()).all())
 
     @property
@@ -248,7 +297,10 @@ class DendriteLinear(StaticDendriteLinear):
         if self.mode == "pb":
             if not self.has_trained_candidates():
                 raise RuntimeError("grow() in 'pb' mode needs trained candidates: run a dendrite phase first")
-            best, scores = self.candidate_stats.best_per_neuron()
+            if self.candidate_choice is not None:
+                best, scores = self.candidate_choice.index, self.candidate_choice.score
+            else:
+                best, scores = self.candidate_stats.best_per_neuron()
             if not bool(torch.isfinite(scores).all()):
                 raise RuntimeError("grow() refused: the candidates' correlation scores are not finite")
             neurons = torch.arange(out, device=best.device)
@@ -256,7 +308,7 @@ class DendriteLinear(StaticDendriteLinear):
             new_bias = self.candidate_bias[best, neurons]
             new_cascade = self.candidate_cascade[best, :, neurons].T if self.cascade else None
         else:
-            weight, bias, cascade = self._random_input_weights(1, generator)
+            weight, bias, cascade = self.random_input_weights(1, generator)
             new_weight, new_bias, new_cascade = weight[0], bias[0], cascade[0] if self.cascade else None
 
         k = self.num_dendrites

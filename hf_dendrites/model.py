@@ -8,7 +8,7 @@ so a bad request leaves the model untouched) and records the `DendriteConfig` on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -230,6 +230,14 @@ def reset_candidate_statistics(model: nn.Module) -> None:
     for layer in dendrite_layers(model).values():
         if layer.candidate_stats is not None:
             layer.candidate_stats.reset()
+
+
+def sum_candidate_statistics(model: nn.Module, reduce: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Replace every layer's correlation sums by `reduce` of them (a sum over processes, so every rank
+    picks the same candidates)."""
+    for layer in dendrite_layers(model).values():
+        if layer.candidate_stats is not None:
+            layer.candidate_stats.load_tensors([reduce(t) for t in layer.candidate_stats.tensors()])
 
 
 def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:

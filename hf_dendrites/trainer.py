@@ -106,6 +106,12 @@ class DendriteTrainer(DistillationMixin, Trainer):
                 args.metric_for_best_model,
             )
         diagnostics = SignalDiagnostics(error_alignment_steps)  # checks the value before anything changes
+        config = dendrite_config if dendrite_config is not None else model.dendrite_config
+        if error_alignment_steps and config.candidate_learner != "streaming":
+            raise ValueError(
+                "error_alignment_steps measures the steps of a streaming dendrite phase; a cached phase takes none "
+                "(set candidate_learner='streaming' to use it)"
+            )
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
         super().__init__(model=model, args=args, distillation=distillation, **kwargs)

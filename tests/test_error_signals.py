@@ -131,7 +131,43 @@ def test_first_position_candidates_train_on_one_row_per_example(signal):
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
-def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
+def test_each_signal_trains_cached_candidates_grows_and_saves(tmp_path, signal):
+    trainer = DendriteTrainer(
+        tiny_model(num_labels=2),
+        training_args(tmp_path / "out", max_steps=32, save_strategy="no"),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+        dendrite_config=dendrite_config(error_signal=signal, max_dendrites=1),
+    )
+    trainer.train()
+    grown = [r for r in trainer.tracker.history if r["action"] == "grow"]
+    assert grown and all(0 < r["candidate_score"] <= 1 for r in grown)
+    phases = trainer.dendrite_callback.candidate_scores_per_layer
+    assert phases and set(phases[0]["scores"]) == set(hd.dendrite_layers(trainer.model))
+    trainer.save_model(tmp_path / "saved")
+    loaded = hd.from_pretrained(tmp_path / "saved")
+    assert loaded.dendrite_config.error_signal == signal
+    batch = token_batch()
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+
+
+def test_error_alignment_diagnostics_need_the_streaming_learner(tmp_path):
+    with pytest.raises(ValueError, match="candidate_learner='streaming'"):
+        DendriteTrainer(
+            tiny_model(num_labels=2),
+            training_args(tmp_path / "out", max_steps=32, save_strategy="no"),
+            train_dataset=TRAIN,
+            eval_dataset=VALIDATION,
+            dendrite_config=dendrite_config(error_signal="feedback_alignment"),
+            error_alignment_steps=4,
+        )
+
+
+@pytest.mark.parametrize("signal", SIGNALS)
+def test_each_signal_trains_streaming_candidates_grows_and_saves(tmp_path, signal):
     trainer = DendriteTrainer(
         tiny_model(num_labels=2),
         training_args(tmp_path / "out", max_steps=32, save_strategy="no"),
@@ -139,7 +175,11 @@ def test_each_signal_trains_candidates_grows_and_saves(tmp_path, signal):
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
         dendrite_config=dendrite_config(
-            error_signal=signal, max_dendrites=1, candidate_patience=3, max_candidate_epochs=2.0
+            error_signal=signal,
+            max_dendrites=1,
+            candidate_patience=3,
+            max_candidate_epochs=2.0,
+            candidate_learner="streaming",
         ),
         error_alignment_steps=4,
     )

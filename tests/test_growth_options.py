@@ -32,11 +32,10 @@ class AdamSteps(TrainerCallback):
         self.seen.append((in_dendrite_phase(model), count))
 
 
-def adam_steps(tmp_path, reset: bool) -> tuple[list[tuple[bool, int | None]], object]:
+def adam_steps(tmp_path, reset: bool, learner: str = "cached") -> tuple[list[tuple[bool, int | None]], object]:
     probe = AdamSteps()
-    trainer = make_trainer(
-        tmp_path, dendrite_config(reset_optimizer_on_growth=reset), args={"save_strategy": "no"}, callbacks=[probe]
-    )
+    config = dendrite_config(reset_optimizer_on_growth=reset, candidate_learner=learner)
+    trainer = make_trainer(tmp_path, config, args={"save_strategy": "no"}, callbacks=[probe])
     probe.trainer = trainer
     trainer.train()
     return probe.seen, trainer
@@ -51,16 +50,17 @@ def test_a_reset_restarts_adams_step_count_after_every_change_of_structure(tmp_p
     assert restarts and all(neuron_counts[i] == 1 for i in restarts)  # fresh state: no stale moments
 
 
-def test_without_reset_the_neuron_phase_state_carries_through_growth(tmp_path):
-    seen, trainer = adam_steps(tmp_path, reset=False)
+@pytest.mark.parametrize("learner", ["cached", "streaming"])
+def test_without_reset_the_neuron_phase_state_carries_through_growth(tmp_path, learner):
+    seen, trainer = adam_steps(tmp_path, reset=False, learner=learner)
     assert any(record["action"] == "grow" for record in trainer.tracker.history)
-    assert any(in_phase for in_phase, _ in seen)  # a dendrite phase came between
+    assert any(in_phase for in_phase, _ in seen) == (learner == "streaming")  # a streaming phase takes steps
     neuron_counts = [count for in_phase, count in seen if not in_phase]
     assert neuron_counts == list(range(1, len(neuron_counts) + 1))  # one count over every neuron-phase step
 
 
 def test_without_reset_a_resume_inside_a_dendrite_phase_restores_the_kept_state(tmp_path):
-    config = dendrite_config(reset_optimizer_on_growth=False)
+    config = dendrite_config(reset_optimizer_on_growth=False, candidate_learner="streaming")
     full = make_trainer(tmp_path / "full", config)
     full.train()
     inside = [

@@ -41,7 +41,8 @@ def test_the_sampler_draws_from_the_part_of_the_current_phase():
 
 
 def test_dendrite_trainer_trains_candidates_only_on_the_held_aside_examples(tmp_path, monkeypatch):
-    trainer = make_trainer(tmp_path, dendrite_config(candidate_holdout_fraction=0.25), args={"save_strategy": "no"})
+    config = dendrite_config(candidate_holdout_fraction=0.25, candidate_learner="streaming")
+    trainer = make_trainer(tmp_path, config, args={"save_strategy": "no"})
     seen: dict[bool, set[int]] = {False: set(), True: set()}
     original_iter = PhaseSampler.__iter__
 
@@ -57,3 +58,22 @@ def test_dendrite_trainer_trains_candidates_only_on_the_held_aside_examples(tmp_
     assert seen[False] and seen[False] <= set(neuron)
     assert "grow" in [r["action"] for r in trainer.tracker.history]
     assert hd.num_dendrites(trainer.model) == trainer.tracker.state.best_num_dendrites
+
+
+def test_a_cached_dendrite_phase_caches_only_the_held_aside_examples(tmp_path, monkeypatch):
+    import hf_dendrites.dendrite_phase as dendrite_phase
+
+    trainer = make_trainer(tmp_path, dendrite_config(candidate_holdout_fraction=0.25), args={"save_strategy": "no"})
+    passes = []
+    original = dendrite_phase.collect_candidate_rows
+
+    def recording(model, batches, compute_loss, **kwargs):
+        batches = list(batches)
+        passes.append(sum(int(batch["labels"].shape[0]) for batch in batches))
+        return original(model, batches, compute_loss, **kwargs)
+
+    monkeypatch.setattr(dendrite_phase, "collect_candidate_rows", recording)
+    trainer.train()
+    _, held = holdout_split(len(trainer.train_dataset), 0.25, seed=trainer.args.seed)
+    assert passes and all(count == len(held) for count in passes)  # one pass over the held-aside part, no more
+    assert "grow" in [r["action"] for r in trainer.tracker.history]

@@ -80,6 +80,15 @@ def full_run(tmp_path_factory):
     return trainer, output_dir
 
 
+@pytest.fixture(scope="module")
+def streaming_run(tmp_path_factory):
+    """The same run with the streaming candidate learner: dendrite phases that span training steps."""
+    output_dir = tmp_path_factory.mktemp("streaming")
+    trainer = make_trainer(output_dir, dendrite_config(candidate_learner="streaming"))
+    trainer.train()
+    return trainer, output_dir
+
+
 def test_a_stall_leads_to_a_dendrite_phase_and_growth(full_run):
     trainer, output_dir = full_run
     actions = [record["action"] for record in trainer.tracker.history]
@@ -101,14 +110,25 @@ def steps_taken(trainer) -> dict[str, dict[str, int]]:
     }
 
 
-def test_step_time_is_recorded_per_phase_and_number_of_dendrites(full_run):
-    trainer, _ = full_run
+def test_step_time_is_recorded_per_phase_and_number_of_dendrites(streaming_run):
+    trainer, _ = streaming_run
     callback = trainer.dendrite_callback
     steps = steps_taken(trainer)
     assert set(steps["neuron"]) >= {"0", "1"} and "0" in steps["dendrite"]
     assert sum(callback.phase_steps.values()) == trainer.state.global_step
     assert callback.phase_steps["dendrite"] == sum(steps["dendrite"].values())
     assert all(entry["seconds"] > 0 for by_size in callback.step_time.values() for entry in by_size.values())
+
+
+def test_a_cached_dendrite_phase_takes_no_training_step_and_records_its_cost(full_run):
+    trainer, _ = full_run
+    callback = trainer.dendrite_callback
+    assert callback.phase_steps["dendrite"] == 0 and callback.phase_steps["neuron"] == trainer.state.global_step
+    phases = callback.candidate_scores_per_layer
+    assert phases and all(entry["seconds"]["cache"] > 0 and entry["seconds"]["fit"] > 0 for entry in phases)
+    layers = set(hd.dendrite_layers(trainer.model))
+    assert all(set(entry["scores"]) == layers == set(entry["chance_per_layer"]) for entry in phases)
+    assert all(0 <= entry["chance"] <= 1 and 0 <= entry["score"] <= 1 for entry in phases)
 
 
 def test_training_ends_with_the_best_model(full_run):
@@ -129,11 +149,12 @@ def test_a_growth_that_never_helps_is_reverted_and_training_completes(full_run):
     assert "did not improve" in trainer.tracker.completed_reason or "max_dendrites" in trainer.tracker.completed_reason
 
 
-def test_the_metric_is_flat_through_a_dendrite_phase(tmp_path):
+def test_the_metric_is_flat_through_a_streaming_dendrite_phase(tmp_path):
     trainer = make_trainer(
         tmp_path,
         # an absolute threshold no loss change can pass: the neuron phase stalls at once
         dendrite_config(
+            candidate_learner="streaming",
             grow_from="last",
             max_candidate_epochs=2.0,
             candidate_patience=5,
@@ -154,13 +175,20 @@ def test_the_metric_is_flat_through_a_dendrite_phase(tmp_path):
     assert all(r["score"] == history[start]["score"] for r in phase)  # eval loss, bit for bit
 
 
-@pytest.mark.parametrize("checkpoint_phase", ["neuron", "dendrite"])
-def test_resume_reaches_the_same_structure_and_weights(full_run, tmp_path, checkpoint_phase):
-    trainer, output_dir = full_run
+@pytest.mark.parametrize(
+    ("learner", "checkpoint_phase"),
+    [("cached", "before_growth"), ("cached", "neuron"), ("streaming", "neuron"), ("streaming", "dendrite")],
+)
+def test_resume_reaches_the_same_structure_and_weights(full_run, streaming_run, tmp_path, learner, checkpoint_phase):
+    trainer, output_dir = full_run if learner == "cached" else streaming_run
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     chosen = None
     for checkpoint in checkpoints:
         state = json.loads((checkpoint / "dendrite_state.json").read_text())
+        if checkpoint_phase == "before_growth":  # the last checkpoint before the first (cached) dendrite phase
+            if state["phases_started"] == 0:
+                chosen = checkpoint
+            continue
         if (
             state["tracker"]["phase"] == checkpoint_phase
             and state["tracker"]["num_dendrites"] + state["phases_started"] > 0
@@ -168,7 +196,7 @@ def test_resume_reaches_the_same_structure_and_weights(full_run, tmp_path, check
             chosen = checkpoint
             break
     assert chosen is not None, f"no checkpoint in a {checkpoint_phase} phase after growth started"
-    resumed = make_trainer(tmp_path)
+    resumed = make_trainer(tmp_path, dendrite_config(candidate_learner=learner))
     resumed.train(resume_from_checkpoint=str(chosen))
     expected, actual = trainer.model.state_dict(), resumed.model.state_dict()
     assert actual.keys() == expected.keys()
@@ -409,8 +437,8 @@ def test_resume_true_without_a_complete_checkpoint_says_so(tmp_path):
         trainer.train(resume_from_checkpoint=True)
 
 
-def test_a_failed_resume_leaves_the_model_as_it_was(full_run, tmp_path):
-    _, output_dir = full_run
+def test_a_failed_resume_leaves_the_model_as_it_was(streaming_run, tmp_path):
+    _, output_dir = streaming_run
     inside_phase = next(
         p
         for p in sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -420,7 +448,7 @@ def test_a_failed_resume_leaves_the_model_as_it_was(full_run, tmp_path):
     shutil.copytree(inside_phase, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    trainer = make_trainer(tmp_path / "run")
+    trainer = make_trainer(tmp_path / "run", dendrite_config(candidate_learner="streaming"))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(ValueError, match="model.safetensors"):
         trainer.train(resume_from_checkpoint=str(broken))

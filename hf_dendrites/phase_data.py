@@ -1,0 +1,73 @@
+"""What a `Trainer` gives a cached dendrite phase: its training batches in a fixed order, and its loss.
+
+The pass sees the training set as the training steps do (same collator, same column removal, the
+`candidate_holdout_fraction` part alone when one is held aside) but in dataset order, without
+shuffling and unsharded, so every process of a distributed run caches the same rows and picks
+the same candidates. The loss is the trainer's own `compute_loss` (a distillation trainer's
+included), so candidates learn the error of the objective the model trains on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from transformers import Trainer
+
+from .config import DendriteConfig
+from .dendrite_phase import DendritePhaseReport, run_dendrite_phase
+from .holdout import holdout_split
+
+DESCRIPTION = "Dendrite phase"
+
+
+def phase_dataset(trainer: Trainer, holdout_fraction: float) -> Dataset:
+    """The training set, or its held-aside part with `holdout_fraction` > 0 (`holdout.py`)."""
+    dataset = trainer.train_dataset
+    if dataset is None:
+        raise ValueError("a dendrite phase needs the trainer's train_dataset")
+    if not holdout_fraction:
+        return dataset
+    _, held = holdout_split(len(dataset), holdout_fraction, trainer.args.seed)
+    return dataset.select(held) if hasattr(dataset, "select") else Subset(dataset, held)
+
+
+def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0) -> Iterator[dict[str, Any]]:
+    """Training batches in dataset order, on the model's device, collated as the training steps collate them."""
+    dataset = phase_dataset(trainer, holdout_fraction)
+    collator = trainer.data_collator
+    try:
+        import datasets
+
+        is_hf_dataset = isinstance(dataset, datasets.Dataset)
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        is_hf_dataset = False
+    # Transformers' own column handling (private, checked against 5.23): the model's forward decides
+    # which columns a batch keeps, exactly as in get_train_dataloader.
+    if is_hf_dataset:
+        dataset = trainer._remove_unused_columns(dataset, description=DESCRIPTION)
+    else:
+        collator = trainer._get_collator_with_removed_columns(collator, description=DESCRIPTION)
+    loader = DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size, collate_fn=collator)
+    for batch in loader:
+        yield trainer._prepare_inputs(batch)
+
+
+def phase_loss(trainer: Trainer, model: torch.nn.Module) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+    """The trainer's training loss of `model` on a prepared batch."""
+
+    def compute(batch: Mapping[str, Any]) -> torch.Tensor:
+        with trainer.compute_loss_context_manager():
+            return trainer.compute_loss(model, dict(batch))
+
+    return compute
+
+
+def trainer_dendrite_phase(
+    trainer: Trainer, model: torch.nn.Module, config: DendriteConfig, generator: torch.Generator
+) -> DendritePhaseReport:
+    """`run_dendrite_phase` on the trainer's training batches and loss (`model`: the unwrapped one)."""
+    batches = phase_batches(trainer, config.candidate_holdout_fraction)
+    return run_dendrite_phase(model, batches, phase_loss(trainer, model), generator=generator, config=config)
