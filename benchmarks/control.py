@@ -242,7 +242,9 @@ def run_arm(task: ControlTask, arm: str, seed: int, data: dict[str, torch.Tensor
 
 
 def parameters(model: nn.Module) -> int:
-    return hd.parameter_report(model)["total"] if hd.dendrite_layers(model) else sum(p.numel() for p in model.parameters())
+    return (
+        hd.parameter_report(model)["total"] if hd.dendrite_layers(model) else sum(p.numel() for p in model.parameters())
+    )
 
 
 def plateau_parameters(task: ControlTask, plateau: nn.Module) -> int:
@@ -333,11 +335,20 @@ def summarise(tasks: tuple[str, ...] = tuple(TASKS), root: Path = CONTROL_RUNS) 
                 }
             arms[arm] = entry
         base = arms.get("no_dendrite", {}).get("val_loss_mean")
-        for entry in arms.values():
+        plain = {run["seed"]: run["val_loss"] for run in _runs(root, task, "no_dendrite")}
+        for arm, entry in arms.items():
             entry["val_loss_change"] = None if not base else entry["val_loss_mean"] / base - 1
+            paired = [
+                run["val_loss"] / plain[run["seed"]] - 1 for run in _runs(root, task, arm) if run["seed"] in plain
+            ]
+            entry["val_loss_change_range"] = [min(paired), max(paired)] if paired else None
         if arms:
             summary["tasks"][task] = {"arms": arms}
     return summary
+
+
+def _runs(root: Path, task: str, arm: str) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted((root / task / arm).glob("seed*.json"))]
 
 
 def plot(summary: dict[str, Any], path: Path = PLOT) -> None:

@@ -339,7 +339,47 @@ def distillation_diagnostics_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def control_table(results: dict) -> str:
+    """The known-positive control (`benchmarks.control`): every arm against `no_dendrite`."""
+    machine = results.get("benchmark", {}).get("machine", {})
+    lines = [
+        f"`{results.get('command', 'python -m benchmarks.control')}` on {machine.get('cpu', 'a CPU')}. Mean over "
+        "seeds (n); change: relative to `no_dendrite` (negative is better), and in brackets the smallest and "
+        "largest per-seed change (paired by seed: every arm starts from that seed's plateau model). Candidate "
+        "correlation: the kept candidates' |r| with the neuron error on held-out cached examples, mean over "
+        "layers (streaming: its own per-phase statistic), with the shuffled-error chance level; exact-error "
+        "correlation: the installed dendrite's |r| with the exact error over all training rows, per layer "
+        "(input layer / output layer).",
+        "",
+        "| task | arm | n | validation loss | change | validation accuracy | parameters | candidate correlation (chance) "
+        "| exact-error correlation |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, entry in results.get("tasks", {}).items():
+        for arm, row in entry["arms"].items():
+            change = row.get("val_loss_change")
+            spread = row.get("val_loss_change_range")
+            change_text = "–" if change is None or arm == "no_dendrite" else f"{100 * change:+.1f}%"
+            if spread and arm != "no_dendrite":
+                change_text += f" [{100 * spread[0]:+.1f}, {100 * spread[1]:+.1f}]"
+            accuracy = row.get("val_accuracy_mean")
+            correlation = row.get("candidate_correlation_mean")
+            chance = row.get("chance_correlation_mean")
+            correlation_text = "–" if correlation is None else f"{correlation:.3f}"
+            if chance is not None:
+                correlation_text += f" ({chance:.3f})"
+            exact = row.get("exact_error_correlation_per_layer")
+            exact_text = "–" if not exact else " / ".join(f"{value:.3f}" for value in exact.values())
+            lines.append(
+                f"| {task} | {arm} | {len(row['seeds'])} | {row['val_loss_mean']:.4f} ± {row['val_loss_std']:.4f} "
+                f"| {change_text} | {'–' if accuracy is None else f'{100 * accuracy:.2f}'} | {row['parameters']} "
+                f"| {correlation_text} | {exact_text} |"
+            )
+    return "\n".join(lines)
+
+
 TABLES = {
+    "control": ("control.json", control_table),
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),

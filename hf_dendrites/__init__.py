@@ -4,6 +4,7 @@ from .augment import add_dendrites, from_pretrained, remove_dendrites
 from .callbacks import DendriteCallback
 from .compression import narrow_config, narrow_model, summing_network
 from .config import DendriteConfig
+from .dendrite_phase import DendritePhaseReport, run_dendrite_phase
 from .distillation import (
     DistillationConfig,
     DistillationMixin,
@@ -40,6 +41,7 @@ __all__ = [
     "DendriteCallback",
     "DendriteConfig",
     "DendriteLinear",
+    "DendritePhaseReport",
     "DendriteTracker",
     "DendriteTrainer",
     "DistillationConfig",
@@ -69,6 +71,7 @@ __all__ = [
     "parameter_report",
     "remove_dendrites",
     "reset_candidate_statistics",
+    "run_dendrite_phase",
     "start_candidates",
     "stop_candidates",
     "summing_network",

@@ -59,6 +59,7 @@ class LayerFit:
     train_score: float  # mean over neurons of the kept candidates' |r| on the training rows
     train_rows: int
     score_rows: int
+    score_examples: torch.Tensor | None = None  # the held-out examples (None: too few to split, every row scored)
     skipped: str | None = None  # why the layer's candidates did not train
 
     @property
@@ -165,6 +166,7 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
         train_score,
         len(train),
         0 if score is train else len(score),
+        None if score is train else torch.unique(score.examples),
         skipped,
     )
 
@@ -176,6 +178,24 @@ def _reason_to_skip(rows: LayerRows) -> str | None:
     if bool(is_flat(inputs.var(dim=0, unbiased=False), inputs.mean(dim=0)).all()):
         return "its input is the same in every row"
     return None
+
+
+def ascent_loss(
+    values: torch.Tensor,
+    errors: torch.Tensor,
+    along_error: torch.Tensor,
+    along_value: torch.Tensor,
+    mean_v: torch.Tensor,
+) -> torch.Tensor:
+    """A loss whose gradient through `values` `[B, C, out]` is minus the whole-cache gradient of the
+    summed |r| (per row, scaled by cache rows / B).
+
+    `errors` `[B, out]` are standardised over the cache; `along_error` = sign(r) / std v,
+    `along_value` = |r| / var v and `mean_v` are whole-cache statistics `[C, out]`.
+    """
+    with torch.no_grad():
+        direction = errors.unsqueeze(1) * along_error - (values - mean_v) * along_value
+    return -(values * direction).sum() / values.shape[0]
 
 
 def _train(
@@ -210,9 +230,7 @@ def _train(
             index = order[start : start + batch]
             dendrites = None if rows.dendrites is None else rows.dendrites[index]
             values = activations(rows.inputs[index], dendrites)
-            with torch.no_grad():
-                direction = errors[index].unsqueeze(1) * along_error - (values - mean_v) * along_value
-            loss = -(values * direction).sum() / index.shape[0]
+            loss = ascent_loss(values, errors[index], along_error, along_value, mean_v)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
