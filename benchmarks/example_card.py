@@ -24,7 +24,7 @@ from hf_dendrites.data import TASK_DESCRIPTIONS
 from hf_dendrites.pretrained import resolve_model
 from hf_dendrites.serialization import apply_structure
 
-SOURCE = RUNS / "movie_reviews" / "pb" / "seed0.json"
+SOURCE = RUNS / "movie_reviews" / "pb_streaming" / "seed0.json"
 CARD = ROOT / "model_cards" / "example_movie_reviews_pb.md"
 REPO_ID = "your-name/minilm-l2-movie-reviews-dendrites"
 
@@ -32,6 +32,8 @@ REPO_ID = "your-name/minilm-l2-movie-reviews-dendrites"
 def render() -> str:
     results = json.loads(SOURCE.read_text(encoding="utf-8"))
     results.setdefault("dataset", dict(TASK_DESCRIPTIONS["movie_reviews"]))  # runs from before that entry
+    # runs from before the cached candidate learner trained their candidates with the streaming one
+    results["config"]["dendrites"].setdefault("candidate_learner", "streaming")
     path, overrides = resolve_model(results["config"]["model"]["model_name_or_path"])
     config = AutoConfig.from_pretrained(path, num_labels=2, **overrides)
     model = AutoModelForSequenceClassification.from_config(config)

@@ -47,7 +47,18 @@ from benchmarks.common import (
     train_command,
 )
 
-METHODS = ("baseline", "restarts", "gd", "pb", "perforatedai", "lora", "lora_pb", "lora_gd", "lora_full")
+METHODS = (
+    "baseline",
+    "restarts",
+    "gd",
+    "pb",
+    "pb_streaming",
+    "perforatedai",
+    "lora",
+    "lora_pb",
+    "lora_gd",
+    "lora_full",
+)
 # LoRA (rank 8 on query and value, base frozen, head trained) at a rate suited to so few weights,
 # alone and with dendrites: do dendrites add more than their parameters to an adapter?
 LORA = ["--lora_r", "8", "--lora_alpha", "16", "--learning_rate", "5e-4"]
@@ -61,6 +72,9 @@ METHOD_FLAGS = {
     "restarts": ["--dendrites", "none", "--restart_on_plateau", "true"],
     "gd": ["--dendrites", "gd"],
     "pb": ["--dendrites", "pb"],
+    # PB as it ran before the cached candidate learner (its runs were recorded as `--dendrites pb` under
+    # these then-defaults): the comparison point for what the learner changes on these tasks.
+    "pb_streaming": ["--dendrites", "pb", "--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"],
     "lora": [*LORA, "--dendrites", "none"],
     "lora_pb": [*LORA, "--dendrites", "pb"],
     "lora_gd": [*LORA, "--dendrites", "gd"],

@@ -87,7 +87,9 @@ def benchmark_table(results: dict) -> str:
         "error vs the plain fine-tune (negative is better). Trained: parameters that train in the final "
         "model (runs from before this column: –); `restarts`: the plain fine-tune restarted (best model, "
         "fresh AdamW) wherever PB would grow, no dendrites (`--restart_on_plateau`); `lora*`: LoRA rank 8 on query and value at 5e-4 "
-        "(`lora_full`: LoRA alone over the whole epoch budget, keeping its best evaluation). Paired: "
+        "(`lora_full`: LoRA alone over the whole epoch budget, keeping its best evaluation); `pb`: the cached "
+        "candidate learner (the default); `pb_streaming`: PB with the former streaming learner, whose runs these are "
+        "from before the change (recorded as `--dendrites pb`). Paired: "
         "test accuracy minus that of the same seeds' plain fine-tune (`lora_*`: of LoRA alone), "
         "points, with a 95% bootstrap interval over test examples; – until every seed of both kept its "
         "test predictions.",
