@@ -130,6 +130,17 @@ def test_first_position_candidates_train_on_one_row_per_example(signal):
     assert set(counts["first"].values()) == {6}  # pooler and classifier have one row per example anyway
 
 
+def assert_saves_and_reloads(trainer, tmp_path, signal: str) -> None:
+    """The grown model saves, reloads with its error signal recorded, and gives the same logits."""
+    trainer.save_model(tmp_path / "saved")
+    loaded = hd.from_pretrained(tmp_path / "saved")
+    assert loaded.dendrite_config.error_signal == signal
+    batch = token_batch()
+    trainer.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(trainer.model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+
+
 @pytest.mark.parametrize("signal", SIGNALS)
 def test_each_signal_trains_cached_candidates_grows_and_saves(tmp_path, signal):
     trainer = DendriteTrainer(
@@ -145,13 +156,7 @@ def test_each_signal_trains_cached_candidates_grows_and_saves(tmp_path, signal):
     assert grown and all(0 < r["candidate_score"] <= 1 for r in grown)
     phases = trainer.dendrite_callback.candidate_scores_per_layer
     assert phases and set(phases[0]["scores"]) == set(hd.dendrite_layers(trainer.model))
-    trainer.save_model(tmp_path / "saved")
-    loaded = hd.from_pretrained(tmp_path / "saved")
-    assert loaded.dendrite_config.error_signal == signal
-    batch = token_batch()
-    trainer.model.eval()
-    with torch.no_grad():
-        assert torch.allclose(trainer.model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+    assert_saves_and_reloads(trainer, tmp_path, signal)
 
 
 def test_error_alignment_diagnostics_need_the_streaming_learner(tmp_path):
@@ -203,13 +208,7 @@ def test_each_signal_trains_streaming_candidates_grows_and_saves(tmp_path, signa
     assert len(exact) == len(phase) and all(0 <= entry["mean"] <= 1 for entry in exact)
     assert all(0 <= entry["chance_mean"] <= 1 and entry["batches"] == 4 for entry in exact)
     assert set(exact[0]["layers"]) == set(hd.dendrite_layers(trainer.model))
-    trainer.save_model(tmp_path / "saved")
-    loaded = hd.from_pretrained(tmp_path / "saved")
-    assert loaded.dendrite_config.error_signal == signal
-    batch = token_batch()
-    trainer.model.eval()
-    with torch.no_grad():
-        assert torch.allclose(trainer.model(**batch).logits, loaded(**batch).logits, atol=1e-6)
+    assert_saves_and_reloads(trainer, tmp_path, signal)
 
 
 def test_a_plain_trainer_refuses_an_error_signal_it_cannot_compute(tmp_path):
