@@ -12,15 +12,19 @@ gradient row by row, so a minibatch only samples the sum, never re-centres or re
 correlation well below 1/sqrt(rows per batch) into noise.) With a batch as large as the cache,
 an epoch is one exact full-batch step.
 
-Choice and score use the rows of a share of the cached *examples* kept out of training: each
-neuron keeps its candidate with the highest |r| there, and that |r| is the score. Beside it, the
-chance level: the same choice and score with those rows' errors shuffled.
+A share of the cached *examples* is kept out of training and split in two halves. On the
+selection half, each candidate keeps the weights of the check (about ten per fit) where its |r|
+was highest (early stopping: on wide token layers a candidate with hundreds of inputs fits the
+training rows long before it stops generalising), and each neuron keeps its best candidate. The
+score is the kept candidates' |r| on the other half, rows that neither trained nor chose them.
+Beside it, the chance level: the same choice and score with the held-out errors shuffled.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # Rows per chunk of a no-gradient pass (statistics, scores): bounds the [rows, C, out] activations.
 CHUNK_ELEMENTS = 2**24
+# Early-stopping checks per fit: each costs one no-gradient pass over the selection rows.
+CHECKS = 10
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class FitSettings:
     learning_rate: float
     score_fraction: float
     shuffled_errors: bool = False
+    early_stopping: str = "candidate"  # "candidate": per candidate, "layer": one check for the layer, "none"
 
 
 @dataclass
@@ -54,12 +61,13 @@ class LayerFit:
     weight: torch.Tensor  # [C, out, in]
     bias: torch.Tensor  # [C, out]
     cascade: torch.Tensor | None  # [C, K, out]
-    choice: CandidateChoice  # per neuron: kept candidate, its |r| on held-out rows
+    choice: CandidateChoice  # per neuron: kept candidate, its |r| on the scoring rows
     chance: float  # mean over neurons of the same score with the held-out errors shuffled
     train_score: float  # mean over neurons of the kept candidates' |r| on the training rows
     train_rows: int
     score_rows: int
-    score_examples: torch.Tensor | None = None  # the held-out examples (None: too few to split, every row scored)
+    score_examples: torch.Tensor | None = None  # the scoring examples (None: too few to split, every row scored)
+    selection_examples: torch.Tensor | None = None  # the examples that chose epochs and candidates
     skipped: str | None = None  # why the layer's candidates did not train
 
     @property
@@ -80,6 +88,18 @@ def split_by_example(rows: LayerRows, score_fraction: float, generator: torch.Ge
     if len(train) < 2 or len(score) < 2:
         return rows, rows
     return train, score
+
+
+def split_held_out(
+    rows: LayerRows, score_fraction: float, generator: torch.Generator
+) -> tuple[LayerRows, LayerRows, LayerRows]:
+    """(training, selection, scoring) rows, whole examples apart. With too few examples the selection
+    rows are the scoring rows, and with fewer still every side gets every row."""
+    train, held = split_by_example(rows, score_fraction, generator)
+    if held is train:
+        return rows, rows, rows
+    selection, score = split_by_example(held, 0.5, generator)
+    return train, selection, score
 
 
 def _chunks(count: int, width: int) -> list[slice]:
@@ -132,31 +152,32 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
     def activations(x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
         return candidate_activations(x, weight, bias, cascade, d, activation=layer.activation)
 
-    train, score = split_by_example(rows, settings.score_fraction, generator)
+    def held_out_correlations(part: LayerRows, errors: torch.Tensor) -> torch.Tensor:
+        return correlations(activations, part.inputs, errors, part.dendrites, width).abs()
+
+    train, selection, score = split_held_out(rows, settings.score_fraction, generator)
     skipped = _reason_to_skip(rows)
     if skipped is None and settings.epochs > 0:
         errors = _standardised(train.errors)
         if settings.shuffled_errors:
             errors = _permuted(errors, generator)
-        _train(
-            activations,
-            [weight, bias] + ([cascade] if cascade is not None else []),
-            train,
-            errors,
-            settings,
-            generator,
-            width,
+        parameters = [weight, bias] + ([cascade] if cascade is not None else [])
+        keeper = _BestWeights(
+            parameters, lambda: held_out_correlations(selection, selection.errors), settings.early_stopping
         )
+        _train(activations, parameters, train, errors, settings, generator, width, keeper)
+        keeper.restore()
     if skipped is None:
-        held_out = correlations(activations, score.inputs, score.errors, score.dendrites, width).abs()
-        shuffled = correlations(activations, score.inputs, _permuted(score.errors, generator), score.dendrites, width)
-        scores, index = held_out.max(dim=0)
-        chance = float(shuffled.abs().max(dim=0).values.mean())
-        trained = correlations(activations, train.inputs, train.errors, train.dendrites, width).abs()
-        train_score = float(trained.gather(0, index.unsqueeze(0)).mean())
+        index = held_out_correlations(selection, selection.errors).argmax(dim=0)
+        scores = held_out_correlations(score, score.errors).gather(0, index.unsqueeze(0)).squeeze(0)
+        shuffled_index = held_out_correlations(selection, _permuted(selection.errors, generator)).argmax(dim=0)
+        shuffled = held_out_correlations(score, _permuted(score.errors, generator))
+        chance = float(shuffled.gather(0, shuffled_index.unsqueeze(0)).mean())
+        train_score = float(held_out_correlations(train, train.errors).gather(0, index.unsqueeze(0)).mean())
     else:
         index = torch.zeros(layer.out_features, dtype=torch.long, device=device)
         scores, chance, train_score = torch.zeros(layer.out_features, device=device), 0.0, 0.0
+    split = score is not train
     return LayerFit(
         weight.detach(),
         bias.detach(),
@@ -165,10 +186,49 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
         chance,
         train_score,
         len(train),
-        0 if score is train else len(score),
-        None if score is train else torch.unique(score.examples),
+        len(score) if split else 0,
+        torch.unique(score.examples) if split else None,
+        torch.unique(selection.examples) if split else None,
         skipped,
     )
+
+
+class _BestWeights:
+    """Per candidate, the weights of the check where its |r| on the selection rows was highest.
+
+    `parameters` are weight `[C, out, in]`, bias `[C, out]` and optionally cascade `[C, K, out]`.
+    """
+
+    def __init__(self, parameters: list[torch.Tensor], scores: Callable[[], torch.Tensor], unit: str) -> None:
+        self.parameters, self.scores, self.unit = parameters, scores, unit
+        self.best_score = self._scored(scores())  # the untrained candidates are the first check
+        self.best = [parameter.detach().clone() for parameter in parameters]
+
+    @staticmethod
+    def _masks(better: torch.Tensor) -> list[torch.Tensor]:
+        return [better.unsqueeze(2), better, better.unsqueeze(1)]  # weight, bias, cascade
+
+    def _scored(self, correlations: torch.Tensor) -> torch.Tensor:
+        if self.unit == "layer":  # the layer's score, broadcast: every candidate keeps the same check
+            return correlations.max(dim=0).values.mean().expand_as(correlations)
+        return correlations
+
+    @torch.no_grad()
+    def check(self) -> None:
+        if self.unit == "none":
+            return
+        current = self._scored(self.scores())
+        better = current > self.best_score
+        self.best_score = torch.where(better, current, self.best_score)
+        for parameter, best, mask in zip(self.parameters, self.best, self._masks(better), strict=False):
+            best.copy_(torch.where(mask, parameter, best))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.unit == "none":
+            return
+        for parameter, best in zip(self.parameters, self.best, strict=True):
+            parameter.copy_(best)
 
 
 def _reason_to_skip(rows: LayerRows) -> str | None:
@@ -206,8 +266,9 @@ def _train(
     settings: FitSettings,
     generator: torch.Generator,
     width: int,
+    keeper: _BestWeights,
 ) -> None:
-    """Adam on the whole-cache |r| of every candidate (module docstring)."""
+    """Adam on the whole-cache |r| of every candidate (module docstring), checked about ten times."""
     for parameter in parameters:
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
@@ -216,7 +277,8 @@ def _train(
     # Cosine decay to zero: late steps average out the minibatch noise of a small correlation.
     total = settings.epochs * math.ceil(count / batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    for _ in range(settings.epochs):
+    check_every = max(1, settings.epochs // CHECKS)
+    for epoch in range(settings.epochs):
         with torch.no_grad():
             stats = statistics(activations, rows.inputs, errors, rows.dendrites, width)
             r = stats.correlation().float()
@@ -235,5 +297,7 @@ def _train(
             loss.backward()
             optimizer.step()
             schedule.step()
+        if (epoch + 1) % check_every == 0 or epoch + 1 == settings.epochs:
+            keeper.check()
     for parameter in parameters:
         parameter.requires_grad_(False)

@@ -94,13 +94,44 @@ def test_candidates_are_chosen_and_scored_on_examples_they_never_trained_on():
     layer = hd.add_dendrites(nn.Sequential(nn.Linear(6, 2)), hd.DendriteConfig(target_modules=["0"]))[0]
     settings = FitSettings(num_candidates=3, epochs=5, batch_size=64, learning_rate=0.1, score_fraction=0.2)
     fit = fit_layer(layer, rows, settings, torch.Generator().manual_seed(1))
-    assert (fit.train_rows, fit.score_rows) == (160, 40) and len(fit.score_examples) == 10
-    held = torch.isin(rows.examples, fit.score_examples)
-    held_out = CorrelationStats(3, 2)
-    values = candidate_activations(rows.inputs[held], fit.weight, fit.bias, None, None, activation="sigmoid")
-    held_out.add_moments(BatchMoments.of(values, rows.errors[held]))
-    best, scores = held_out.best_per_neuron()
+    assert (fit.train_rows, fit.score_rows) == (160, 20)
+    assert len(fit.score_examples) == len(fit.selection_examples) == 5
+    assert not set(fit.score_examples.tolist()) & set(fit.selection_examples.tolist())
+
+    def held_out(chosen_on: torch.Tensor) -> CorrelationStats:
+        held = torch.isin(rows.examples, chosen_on)
+        stats = CorrelationStats(3, 2)
+        values = candidate_activations(rows.inputs[held], fit.weight, fit.bias, None, None, activation="sigmoid")
+        stats.add_moments(BatchMoments.of(values, rows.errors[held]))
+        return stats
+
+    best, _ = held_out(fit.selection_examples).best_per_neuron()  # chosen on the selection half
+    scores = held_out(fit.score_examples).correlation().abs().gather(0, best.unsqueeze(0)).squeeze(0)
     assert torch.equal(fit.choice.index, best) and torch.allclose(fit.choice.score, scores.float())
+
+
+def test_each_candidate_keeps_its_weights_from_the_check_that_scored_best_on_the_selection_rows():
+    # Errors that are noise: whatever a candidate learns from the training rows does not carry over,
+    # so the weights it keeps are never worse on the selection rows than the untrained ones.
+    generator = torch.Generator().manual_seed(0)
+    examples = torch.arange(100).repeat_interleave(2)
+    rows = LayerRows(
+        torch.randn(200, 40, generator=generator), torch.randn(200, 3, generator=generator), None, examples
+    )
+    layer = hd.add_dendrites(nn.Sequential(nn.Linear(40, 3)), hd.DendriteConfig(target_modules=["0"]))[0]
+    settings = FitSettings(num_candidates=2, epochs=40, batch_size=200, learning_rate=0.1, score_fraction=0.4)
+
+    def selection_scores(fit, epochs):
+        held = torch.isin(rows.examples, fit.selection_examples)
+        values = candidate_activations(rows.inputs[held], fit.weight, fit.bias, None, None, activation="sigmoid")
+        return BatchMoments.of(values, rows.errors[held]).correlation().abs()
+
+    untrained = fit_layer(layer, rows, replace(settings, epochs=0), torch.Generator().manual_seed(1))
+    trained = fit_layer(layer, rows, settings, torch.Generator().manual_seed(1))
+    assert torch.equal(untrained.selection_examples, trained.selection_examples)  # same split, same start
+    assert bool((selection_scores(trained, 40) >= selection_scores(untrained, 0) - 1e-6).all())
+    assert trained.train_score > untrained.train_score + 0.1  # it did fit the training rows
+    assert not torch.equal(trained.weight, untrained.weight)
 
 
 def test_the_cache_keeps_within_its_memory_budget_and_samples_uniformly():
