@@ -16,6 +16,8 @@ fresh Adam for the same number of epochs:
 - `untrained_candidates`: the same with `candidate_epochs=0` (the best of random candidates);
 - `shuffled_errors`: candidates fitted to error rows permuted across the cache;
 - `pb_streaming`: the streaming learner at its former defaults (lr 1e-3, one epoch, batches of 256);
+- `pb_lowrank`: `pb` with low-rank dendrite sets of rank 1 (`dendrite_rank=1`: one shared input
+  direction per set, about a third to a half of a full set's parameters on layers this narrow);
 - `gd`: a GD dendrite (random, trained jointly);
 - `wider_plain`: a plain student of about the dendrite model's parameter count, trained from scratch
   for all the epochs.
@@ -52,8 +54,18 @@ from .common import RESULTS, RUNS, git_commit, machine
 CONTROL_RUNS = RUNS / "control"
 SUMMARY = RESULTS / "control.json"
 PLOT = RESULTS / "control.png"
-ARMS = ("no_dendrite", "pb", "untrained_candidates", "shuffled_errors", "pb_streaming", "gd", "wider_plain")
-CANDIDATE_ARMS = ("pb", "untrained_candidates", "shuffled_errors", "pb_streaming")
+ARMS = (
+    "no_dendrite",
+    "pb",
+    "untrained_candidates",
+    "shuffled_errors",
+    "pb_streaming",
+    "pb_lowrank",
+    "gd",
+    "wider_plain",
+)
+CANDIDATE_ARMS = ("pb", "untrained_candidates", "shuffled_errors", "pb_streaming", "pb_lowrank")
+LOW_RANK = 1
 SEEDS = (0, 1, 2)
 
 
@@ -166,6 +178,8 @@ def dendrite_config(arm: str) -> hd.DendriteConfig:
         return replace(config, candidate_shuffled_errors=True)
     if arm == "pb_streaming":
         return replace(config, candidate_learner="streaming", candidate_learning_rate=1e-3)
+    if arm == "pb_lowrank":
+        return replace(config, dendrite_rank=LOW_RANK)
     return config
 
 

@@ -78,6 +78,7 @@ from hf_dendrites.version import versions  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DENDRITE_COUNTS = (0, 1, 2, 4)
+LOW_RANKS = (4, 16, 64)  # DendriteConfig.dendrite_rank of one pb dendrite set
 CANDIDATE_COUNTS = (1, 4, 8)
 CANDIDATE_FRACTIONS = ((4, 0.5), (4, 0.25))  # (candidates, candidate_token_fraction)
 OTHER_SIGNALS = ("linear_backprop", "feedback_alignment", "forward_forward")  # than backprop
@@ -136,6 +137,7 @@ class BenchConfig:
     wrapped: bool = True  # False: the plain model without add_dendrites (wrapper overhead check)
     signal: str = "backprop"  # DendriteConfig.error_signal of a candidate step
     positions: str = "all"  # DendriteConfig.candidate_positions
+    rank: int | None = None  # DendriteConfig.dendrite_rank
 
 
 def all_configs() -> list[BenchConfig]:
@@ -143,6 +145,7 @@ def all_configs() -> list[BenchConfig]:
     configs.append(BenchConfig("unwrapped", "neuron", "pb", 0, wrapped=False))
     for mode in ("pb", "gd"):
         configs += [BenchConfig(f"{mode}_k{k}", "neuron", mode, k) for k in DENDRITE_COUNTS if k]
+    configs += [BenchConfig(f"pb_k1_r{r}", "neuron", "pb", 1, rank=r) for r in LOW_RANKS]
     configs += [BenchConfig(f"candidates_c{c}", "candidate", "pb", 0, c) for c in CANDIDATE_COUNTS]
     configs += [BenchConfig(f"candidates_c{c}_f{f}", "candidate", "pb", 0, c, f) for c, f in CANDIDATE_FRACTIONS]
     configs += [BenchConfig(f"candidates_c4_{s}", "candidate", "pb", 0, 4, signal=s) for s in OTHER_SIGNALS]
@@ -170,7 +173,10 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, num_hidden_layers=2)
     if config.wrapped:
         settings = DendriteConfig(
-            mode=config.mode, candidate_token_fraction=config.token_fraction, candidate_positions=config.positions
+            mode=config.mode,
+            candidate_token_fraction=config.token_fraction,
+            candidate_positions=config.positions,
+            dendrite_rank=config.rank,
         )
         add_dendrites(model, settings)
     if config.dendrites and config.mode == "gd":
@@ -181,6 +187,9 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
             layer.allocate(config.dendrites)
             std = layer.init_scale / layer.in_features**0.5
             with torch.no_grad():
+                if layer.rank is not None:
+                    layer.dendrite_basis.normal_(0.0, 1 / layer.in_features**0.5, generator=generator)
+                    std = layer.init_scale / layer.rank**0.5
                 layer.dendrite_weight.normal_(0.0, std, generator=generator)
                 layer.dendrite_bias.normal_(0.0, std, generator=generator)
                 layer.dendrite_scale.normal_(0.0, 0.01, generator=generator)
@@ -578,6 +587,11 @@ def summarise(
         names = ["base"] + [f"{mode}_k{k}" for k in DENDRITE_COUNTS if k]
         training_step[mode] = [{"dendrites": by_name[n].dendrites, **time_entry(by_name[n])} for n in names]
         memory[mode] = [{"dendrites": by_name[n].dendrites, **memory_entry(by_name[n])} for n in names]
+    low_rank = [f"pb_k1_r{r}" for r in LOW_RANKS]
+    training_step["pb_low_rank"] = [
+        {"rank": by_name[n].rank, "dendrites": 1, **time_entry(by_name[n])} for n in low_rank
+    ]
+    memory["pb_low_rank"] = [{"rank": by_name[n].rank, "dendrites": 1, **memory_entry(by_name[n])} for n in low_rank]
     candidate_names = [c.name for c in configs if c.phase == "candidate"]
 
     def candidate_labels(config: BenchConfig) -> dict[str, Any]:
@@ -748,6 +762,8 @@ def main(argv: list[str] | None = None) -> None:
             "dendrite_config": "DendriteConfig(mode=...) defaults: sigmoid, no cascade, all default BERT targets (14 layers)",
             "neuron_step": "forward + loss.backward() + model.zero_grad(set_to_none=True); NO optimizer step",
             "pb_structure": "layer.allocate(K) on every dendrite layer, dendrite_weight/bias ~ N(0, 1/sqrt(in)), dendrite_scale ~ N(0, 0.01): frozen input weights, only dendrite_scale trains",
+            "pb_low_rank_structure": "DendriteConfig(dendrite_rank=r), layer.allocate(1): dendrite_basis ~ N(0, 1/in), "
+            "dendrite_weight ~ N(0, 1/r), frozen; only dendrite_scale trains",
             "gd_structure": "grow(model) K times (random dendrites, all dendrite weights train)",
             "candidate_step": "start_candidates(model, C) on the 0-dendrite pb model; forward + loss.backward() + Adam(candidate_parameters, lr=candidate_learning_rate).step() + zero_grad",
             "timing": "time.perf_counter around one whole step; each timed step is paired with an adjacent timed 0-dendrite step (which runs first alternates; "
@@ -787,6 +803,9 @@ def print_table(result: dict[str, Any]) -> None:
         for t, m in zip(result["training_step"][mode], result["memory"][mode], strict=True):
             print(f"{mode + ' K=' + str(t['dendrites']):<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
                   f"{t['measured_over_ideal']:>7.2f}{m['ratio']:>11.2f}{m['ideal_ratio']:>8.2f}{m['measured_over_ideal']:>7.2f}")  # fmt: skip
+    for t, m in zip(result["training_step"]["pb_low_rank"], result["memory"]["pb_low_rank"], strict=True):
+        print(f"{'pb K=1 r=' + str(t['rank']):<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
+              f"{t['measured_over_ideal']:>7.2f}{m['ratio']:>11.2f}{m['ideal_ratio']:>8.2f}{m['measured_over_ideal']:>7.2f}")  # fmt: skip
     for t, m in zip(result["candidate_step"], result["memory"]["candidate_step"], strict=True):
         print(f"{'cand C=' + t['label']:<14}{t['seconds']:>8.3f}{t['ratio']:>8.2f}{t['ideal_ratio']:>8.2f}"
               f"{t['measured_over_ideal']:>7.2f}{m['ratio']:>11.2f}{m['ideal_ratio']:>8.2f}{m['measured_over_ideal']:>7.2f}")  # fmt: skip

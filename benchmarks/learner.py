@@ -124,9 +124,9 @@ def mean_of(layers_record: dict[str, dict[str, float]], key: str) -> float:
 
 
 def layer_type(name: str) -> str:
-    """`bert.encoder.layer.0.attention.self.query` -> `attention.self.query` (the kind, not the depth)."""
+    """`bert.encoder.layer.0.attention.self.query` -> `0.attention.self.query` (depth and kind)."""
     parts = name.split(".")
-    return ".".join(parts[4:]) if parts[:3] == ["bert", "encoder", "layer"] else parts[-1] if "." in name else name
+    return ".".join(parts[3:]) if parts[:3] == ["bert", "encoder", "layer"] else name.removeprefix("bert.")
 
 
 def summarise(root: Path = RUNS) -> dict[str, Any]:
@@ -152,9 +152,9 @@ def summarise(root: Path = RUNS) -> dict[str, Any]:
             "fit_seconds_mean": statistics.mean(
                 sum(layer["seconds"] for layer in run["variants"][variant].values()) for run in runs
             ),
-            "per_layer_type": {
+            "per_layer": {
                 kind: {key: statistics.mean(values) for key, values in entry.items()}
-                for kind, entry in sorted(per_type.items())
+                for kind, entry in per_type.items()
             },
         }
     return summary
@@ -166,13 +166,13 @@ def plot(summary: dict[str, Any], path: Path = PLOT) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = list(summary["variants"]["none"]["per_layer_type"])
+    kinds = list(summary["variants"]["none"]["per_layer"])
     figure, axis = plt.subplots(figsize=(10, 4))
     width = 0.8 / (len(VARIANTS) + 1)
     for offset, variant in enumerate(VARIANTS):
-        values = [summary["variants"][variant]["per_layer_type"][kind]["score"] for kind in kinds]
+        values = [summary["variants"][variant]["per_layer"][kind]["score"] for kind in kinds]
         axis.bar([i + offset * width for i in range(len(kinds))], values, width, label=f"held-out |r|, {variant}")
-    chance = [summary["variants"]["none"]["per_layer_type"][kind]["chance"] for kind in kinds]
+    chance = [summary["variants"]["none"]["per_layer"][kind]["chance"] for kind in kinds]
     axis.bar([i + len(VARIANTS) * width for i in range(len(kinds))], chance, width, label="chance", color="grey")
     axis.set_xticks([i + 0.4 for i in range(len(kinds))], kinds, rotation=30, ha="right", fontsize=8)
     axis.set_ylabel("candidate correlation")

@@ -45,6 +45,14 @@ def layers_table(results: dict) -> str:
                 f"| {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
                 f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
             )
+    low_rank_memory = {row["rank"]: row for row in memory.get("pb_low_rank", [])}
+    for row in results["training_step"].get("pb_low_rank", []):
+        m = low_rank_memory.get(row["rank"], {})
+        lines.append(
+            f"| pb neuron phase, 1 low-rank dendrite set (rank {row['rank']}) | {row['ratio']:.2f} "
+            f"| {row['ideal_ratio']:.2f} | {row['measured_over_ideal']:.2f} | {m.get('ratio', float('nan')):.2f} "
+            f"| {m.get('ideal_ratio', float('nan')):.2f} | {m.get('measured_over_ideal', float('nan')):.2f} |"
+        )
     candidate_memory = {row.get("label", row["candidates"]): row for row in memory.get("candidate_step", [])}
     for row in results["candidate_step"]:
         m = candidate_memory.get(row.get("label", row["candidates"]), {})
@@ -380,8 +388,39 @@ def control_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def learner_table(results: dict) -> str:
+    variants = results["variants"]
+    seeds = variants["none"]["seeds"]
+    lines = [
+        f"`{results['command']}` on {results['benchmark']['machine'].get('cpu', 'a CPU')}, seed(s) "
+        f"{', '.join(map(str, seeds))}. Held-out |r|: the kept candidates on scoring examples that neither trained "
+        "nor chose them (chance: the same with shuffled errors); train |r|: the same candidates on their training "
+        "rows; mean over the 14 layers, then per layer (encoder depth first).",
+        "",
+        "| early stopping | held-out abs(r) (chance) | train abs(r) | fit seconds |",
+        "|---|---|---|---|",
+    ]
+    for variant, row in variants.items():
+        lines.append(
+            f"| {variant} | {row['score_mean']:.4f} ({row['chance_mean']:.4f}) | {row['train_score_mean']:.4f} "
+            f"| {row['fit_seconds_mean']:.0f} |"
+        )
+    kinds = list(variants["none"]["per_layer"])
+    lines += ["", "| layer | " + " | ".join(f"{v}: held-out / train abs(r)" for v in variants) + " | chance |"]
+    lines.append("|---" * (len(variants) + 2) + "|")
+    for kind in kinds:
+        cells = [
+            f"{variants[v]['per_layer'][kind]['score']:.3f} / {variants[v]['per_layer'][kind]['train_score']:.3f}"
+            for v in variants
+        ]
+        chance = variants["none"]["per_layer"][kind]["chance"]
+        lines.append(f"| `{kind}` | " + " | ".join(cells) + f" | {chance:.3f} |")
+    return "\n".join(lines)
+
+
 TABLES = {
     "control": ("control.json", control_table),
+    "learner": ("learner.json", learner_table),
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),

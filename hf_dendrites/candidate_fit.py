@@ -13,11 +13,12 @@ correlation well below 1/sqrt(rows per batch) into noise.) With a batch as large
 an epoch is one exact full-batch step.
 
 A share of the cached *examples* is kept out of training and split in two halves. On the
-selection half, each candidate keeps the weights of the check (about ten per fit) where its |r|
-was highest (early stopping: on wide token layers a candidate with hundreds of inputs fits the
-training rows long before it stops generalising), and each neuron keeps its best candidate. The
-score is the kept candidates' |r| on the other half, rows that neither trained nor chose them.
-Beside it, the chance level: the same choice and score with the held-out errors shuffled.
+selection half each neuron keeps its best candidate; the score is the kept candidates' |r| on the
+other half, rows that neither trained nor chose them. Beside it, the chance level: the same choice
+and score with the held-out errors shuffled. Early stopping on the selection half (per layer or
+per candidate, `FitSettings.early_stopping`) is available but off: on MiniLM it did not raise the
+held-out score (`python -m benchmarks.learner`). With a rank, every candidate of the layer reads
+the input through one shared basis `[r, in]`, trained jointly with them.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class FitSettings:
     learning_rate: float
     score_fraction: float
     shuffled_errors: bool = False
-    early_stopping: str = "candidate"  # "candidate": per candidate, "layer": one check for the layer, "none"
+    early_stopping: str = "none"  # or "layer": one check for the layer; "candidate": per candidate (benchmarks.learner)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class LayerFit:
     weight: torch.Tensor  # [C, out, in]
     bias: torch.Tensor  # [C, out]
     cascade: torch.Tensor | None  # [C, K, out]
+    basis: torch.Tensor | None  # [r, in] shared by every candidate of a low-rank layer
     choice: CandidateChoice  # per neuron: kept candidate, its |r| on the scoring rows
     chance: float  # mean over neurons of the same score with the held-out errors shuffled
     train_score: float  # mean over neurons of the kept candidates' |r| on the training rows
@@ -143,14 +145,15 @@ def _permuted(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, generator: torch.Generator) -> LayerFit:
     """Train `settings.num_candidates` candidates per neuron of `layer` on `rows` and choose among them."""
-    weight, bias, cascade = layer.random_input_weights(settings.num_candidates, generator)
+    weight, bias, cascade, basis = layer.random_input_weights(settings.num_candidates, generator)
     device = rows.inputs.device
     weight, bias = weight.to(device), bias.to(device)
-    cascade = cascade.to(device) if layer.cascade and rows.dendrites is not None else None
+    cascade = cascade.to(device) if layer.cascade else None  # [C, 0, out] before the first dendrite
+    basis = None if basis is None else basis.to(device)
     width = settings.num_candidates * layer.out_features
 
     def activations(x: torch.Tensor, d: torch.Tensor | None) -> torch.Tensor:
-        return candidate_activations(x, weight, bias, cascade, d, activation=layer.activation)
+        return candidate_activations(x, weight, bias, cascade, d, activation=layer.activation, basis=basis)
 
     def held_out_correlations(part: LayerRows, errors: torch.Tensor) -> torch.Tensor:
         return correlations(activations, part.inputs, errors, part.dendrites, width).abs()
@@ -161,11 +164,12 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
         errors = _standardised(train.errors)
         if settings.shuffled_errors:
             errors = _permuted(errors, generator)
-        parameters = [weight, bias] + ([cascade] if cascade is not None else [])
+        parameters = {"weight": weight, "bias": bias, "cascade": cascade, "basis": basis}
+        parameters = {name: parameter for name, parameter in parameters.items() if parameter is not None}
         keeper = _BestWeights(
             parameters, lambda: held_out_correlations(selection, selection.errors), settings.early_stopping
         )
-        _train(activations, parameters, train, errors, settings, generator, width, keeper)
+        _train(activations, list(parameters.values()), train, errors, settings, generator, width, keeper)
         keeper.restore()
     if skipped is None:
         index = held_out_correlations(selection, selection.errors).argmax(dim=0)
@@ -182,6 +186,7 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
         weight.detach(),
         bias.detach(),
         None if cascade is None else cascade.detach(),
+        None if basis is None else basis.detach(),
         CandidateChoice(index, scores.float()),
         chance,
         train_score,
@@ -194,19 +199,24 @@ def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, gen
 
 
 class _BestWeights:
-    """Per candidate, the weights of the check where its |r| on the selection rows was highest.
+    """Per candidate (or for the whole layer), the weights of the check where |r| on the selection
+    rows was highest. A low-rank layer's candidates share one basis, so they keep one check together."""
 
-    `parameters` are weight `[C, out, in]`, bias `[C, out]` and optionally cascade `[C, K, out]`.
-    """
+    # How each parameter's entries line up with the per-candidate scores [C, out].
+    MASKS = {
+        "weight": lambda better: better.unsqueeze(2),  # [C, out, in or r]
+        "bias": lambda better: better,  # [C, out]
+        "cascade": lambda better: better.unsqueeze(1),  # [C, K, out]
+        "basis": lambda better: better.any(),  # [r, in], shared: only with unit "layer"
+    }
 
-    def __init__(self, parameters: list[torch.Tensor], scores: Callable[[], torch.Tensor], unit: str) -> None:
+    def __init__(self, parameters: dict[str, torch.Tensor], scores: Callable[[], torch.Tensor], unit: str) -> None:
+        if unit == "candidate" and "basis" in parameters:
+            unit = "layer"
         self.parameters, self.scores, self.unit = parameters, scores, unit
-        self.best_score = self._scored(scores())  # the untrained candidates are the first check
-        self.best = [parameter.detach().clone() for parameter in parameters]
-
-    @staticmethod
-    def _masks(better: torch.Tensor) -> list[torch.Tensor]:
-        return [better.unsqueeze(2), better, better.unsqueeze(1)]  # weight, bias, cascade
+        if unit != "none":
+            self.best_score = self._scored(scores())  # the untrained candidates are the first check
+            self.best = {name: parameter.detach().clone() for name, parameter in parameters.items()}
 
     def _scored(self, correlations: torch.Tensor) -> torch.Tensor:
         if self.unit == "layer":  # the layer's score, broadcast: every candidate keeps the same check
@@ -220,15 +230,15 @@ class _BestWeights:
         current = self._scored(self.scores())
         better = current > self.best_score
         self.best_score = torch.where(better, current, self.best_score)
-        for parameter, best, mask in zip(self.parameters, self.best, self._masks(better), strict=False):
-            best.copy_(torch.where(mask, parameter, best))
+        for name, parameter in self.parameters.items():
+            self.best[name].copy_(torch.where(self.MASKS[name](better), parameter, self.best[name]))
 
     @torch.no_grad()
     def restore(self) -> None:
         if self.unit == "none":
             return
-        for parameter, best in zip(self.parameters, self.best, strict=True):
-            parameter.copy_(best)
+        for name, parameter in self.parameters.items():
+            parameter.copy_(self.best[name])
 
 
 def _reason_to_skip(rows: LayerRows) -> str | None:

@@ -69,6 +69,14 @@ class DendriteConfig:
         default=False,
         metadata={"help": "Let each new dendrite of a neuron also see the outputs of its earlier dendrites."},
     )
+    dendrite_rank: int | None = field(
+        default=None,
+        metadata={
+            "help": "Low-rank dendrites: each dendrite set reads the layer's input through one shared basis of "
+            "this many directions, so it costs rank * (in + out) + 2 * out parameters instead of in * out + 2 * out. "
+            "None: full per-neuron input weights."
+        },
+    )
     num_candidates: int = field(
         default=4,
         metadata={"help": "Candidate dendrites trained per neuron in a dendrite phase; the best one is kept."},
@@ -302,6 +310,8 @@ class DendriteConfig:
         if not isinstance(self.cascade, bool):
             raise ValueError(f"DendriteConfig.cascade must be a bool, got {self.cascade!r}")
         _check_int("num_candidates", self.num_candidates, minimum=1)
+        if self.dendrite_rank is not None:
+            _check_int("dendrite_rank", self.dendrite_rank, minimum=1)
         _check_int("candidate_patience", self.candidate_patience, minimum=1)
         _check_int("patience", self.patience, minimum=1)
         _check_int("min_evals_per_phase", self.min_evals_per_phase, minimum=1)

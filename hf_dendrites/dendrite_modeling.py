@@ -9,6 +9,10 @@ For a wrapped `Linear(in, out)` with `K` dendrites:
 
     d_k = act(D_k x + c_k [+ sum_{j<k} u_kj * d_j])        D_k: [out, in], c_k, u_kj: [out]
     y   = W x + b + sum_k a_k * d_k                           a_k: [out]
+
+With a rank r (`rank=r`), each dendrite set reads its inputs through its own basis:
+`D_k = U_k V_k` with `V_k: [r, in]` (`dendrite_basis`) and `U_k: [out, r]` (`dendrite_weight`),
+so a set costs r * (in + out) + 2 * out parameters instead of in * out + 2 * out.
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ ACTIVATIONS = {
 }
 
 # Parameters of the installed dendrites, in state-dict order.
-DENDRITE_PARAMETERS = ("dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
-# Settings that change what a dendrite computes.
-COMPUTATION_SETTINGS = ("mode", "activation", "cascade")
+DENDRITE_PARAMETERS = ("dendrite_basis", "dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
+# Settings that change what a dendrite computes (`rank` None: full per-neuron input weights; a
+# record saved before ranks existed has no `rank` and means None).
+COMPUTATION_SETTINGS = ("mode", "activation", "cascade", "rank")
 # A saved model stores, under each wrapped Linear's original `<layer>.weight` key, the settings its
 # dendrites were trained with (UTF-8 JSON as a uint8 vector). A transformers class that loads the
 # folder without dendrites then finds a size mismatch on every wrapped layer and refuses, instead
@@ -43,12 +48,19 @@ SETTINGS_KEY = "weight"
 class StaticDendriteLinear(nn.Module):
     """An `nn.Linear` (kept as `base_layer`) plus its installed dendrites; computes, never grows.
 
-    All dendrites of the layer are one `[K, out, in]` parameter evaluated in a single matmul.
+    All dendrites of the layer are one `[K, out, in]` parameter evaluated in a single matmul
+    (with a rank: one `[K, r, in]` basis and one `[K, out, r]` weight, two matmuls).
     In "pb" mode dendrites read `x.detach()`: no error flows through them into earlier layers.
     """
 
     def __init__(
-        self, base_layer: nn.Linear, *, mode: str = "pb", activation: str = "sigmoid", cascade: bool = False
+        self,
+        base_layer: nn.Linear,
+        *,
+        mode: str = "pb",
+        activation: str = "sigmoid",
+        cascade: bool = False,
+        rank: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
@@ -57,7 +69,15 @@ class StaticDendriteLinear(nn.Module):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if mode not in ("pb", "gd"):
             raise ValueError(f"mode must be 'pb' or 'gd', got {mode!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank):
+            raise ValueError(f"dendrite rank must be an integer >= 1 or None, got {rank!r}")
+        if rank is not None and rank > base_layer.in_features:
+            raise ValueError(
+                f"dendrite rank {rank} is larger than the layer's {base_layer.in_features} inputs: "
+                "a basis that wide is a full-rank dendrite (leave the rank None)"
+            )
         self.base_layer = base_layer
+        self.rank = rank
         self.mode = mode
         self.activation = activation
         self.cascade = cascade
@@ -71,6 +91,11 @@ class StaticDendriteLinear(nn.Module):
     @property
     def out_features(self) -> int:
         return self.base_layer.out_features
+
+    @property
+    def dendrite_inputs(self) -> int:
+        """What each neuron's dendrite weights read: the rank (the basis' outputs) or the layer's inputs."""
+        return self.in_features if self.rank is None else self.rank
 
     @property
     def num_dendrites(self) -> int:
@@ -97,8 +122,11 @@ class StaticDendriteLinear(nn.Module):
             for name in DENDRITE_PARAMETERS:
                 setattr(self, name, None)
             return
-        out, inp = self.out_features, self.in_features
+        out, inp = self.out_features, self.dendrite_inputs
         trainable = self.mode == "gd"  # PB input weights stay frozen; output weights always train
+        if self.rank is not None:
+            basis = torch.zeros(num_dendrites, self.rank, self.in_features)
+            self.dendrite_basis = self._new_parameter(basis, trainable)
         self.dendrite_weight = self._new_parameter(torch.zeros(num_dendrites, out, inp), trainable)
         self.dendrite_bias = self._new_parameter(torch.zeros(num_dendrites, out), trainable)
         self.dendrite_scale = self._new_parameter(torch.zeros(num_dendrites, out), True)
@@ -110,8 +138,15 @@ class StaticDendriteLinear(nn.Module):
         """Activations `[..., K, out]` of the installed dendrites."""
         act = ACTIVATIONS[self.activation]
         k, out = self.num_dendrites, self.out_features
-        pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
-        pre = pre.unflatten(-1, (k, out))
+        if self.rank is None:
+            pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
+            pre = pre.unflatten(-1, (k, out))
+        else:
+            projected = F.linear(x, self.dendrite_basis.view(k * self.rank, -1)).unflatten(-1, (k, self.rank))
+            pre = torch.stack(
+                [F.linear(projected[..., i, :], self.dendrite_weight[i], self.dendrite_bias[i]) for i in range(k)],
+                dim=-2,
+            )
         if not self.cascade or k == 1:
             return act(pre)
         outputs: list[torch.Tensor] = []
@@ -177,7 +212,11 @@ def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.M
         if not isinstance(base, nn.Linear):
             raise ValueError(f"recorded dendrite layer {name!r} is not an nn.Linear of this model")
         layer = StaticDendriteLinear(
-            base, mode=settings["mode"], activation=settings["activation"], cascade=settings["cascade"]
+            base,
+            mode=settings["mode"],
+            activation=settings["activation"],
+            cascade=settings["cascade"],
+            rank=settings.get("dendrite_rank"),
         )
         layer.allocate_dendrites(int(counts["dendrites"]))
         parent_name, _, attribute = name.rpartition(".")

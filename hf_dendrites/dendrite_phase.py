@@ -127,7 +127,7 @@ def run_dendrite_phase(
     fit_seconds = time.perf_counter() - started
     for name, layer in layers.items():
         fit = fits[name]
-        layer.install_candidates(fit.weight, fit.bias, fit.cascade, fit.choice)
+        layer.install_candidates(fit.weight, fit.bias, fit.cascade, fit.choice, fit.basis)
     report = DendritePhaseReport(
         scores={name: fit.score for name, fit in fits.items()},
         chance={name: fit.chance for name, fit in fits.items()},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from .config import CANDIDATE_POSITIONS
 from .correlation import CorrelationStats, capture_error
 from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
 
-CANDIDATE_PARAMETERS = ("candidate_weight", "candidate_bias", "candidate_cascade")
+CANDIDATE_PARAMETERS = ("candidate_basis", "candidate_weight", "candidate_bias", "candidate_cascade")
 
 
 @dataclass
@@ -105,14 +106,29 @@ def candidate_activations(
     dendrites: torch.Tensor | None,
     *,
     activation: str,
+    basis: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`act(W_c x + b_c [+ cascade_c . d])`: `[..., C, out]` from inputs `[..., in]`, weights `[C, out, in]`,
-    biases `[C, out]`, cascade weights `[C, K, out]` and installed dendrite activations `[..., K, out]`."""
+    biases `[C, out]`, cascade weights `[C, K, out]` and installed dendrite activations `[..., K, out]`.
+
+    With a `basis` `[r, in]` the weights are `[C, out, r]` and read `basis @ x`: `act(U_c V x + b_c ...)`.
+    """
     c, out = bias.shape
+    if basis is not None:
+        x = F.linear(x, basis)
     pre = F.linear(x, weight.reshape(c * out, -1), bias.reshape(-1)).unflatten(-1, (c, out))
     if cascade is not None and dendrites is not None:
         pre = pre + torch.einsum("...ko,cko->...co", dendrites.detach(), cascade)
     return ACTIVATIONS[activation](pre)
+
+
+class RandomWeights(NamedTuple):
+    """Fresh input weights: `[C, out, in or r]`, `[C, out]`, cascade `[C, K, out]`, basis `[r, in]` or None."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    cascade: torch.Tensor
+    basis: torch.Tensor | None
 
 
 @dataclass
@@ -142,8 +158,9 @@ class DendriteLinear(StaticDendriteLinear):
         init_scale: float = 1.0,
         candidate_token_fraction: float = 1.0,
         candidate_positions: str = "all",
+        rank: int | None = None,
     ) -> None:
-        super().__init__(base_layer, mode=mode, activation=activation, cascade=cascade)
+        super().__init__(base_layer, mode=mode, activation=activation, cascade=cascade, rank=rank)
         self.init_scale = init_scale
         self.candidate_rows = CandidateRows(candidate_token_fraction, candidate_positions)
         for name in CANDIDATE_PARAMETERS:
@@ -160,20 +177,28 @@ class DendriteLinear(StaticDendriteLinear):
         return 0 if self.candidate_weight is None else self.candidate_weight.shape[0]
 
     def extra_repr(self) -> str:
+        rank = "" if self.rank is None else f", rank={self.rank}"
         return (
-            f"mode={self.mode}, activation={self.activation}, cascade={self.cascade}, "
+            f"mode={self.mode}, activation={self.activation}, cascade={self.cascade}{rank}, "
             f"num_dendrites={self.num_dendrites}, num_candidates={self.num_candidates}"
         )
 
-    def random_input_weights(self, count: int, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
-        """Weights `[count, out, in]`, biases `[count, out]` and cascade weights `[count, K, out]` for new
-        dendrites or candidates."""
+    def random_input_weights(self, count: int, generator: torch.Generator | None) -> RandomWeights:
+        """Input weights for `count` new dendrites or candidates per neuron (and, with a rank, the one
+        basis they share), scaled so that every pre-activation has the same spread as a full-rank one's."""
         std = self.init_scale / math.sqrt(self.in_features)
         shape = (count, self.out_features)
-        weight = torch.randn(*shape, self.in_features, generator=generator) * std
+        basis = None
+        weight_std = std
+        if self.rank is not None:
+            # V ~ N(0, 1/in) keeps the spread of x in each of V x's r components, and U ~ N(0, s^2/r)
+            # then gives U V x the spread of a full W ~ N(0, s^2/in) applied to x.
+            basis = torch.randn(self.rank, self.in_features, generator=generator) / math.sqrt(self.in_features)
+            weight_std = self.init_scale / math.sqrt(self.rank)
+        weight = torch.randn(*shape, self.dendrite_inputs, generator=generator) * weight_std
         bias = torch.randn(*shape, generator=generator) * std
         cascade = torch.randn(count, self.num_dendrites, self.out_features, generator=generator) * std
-        return weight, bias, cascade
+        return RandomWeights(weight, bias, cascade, basis)
 
     def allocate(self, num_dendrites: int, num_candidates: int = 0) -> None:
         """Create zero-filled parameters for a recorded structure, ready for `load_state_dict`."""
@@ -191,7 +216,13 @@ class DendriteLinear(StaticDendriteLinear):
         """Activations `[..., C, out]` of the candidates, from detached inputs `[..., in]`."""
         cascade = self.candidate_cascade if self.cascade else None
         return candidate_activations(
-            x, self.candidate_weight, self.candidate_bias, cascade, dendrites, activation=self.activation
+            x,
+            self.candidate_weight,
+            self.candidate_bias,
+            cascade,
+            dendrites,
+            activation=self.activation,
+            basis=self.candidate_basis,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +265,8 @@ class DendriteLinear(StaticDendriteLinear):
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
         self.candidate_rows.first_position_only = False
-        weight, bias, cascade = self.random_input_weights(num_candidates, generator)
+        weight, bias, cascade, basis = self.random_input_weights(num_candidates, generator)
+        self.candidate_basis = None if basis is None else self._new_parameter(basis, True)
         self.candidate_weight = self._new_parameter(weight, True)
         self.candidate_bias = self._new_parameter(bias, True)
         self.candidate_cascade = self._new_parameter(cascade, True) if self.cascade else None
@@ -242,15 +274,29 @@ class DendriteLinear(StaticDendriteLinear):
         self.candidate_stats = CorrelationStats(num_candidates, self.out_features, device=device)
 
     def install_candidates(
-        self, weight: torch.Tensor, bias: torch.Tensor, cascade: torch.Tensor | None, choice: CandidateChoice
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        cascade: torch.Tensor | None,
+        choice: CandidateChoice,
+        basis: torch.Tensor | None = None,
     ) -> None:
         """Hold candidates trained elsewhere (`dendrite_phase.py`) and each neuron's choice among them, for `grow`."""
-        if weight.shape[1:] != (self.out_features, self.in_features) or bias.shape != weight.shape[:2]:
+        wrong_basis = (basis is None) != (self.rank is None) or (
+            basis is not None and tuple(basis.shape) != (self.rank, self.in_features)
+        )
+        if (
+            weight.shape[1:] != (self.out_features, self.dendrite_inputs)
+            or bias.shape != weight.shape[:2]
+            or wrong_basis
+        ):
             raise ValueError(
-                f"candidates of shape {tuple(weight.shape)} / {tuple(bias.shape)} do not fit a layer "
-                f"{self.in_features} -> {self.out_features}"
+                f"candidates of shape {tuple(weight.shape)} / {tuple(bias.shape)} "
+                f"(basis {None if basis is None else tuple(basis.shape)}) do not fit a layer "
+                f"{self.in_features} -> {self.out_features} of rank {self.rank}"
             )
         self.stop_candidates()
+        self.candidate_basis = None if basis is None else self._new_parameter(basis.detach(), False)
         self.candidate_weight = self._new_parameter(weight.detach(), False)
         self.candidate_bias = self._new_parameter(bias.detach(), False)
         self.candidate_cascade = self._new_parameter(cascade.detach(), False) if self.cascade else None
@@ -290,8 +336,8 @@ class DendriteLinear(StaticDendriteLinear):
     def grow(self, generator: torch.Generator | None = None) -> None:
         """Add one dendrite per neuron with output weight zero, so the layer's output is unchanged.
 
-        PB mode installs each neuron's best candidate (highest absolute correlation); GD mode
-        draws small random input weights.
+        PB mode installs each neuron's best candidate (highest absolute correlation; with a rank, the
+        candidates' shared basis comes along); GD mode draws small random input weights.
         """
         out = self.out_features
         if self.mode == "pb":
@@ -307,8 +353,9 @@ class DendriteLinear(StaticDendriteLinear):
             new_weight = self.candidate_weight[best, neurons]
             new_bias = self.candidate_bias[best, neurons]
             new_cascade = self.candidate_cascade[best, :, neurons].T if self.cascade else None
+            new_basis = self.candidate_basis
         else:
-            weight, bias, cascade = self.random_input_weights(1, generator)
+            weight, bias, cascade, new_basis = self.random_input_weights(1, generator)
             new_weight, new_bias, new_cascade = weight[0], bias[0], cascade[0] if self.cascade else None
 
         k = self.num_dendrites
@@ -319,6 +366,8 @@ class DendriteLinear(StaticDendriteLinear):
             new = new.to(device=reference.device, dtype=reference.dtype).unsqueeze(0)
             return new if old is None else torch.cat([old.detach(), new], dim=0)
 
+        if self.rank is not None:
+            self.dendrite_basis = self._new_parameter(appended(self.dendrite_basis, new_basis), trainable)
         self.dendrite_weight = self._new_parameter(appended(self.dendrite_weight, new_weight), trainable)
         self.dendrite_bias = self._new_parameter(appended(self.dendrite_bias, new_bias), trainable)
         self.dendrite_scale = self._new_parameter(appended(self.dendrite_scale, torch.zeros(out)), True)

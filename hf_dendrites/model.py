@@ -73,6 +73,7 @@ def wrap_target_layers(
                 init_scale=config.candidate_init_scale,
                 candidate_token_fraction=config.candidate_token_fraction,
                 candidate_positions=config.candidate_positions,
+                rank=_rank_for(config, base, name),
             )
     # A Linear registered under several names is wrapped once, and every name sees the wrapper.
     aliases = [(name, module) for name, module in model.named_modules(remove_duplicate=False) if id(module) in wrappers]
@@ -81,6 +82,15 @@ def wrap_target_layers(
         setattr(parent, attribute, wrappers[id(module)])
     own_dendrite_layers(model, config)
     return model
+
+
+def _rank_for(config: DendriteConfig, base: nn.Linear, name: str) -> int | None:
+    if config.dendrite_rank is not None and config.dendrite_rank > base.in_features:
+        raise ValueError(
+            f"DendriteConfig.dendrite_rank={config.dendrite_rank} is larger than the {base.in_features} inputs of "
+            f"target layer {name!r}: use a rank below every target's input size, or exclude that layer"
+        )
+    return config.dendrite_rank
 
 
 def own_dendrite_layers(model: nn.Module, config: DendriteConfig) -> None:
@@ -200,7 +210,7 @@ def candidate_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [
         parameter
         for layer in dendrite_layers(model).values()
-        for parameter in (layer.candidate_weight, layer.candidate_bias, layer.candidate_cascade)
+        for parameter in (layer.candidate_basis, layer.candidate_weight, layer.candidate_bias, layer.candidate_cascade)
         if parameter is not None
     ]
 

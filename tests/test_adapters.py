@@ -21,10 +21,10 @@ def lora_model(seed: int = 0) -> torch.nn.Module:
     )
 
 
-def grown_lora_model(mode: str = "gd") -> torch.nn.Module:
+def grown_lora_model(mode: str = "gd", rank: int | None = None) -> torch.nn.Module:
     """LoRA on query/value, dendrites on the default layers, one grown, every new weight non-zero."""
     model = lora_model()
-    hd.add_dendrites(model, hd.DendriteConfig(mode=mode))
+    hd.add_dendrites(model, hd.DendriteConfig(mode=mode, dendrite_rank=rank))
     if mode == "pb":
         hd.start_candidates(model, num_candidates=2)
         model.train()
@@ -98,15 +98,15 @@ def test_growth_inside_a_peft_model(tmp_path):
     assert actual.keys() == expected.keys() and all(torch.equal(actual[k], expected[k]) for k in expected)
 
 
-@pytest.mark.parametrize("mode", ["gd", "pb"])
-def test_save_and_load_onto_the_base_model_gives_identical_logits(tmp_path, mode):
-    model = grown_lora_model(mode)
+@pytest.mark.parametrize(("mode", "rank"), [("gd", None), ("pb", None), ("pb", 4)])
+def test_save_and_load_onto_the_base_model_gives_identical_logits(tmp_path, mode, rank):
+    model = grown_lora_model(mode, rank)
     model.save_pretrained(tmp_path)
     assert {"adapter_config.json", "adapter_model.safetensors", "dendrites.safetensors", "dendrite_config.json"} <= {
         p.name for p in tmp_path.iterdir()
     }
     record = json.loads((tmp_path / "dendrite_config.json").read_text())["dendrites"]
-    assert record["config"]["mode"] == mode
+    assert record["config"]["mode"] == mode and record["config"]["dendrite_rank"] == rank
     loaded = hd.from_pretrained(tmp_path, base_model=tiny_model(num_labels=2))
     assert isinstance(loaded, PeftModel) and hd.num_dendrites(loaded) == 1
     assert torch.equal(logits(loaded), logits(model))

@@ -110,7 +110,7 @@ def test_candidates_are_chosen_and_scored_on_examples_they_never_trained_on():
     assert torch.equal(fit.choice.index, best) and torch.allclose(fit.choice.score, scores.float())
 
 
-def test_each_candidate_keeps_its_weights_from_the_check_that_scored_best_on_the_selection_rows():
+def test_with_early_stopping_each_candidate_keeps_the_weights_of_its_best_check_on_the_selection_rows():
     # Errors that are noise: whatever a candidate learns from the training rows does not carry over,
     # so the weights it keeps are never worse on the selection rows than the untrained ones.
     generator = torch.Generator().manual_seed(0)
@@ -119,7 +119,9 @@ def test_each_candidate_keeps_its_weights_from_the_check_that_scored_best_on_the
         torch.randn(200, 40, generator=generator), torch.randn(200, 3, generator=generator), None, examples
     )
     layer = hd.add_dendrites(nn.Sequential(nn.Linear(40, 3)), hd.DendriteConfig(target_modules=["0"]))[0]
-    settings = FitSettings(num_candidates=2, epochs=40, batch_size=200, learning_rate=0.1, score_fraction=0.4)
+    settings = FitSettings(
+        num_candidates=2, epochs=40, batch_size=200, learning_rate=0.1, score_fraction=0.4, early_stopping="candidate"
+    )
 
     def selection_scores(fit, epochs):
         held = torch.isin(rows.examples, fit.selection_examples)
@@ -132,6 +134,10 @@ def test_each_candidate_keeps_its_weights_from_the_check_that_scored_best_on_the
     assert bool((selection_scores(trained, 40) >= selection_scores(untrained, 0) - 1e-6).all())
     assert trained.train_score > untrained.train_score + 0.1  # it did fit the training rows
     assert not torch.equal(trained.weight, untrained.weight)
+    last = fit_layer(layer, rows, replace(settings, early_stopping="none"), torch.Generator().manual_seed(1))
+    assert not bool(
+        (selection_scores(last, 40) >= selection_scores(untrained, 0) - 1e-6).all()
+    )  # the default keeps the last epoch
 
 
 def test_the_cache_keeps_within_its_memory_budget_and_samples_uniformly():
