@@ -53,6 +53,20 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
+def code_commit() -> str:
+    """The git commit of the code a result comes from, with `+dirty` when the tree had edits."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "hf_dendrites", "scripts", "benchmarks/*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    commit = head.stdout.strip() or "unknown"
+    return f"{commit}+dirty" if status.stdout.strip() else commit
+
+
 def machine_of_runs(files: list[Path]) -> dict[str, Any]:
     """The machine a set of runs ran on: the last run's, with every CPU named when they differ
     (accuracy is comparable across machines; timings only within one)."""
@@ -70,6 +84,7 @@ def execute(command: list[str], output_dir: Path, labels: dict[str, Any]) -> dic
     log_path = output_dir.parent / f"{output_dir.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
+    commit = code_commit()  # before the run: the code it started with
     started = time.time()
     with log_path.open("w") as log:
         completed = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False)
@@ -80,6 +95,7 @@ def execute(command: list[str], output_dir: Path, labels: dict[str, Any]) -> dic
     results["benchmark"] = {
         **labels,
         "command": " ".join(command),
+        "commit": commit,
         "wall_seconds": time.time() - started,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],

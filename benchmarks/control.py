@@ -49,7 +49,7 @@ import hf_dendrites as hd
 from hf_dendrites.dendrite_phase import run_dendrite_phase
 from hf_dendrites.optimization import candidate_optimizer
 
-from .common import RESULTS, RUNS, git_commit, machine
+from .common import RESULTS, RUNS, code_commit, git_commit, machine
 
 CONTROL_RUNS = RUNS / "control"
 SUMMARY = RESULTS / "control.json"
@@ -301,22 +301,13 @@ def run_study(
             for arm in missing:
                 record = run_arm(task, arm, seed, data, plateau)
                 record["plateau"] = plateau_metrics
-                record["benchmark"] = {"machine": machine(), "commit": commit_of_code(), "torch": torch.__version__}
+                record["benchmark"] = {"machine": machine(), "commit": code_commit(), "torch": torch.__version__}
                 path = run_file(task.name, arm, seed, root)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(record, indent=2) + "\n")
                 print(f"[control] {task.name} / {arm} / seed {seed}: val loss {record['val_loss']:.4f}", flush=True)
                 if on_result is not None:
                     on_result(path)
-
-
-def commit_of_code() -> str:
-    import subprocess
-
-    from .common import ROOT
-
-    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
 
 
 def summarise(tasks: tuple[str, ...] = tuple(TASKS), root: Path = CONTROL_RUNS) -> dict[str, Any]:

