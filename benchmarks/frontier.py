@@ -1,0 +1,496 @@
+"""The dendrites-vs-width frontier: at equal parameters, does a dendrite beat a wider plain model?
+
+Published dendrite gains come from networks too small for their task, trained from scratch. This
+study measures that regime with controls that make the answer clean. Per regime:
+
+- the **width line**: plain models of several widths, trained for the same epoch budget, each
+  ending with its best-validation weights;
+- at a few small widths, with the same epoch budget, constant learning rate and growth decided on
+  validation loss (the smoother signal; scores are test accuracy):
+  - `restarts`: plain, restarted (best model, fresh optimizer) wherever PB would grow
+    (`RestartOnPlateauCallback`, the same policy), stopping when a restart no longer helps;
+  - `pb` and `gd`: `DendriteTrainer` with PB (cached candidate learner) or GD dendrites;
+  - `shuffled_errors`: `pb` with candidates fitted to error rows permuted across examples;
+  - `pb_lowrank`: `pb` with low-rank dendrite sets (`dendrite_rank`);
+  - `wider`: the plain width whose parameter count is closest to the `pb` models' mean.
+
+Regime `mnist1d`: MNIST-1D (50,000 generated training signals, so an MLP is short of capacity, not
+of data), an MLP 40 -> w -> w -> 10 with dendrites on all three Linear layers.
+
+`python -m benchmarks.frontier` writes one file per regime/arm/width/seed under
+`benchmarks/results/runs/frontier/` (skipped when present, committed with `--commit`), then
+`benchmarks/results/frontier.json` and one plot per regime, `frontier_<regime>.png`. Every
+dendrite arm is compared with `restarts` at its width and with the width line interpolated at its
+parameter count (linear in log parameters), each with a paired bootstrap interval over test
+examples (`benchmarks.common.paired_difference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+import hf_dendrites as hd
+from hf_dendrites.metrics import build_compute_metrics
+from hf_dendrites.model import restore_snapshot, take_snapshot
+from hf_dendrites.version import versions
+
+from . import mnist1d
+from .common import RESULTS, RUNS, code_commit, git_commit, machine, paired_difference
+
+FRONTIER_RUNS = RUNS / "frontier"
+SUMMARY = RESULTS / "frontier.json"
+SEEDS = (0, 1, 2)
+DENDRITE_ARMS = ("pb", "gd", "shuffled_errors", "pb_lowrank")
+ARMS = ("restarts", *DENDRITE_ARMS, "wider")
+LINE = "plain"
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One task of the frontier: its widths, its budget and how a model of a width is built."""
+
+    name: str
+    metric: str  # reported on test
+    greater_is_better: bool
+    growth_metric: str  # validation metric that decides growth, restarts and the best model (lower is better)
+    widths: tuple[int, ...]
+    arm_widths: tuple[int, ...]
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    target_modules: tuple[str, ...]
+    low_rank: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+REGIMES = {
+    "mnist1d": Regime(
+        name="mnist1d",
+        metric="accuracy",
+        greater_is_better=True,
+        growth_metric="loss",
+        widths=(8, 16, 24, 32, 48, 64, 96),
+        arm_widths=(8, 16),
+        epochs=80,
+        batch_size=128,
+        learning_rate=1e-3,
+        target_modules=("layers.0", "layers.1", "classifier"),
+        low_rank=2,
+        settings={"train": 50_000, "validation": 5_000, "test": 5_000, "data_seed": 0, "depth": 2},
+    ),
+}
+
+
+class KeepBest(TrainerCallback):
+    """Snapshot the model at every better validation score and put the best back when training ends
+    (what `load_best_model_at_end` does, without writing checkpoints)."""
+
+    def __init__(self, trainer: Trainer, metric: str, greater_is_better: bool) -> None:
+        self.trainer, self.metric, self.greater_is_better = trainer, f"eval_{metric}", greater_is_better
+        self.best_score: float | None = None
+        self.snapshot = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        score = (metrics or {}).get(self.metric)
+        if score is None:
+            return control
+        better = self.best_score is None or (
+            score > self.best_score if self.greater_is_better else score < self.best_score
+        )
+        if better:
+            self.best_score, self.snapshot = score, take_snapshot(self.trainer.model)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.snapshot is not None:
+            restore_snapshot(self.trainer.model, self.snapshot)
+        return control
+
+
+def dendrite_config(regime: Regime, arm: str) -> hd.DendriteConfig:
+    """The growth settings of an arm (`restarts` follows the same policy without dendrites)."""
+    return hd.DendriteConfig(
+        target_modules=list(regime.target_modules),
+        mode="gd" if arm == "gd" else "pb",
+        candidate_shuffled_errors=arm == "shuffled_errors",
+        dendrite_rank=regime.low_rank if arm == "pb_lowrank" else None,
+    )
+
+
+def training_arguments(regime: Regime, seed: int, output_dir: str) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=output_dir,
+        num_train_epochs=regime.epochs,
+        per_device_train_batch_size=regime.batch_size,
+        per_device_eval_batch_size=1024,
+        learning_rate=regime.learning_rate,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        eval_strategy="epoch",
+        save_strategy="no",
+        logging_strategy="epoch",
+        metric_for_best_model=regime.growth_metric,
+        greater_is_better=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        use_cpu=True,
+    )
+
+
+def build_model(regime: Regime, width: int, seed: int) -> torch.nn.Module:
+    depth = regime.settings["depth"]
+    return mnist1d.mlp([width] * depth, seed)
+
+
+def train_run(regime: Regime, arm: str, width: int, seed: int, data) -> dict[str, Any]:
+    """Train one model of `arm` at `width`; its scores, parameter counts, history and test predictions."""
+    model = build_model(regime, width, seed)
+    compute_metrics = build_compute_metrics([regime.metric])
+    started = time.time()
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = training_arguments(regime, seed, output_dir)
+        common = {"args": args, "train_dataset": data["train"], "eval_dataset": data["validation"]}
+        if arm in (LINE, "wider", "restarts"):
+            trainer = Trainer(model=model, compute_metrics=compute_metrics, **common)
+            if arm == "restarts":
+                trainer.add_callback(hd.RestartOnPlateauCallback(trainer, dendrite_config(regime, arm)))
+            trainer.add_callback(KeepBest(trainer, regime.growth_metric, greater_is_better=False))
+        else:
+            trainer = hd.DendriteTrainer(
+                model,
+                compute_metrics=compute_metrics,
+                dendrite_config=dendrite_config(regime, arm),
+                plot_history=False,
+                **common,
+            )
+        trainer.remove_callback(PrinterCallback)  # one line per run is printed instead
+        trainer.train()
+        model = trainer.model
+        validation = trainer.evaluate(data["validation"], metric_key_prefix="validation")
+        prediction = trainer.predict(data["test"], metric_key_prefix="test")
+    history = [
+        {"epoch": entry["epoch"], regime.metric: entry[f"eval_{regime.metric}"], "loss": entry["eval_loss"]}
+        for entry in trainer.state.log_history
+        if f"eval_{regime.metric}" in entry
+    ]
+    report = hd.parameter_report(model) if hd.dendrite_layers(model) else None
+    parameters = report["total"] if report else sum(p.numel() for p in model.parameters())
+    result: dict[str, Any] = {
+        "regime": regime.name,
+        "arm": arm,
+        "width": width,
+        "seed": seed,
+        "parameters": parameters,
+        "non_embedding_parameters": parameters,
+        "validation": validation[f"validation_{regime.metric}"],
+        "test": prediction.metrics[f"test_{regime.metric}"],
+        "epochs_trained": trainer.state.epoch,
+        "history": history,
+        "test_predictions": "".join(str(int(p)) for p in prediction.predictions.argmax(-1)),
+        "wall_seconds": time.time() - started,
+    }
+    if report:
+        result["dendrites_per_layer"] = report["dendrites_per_layer"]
+        result["dendrite_parameters"] = report["dendrites"]
+    trackers = [getattr(trainer, "dendrite_callback", None)] + [
+        c for c in trainer.callback_handler.callbacks if isinstance(c, hd.RestartOnPlateauCallback)
+    ]
+    for holder in filter(None, trackers):  # growths, restarts, reverts and the end, with their epochs
+        steps_per_epoch = math.ceil(len(data["train"]) / regime.batch_size)
+        result["decisions"] = [
+            {
+                "epoch": None if record["step"] is None else record["step"] / steps_per_epoch,
+                "action": record["action"],
+                "score": record["score"],
+                "candidate_score": record["candidate_score"],
+                "reason": record["reason"],
+            }
+            for record in holder.tracker.state.history
+            if record["action"] != "continue"
+        ]
+        result["completed_reason"] = holder.tracker.state.completed_reason
+    return result
+
+
+def run_file(regime: str, arm: str, width: int, seed: int, root: Path = FRONTIER_RUNS) -> Path:
+    return root / regime / arm / f"w{width}" / f"seed{seed}.json"
+
+
+def load_runs(regime: str, arm: str, root: Path = FRONTIER_RUNS) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted((root / regime / arm).glob("w*/seed*.json"))]
+
+
+def plain_parameters(regime: Regime, width: int) -> int:
+    return sum(p.numel() for p in build_model(regime, width, 0).parameters())
+
+
+def wider_width(regime: Regime, width: int, root: Path = FRONTIER_RUNS) -> int | None:
+    """The plain width whose parameter count is closest to the mean of the `pb` runs at `width`
+    (None until all their seeds have landed)."""
+    runs = [r for r in load_runs(regime.name, "pb", root) if r["width"] == width]
+    if len(runs) < len(SEEDS):
+        return None
+    target = statistics.mean(r["parameters"] for r in runs)
+    candidates = range(width, 64 * width)
+    return min(candidates, key=lambda w: abs(plain_parameters(regime, w) - target))
+
+
+def planned_runs(regime: Regime, root: Path = FRONTIER_RUNS):
+    """(arm, width, seed) in the order they run: the width line, then each arm width's arms."""
+    for width in regime.widths:
+        for seed in SEEDS:
+            yield LINE, width, seed
+    for width in regime.arm_widths:
+        for arm in ARMS:
+            for seed in SEEDS:
+                yield arm, width, seed
+
+
+def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS, limit: int | None = None) -> None:
+    done = 0
+    for name in regime_names:
+        regime = REGIMES[name]
+        data = None
+        for arm, width, seed in planned_runs(regime, root):
+            path = run_file(name, arm, width, seed, root)
+            if arm == "wider":
+                wide = wider_width(regime, width, root)
+                if wide is None:
+                    print(f"[frontier] {name}/{arm}/w{width}/seed{seed}: waits for the pb runs at width {width}")
+                    continue
+            if path.exists():
+                continue
+            if limit is not None and done >= limit:
+                return
+            if data is None:
+                print(f"[frontier] {name}: generating data", flush=True)
+                data = mnist1d.make_splits(
+                    regime.settings["train"],
+                    regime.settings["validation"],
+                    regime.settings["test"],
+                    seed=regime.settings["data_seed"],
+                )
+            commit_id = code_commit()
+            train_width = wide if arm == "wider" else width
+            print(f"[frontier] {name}/{arm}/w{width}/seed{seed} (trained width {train_width})", flush=True)
+            result = train_run(regime, "wider" if arm == "wider" else arm, train_width, seed, data)
+            result["arm_width"] = width
+            result["benchmark"] = {
+                "command": "python -m benchmarks.frontier",
+                "commit": commit_id,
+                "machine": machine(),
+                "versions": versions(),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "regime": {k: v for k, v in regime.__dict__.items()},
+            }
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result, indent=1) + "\n")
+            print(
+                f"[frontier] {name}/{arm}/w{width}/seed{seed}: {regime.metric} {result['test']:.4f} "
+                f"(validation {result['validation']:.4f}), {result['parameters']} parameters, "
+                f"{result['wall_seconds']:.0f} s",
+                flush=True,
+            )
+            done += 1
+            if commit:
+                git_commit([path], f"Frontier: {name} / {arm} / w{width} / seed{seed}")
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def correctness(run: dict[str, Any], labels: list[int]) -> np.ndarray:
+    predictions = np.array([int(c) for c in run["test_predictions"]])
+    return (predictions == np.asarray(labels)).astype(float)
+
+
+def line_points(runs: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """(mean parameters, width) of the width line, by parameters."""
+    widths = sorted({r["width"] for r in runs})
+    return sorted((statistics.mean(r["parameters"] for r in runs if r["width"] == w), w) for w in widths)
+
+
+def interpolation(points: list[tuple[float, int]], parameters: float) -> tuple[int, int, float] | None:
+    """The two line widths around `parameters` and the weight of the upper one (linear in log
+    parameters); None outside the line."""
+    for (low_p, low_w), (high_p, high_w) in zip(points, points[1:]):
+        if low_p <= parameters <= high_p:
+            weight = (math.log(parameters) - math.log(low_p)) / (math.log(high_p) - math.log(low_p))
+            return low_w, high_w, weight
+    return None
+
+
+def summarise_regime(regime: Regime, labels: list[int], root: Path = FRONTIER_RUNS) -> dict[str, Any]:
+    points = []
+    by_arm = {arm: load_runs(regime.name, arm, root) for arm in (LINE, *ARMS)}
+    for arm, runs in by_arm.items():
+        for width in sorted({r["arm_width"] if "arm_width" in r else r["width"] for r in runs}):
+            group = [r for r in runs if r.get("arm_width", r["width"]) == width]
+            scores = [r["test"] for r in group]
+            points.append(
+                {
+                    "arm": arm,
+                    "width": width,
+                    "trained_width": group[0]["width"],
+                    "parameters": statistics.mean(r["parameters"] for r in group),
+                    "non_embedding_parameters": statistics.mean(r["non_embedding_parameters"] for r in group),
+                    "metric_mean": statistics.mean(scores),
+                    "metric_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                    "validation_mean": statistics.mean(r["validation"] for r in group),
+                    "epochs_trained_mean": statistics.mean(r["epochs_trained"] for r in group),
+                    "dendrites_per_neuron_mean": statistics.mean(
+                        statistics.mean(r["dendrites_per_layer"].values()) for r in group
+                    )
+                    if group[0].get("dendrites_per_layer")
+                    else 0.0,
+                    "seeds": sorted(r["seed"] for r in group),
+                }
+            )
+    line = by_arm[LINE]
+    line_at = line_points(line)
+    comparisons = []
+    for arm in (*DENDRITE_ARMS, "wider"):
+        for width in regime.arm_widths:
+            group = {r["seed"]: r for r in by_arm[arm] if r.get("arm_width", r["width"]) == width}
+            restarts = {r["seed"]: r for r in by_arm["restarts"] if r["width"] == width}
+            entry: dict[str, Any] = {"arm": arm, "width": width}
+            seeds = sorted(set(group) & set(restarts))
+            if seeds:
+                entry["vs_restarts"] = paired_difference(
+                    [(correctness(group[s], labels), correctness(restarts[s], labels)) for s in seeds]
+                )
+            if group:
+                parameters = statistics.mean(r["parameters"] for r in group.values())
+                place = interpolation(line_at, parameters)
+                if place is not None:
+                    low_w, high_w, weight = place
+                    low = {r["seed"]: r for r in line if r["width"] == low_w}
+                    high = {r["seed"]: r for r in line if r["width"] == high_w}
+                    seeds = sorted(set(group) & set(low) & set(high))
+                    pairs = [
+                        (
+                            correctness(group[s], labels),
+                            (1 - weight) * correctness(low[s], labels) + weight * correctness(high[s], labels),
+                        )
+                        for s in seeds
+                    ]
+                    if pairs:
+                        entry["vs_width_line"] = {
+                            **paired_difference(pairs),
+                            "between_widths": [low_w, high_w],
+                            "weight_of_upper": weight,
+                        }
+                else:
+                    entry["vs_width_line"] = None
+            if len(entry) > 2:
+                comparisons.append(entry)
+    return {
+        "metric": regime.metric,
+        "greater_is_better": regime.greater_is_better,
+        "settings": {
+            "epochs": regime.epochs,
+            "growth_metric": f"validation {regime.growth_metric}",
+            "batch_size": regime.batch_size,
+            "learning_rate": regime.learning_rate,
+            "target_modules": list(regime.target_modules),
+            "low_rank": regime.low_rank,
+            **regime.settings,
+        },
+        "points": points,
+        "comparisons": comparisons,
+    }
+
+
+def test_labels(regime: Regime) -> list[int]:
+    data = mnist1d.make_splits(
+        regime.settings["train"],
+        regime.settings["validation"],
+        regime.settings["test"],
+        seed=regime.settings["data_seed"],
+    )
+    return [int(label) for label in data["test"]["labels"]]
+
+
+def plot(regime_name: str, summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    styles = {LINE: ("k", "o", "-"), "restarts": ("tab:gray", "s", ""), "wider": ("tab:brown", "D", "")}
+    colours = {"pb": "tab:blue", "gd": "tab:orange", "shuffled_errors": "tab:purple", "pb_lowrank": "tab:green"}
+    for arm in (LINE, *ARMS):
+        arm_points = sorted((p for p in summary["points"] if p["arm"] == arm), key=lambda p: p["parameters"])
+        if not arm_points:
+            continue
+        colour, marker, line = styles.get(arm, (colours.get(arm, "tab:red"), "^", ""))
+        axis.errorbar(
+            [p["parameters"] for p in arm_points],
+            [100 * p["metric_mean"] for p in arm_points],
+            yerr=[100 * p["metric_std"] for p in arm_points],
+            color=colour,
+            marker=marker,
+            linestyle=line or "none",
+            capsize=3,
+            label="plain, width line" if arm == LINE else arm,
+        )
+    axis.set_xscale("log")
+    axis.set_xlabel("parameters (log scale)")
+    axis.set_ylabel(f"test {summary['metric']} (%)")
+    axis.set_title(f"{regime_name}: dendrites against width (mean and std of 3 seeds)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_summary(regime_names: list[str], root: Path = FRONTIER_RUNS) -> dict[str, Any]:
+    regimes = {}
+    for name in regime_names:
+        if not (root / name).is_dir():
+            continue
+        regime = REGIMES[name]
+        regimes[name] = summarise_regime(regime, test_labels(regime), root)
+        plot(name, regimes[name], RESULTS / f"frontier_{name}.png")
+    summary = {
+        "command": "python -m benchmarks.frontier",
+        "machine": machine(),
+        "versions": versions(),
+        "regimes": regimes,
+    }
+    SUMMARY.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--commit", action="store_true", help="git-commit each result file as it lands")
+    parser.add_argument("--limit", type=int, default=None, help="stop after this many new runs")
+    parser.add_argument("--summary_only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.summary_only:
+        run_study(args.regimes, args.commit, limit=args.limit)
+    write_summary(args.regimes)
+    print(f"wrote {SUMMARY}")
+
+
+if __name__ == "__main__":
+    main()
