@@ -35,6 +35,7 @@ from .metrics import METRICS
 from .model import is_peft_model, parameter_report
 from .plotting import HISTORY_PLOT
 from .pretrained import hub_id_of
+from .remote_code import auto_class_for
 from .serialization import save_pretrained
 from .tracker import Action
 
@@ -42,11 +43,23 @@ __all__ = ["model_card", "push_to_hub"]
 
 CARD_TEMPLATE = "model_card.md.j2"
 RESULTS_FILE = "results.json"
-TAGS = ["dendrites", "perforated-backpropagation", "text-classification"]
+TAGS = ["dendrites", "perforated-backpropagation"]
+# The Hub's pipeline (and model-index task) of an architecture, by its class-name suffix.
+PIPELINES = {
+    "ForMaskedLM": ("fill-mask", "Fill Mask"),
+    "ForTokenClassification": ("token-classification", "Token Classification"),
+    "ForQuestionAnswering": ("question-answering", "Question Answering"),
+}
+CLASSIFICATION = ("text-classification", "Text Classification")
 COMPRESSION_NAMES = {"narrowed": "a narrowed copy", "summing_network": "a summing network built from it"}
 MODE_NAMES = {"pb": "perforated backpropagation", "gd": "gradient-descent dendrites"}
 # Names the Hub's metric metadata uses for ours.
-METRIC_IDS = {"accuracy": "accuracy", "macro_f1": "f1", "matthews_correlation": "matthews_correlation"}
+METRIC_IDS = {
+    "accuracy": "accuracy",
+    "macro_f1": "f1",
+    "matthews_correlation": "matthews_correlation",
+    "perplexity": "perplexity",
+}
 # Weights that must never leave or enter a repo: anything but safetensors could run code on load.
 STALE_WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
 
@@ -87,7 +100,27 @@ def _dataset(results: dict[str, Any] | None) -> tuple[str | None, str, str]:
     return hub_id, dataset.get("type") or hub_id or "custom", dataset.get("name") or "custom data"
 
 
-def _eval_results(results: dict[str, Any] | None, dataset: tuple[str | None, str, str]) -> list[EvalResult]:
+def architecture_of(model: nn.Module) -> str:
+    """The transformers class a saved model is rebuilt as (a PEFT model: its base model's)."""
+    base = model.get_base_model() if is_peft_model(model) else model
+    return type(base).__name__
+
+
+def pipeline_of(architecture: str) -> tuple[str, str]:
+    """(pipeline tag, task name) of an architecture; text classification unless it says otherwise."""
+    return next((task for suffix, task in PIPELINES.items() if architecture.endswith(suffix)), CLASSIFICATION)
+
+
+def _auto_class(architecture: str) -> str:
+    try:
+        return auto_class_for(architecture)
+    except ValueError:  # a model class of the user's own: the base Auto class loads its config
+        return "AutoModel"
+
+
+def _eval_results(
+    results: dict[str, Any] | None, dataset: tuple[str | None, str, str], task: tuple[str, str]
+) -> list[EvalResult]:
     _, dataset_type, dataset_name = dataset
     entries = []
     for split in ("test", "validation"):
@@ -96,8 +129,8 @@ def _eval_results(results: dict[str, Any] | None, dataset: tuple[str | None, str
                 continue
             entries.append(
                 EvalResult(
-                    task_type="text-classification",
-                    task_name="Text Classification",
+                    task_type=task[0],
+                    task_name=task[1],
                     dataset_type=dataset_type,
                     dataset_name=dataset_name,
                     dataset_split=split,
@@ -143,22 +176,26 @@ def model_card(
         base_model = hub_id_of(adapter_summary(model)["base_model"])
     dataset = _dataset(results)
     dendrite_config = model.dendrite_config.to_dict()
-    metric_names = [m for m in METRICS if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
+    scored = [*METRICS, "loss", "perplexity"]
+    metric_names = [m for m in scored if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
+    architecture = architecture_of(model)
+    pipeline = pipeline_of(architecture)
     card_data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         base_model=base_model,
         datasets=[dataset[0]] if dataset[0] else None,
         library_name="hf_dendrites",
         license=license,
-        metrics=[METRIC_IDS[m] for m in metric_names] or None,
-        pipeline_tag="text-classification",
+        metrics=[METRIC_IDS[m] for m in metric_names if m in METRIC_IDS] or None,
+        pipeline_tag=pipeline[0],
         tags=[
             *TAGS,
+            pipeline[0],
             f"dendrites-{dendrite_config['mode']}",
             config.model_type,
             *(["peft", "lora"] if is_peft_model(model) else []),
         ],
-        eval_results=_eval_results(results, dataset) or None,
+        eval_results=_eval_results(results, dataset, pipeline) or None,
     )
     compressed = reference is not None
     adapter = adapter_summary(model) if is_peft_model(model) else None
@@ -170,13 +207,14 @@ def model_card(
         repo_id=repo_id,
         base_model=base_model,
         base_model_type=getattr(config, "model_type", "transformer"),
+        auto_class=_auto_class(architecture),
         compressed=compressed,
         compression=COMPRESSION_NAMES.get(compression.get("architecture"), "compressed"),
         mode_name=MODE_NAMES.get(dendrite_config["mode"], dendrite_config["mode"]),
         layer_count=len(report["dendrites_per_layer"]),
         max_dendrites=dendrite_config["max_dendrites"],
         task=dataset[2] if results else None,
-        num_labels=getattr(config, "num_labels", None),
+        num_labels=getattr(config, "num_labels", None) if pipeline == CLASSIFICATION else None,
         parameters={key: _format_count(report[key]) for key in ("base", "dendrites", "total")},
         reference=None
         if reference is None

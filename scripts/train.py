@@ -4,6 +4,7 @@
     python scripts/train.py configs/movie_reviews.yaml
     python scripts/train.py configs/movie_reviews.yaml --num_train_epochs 2 --dendrites none
     python scripts/train.py --model_name_or_path minilm-l2 --task trec6 --output_dir runs/trec6
+    python scripts/train.py configs/mlm_from_scratch.yaml   # masked-LM from scratch (scripts/masked_lm.py)
 
 Every key of the YAML file is a flag; flags given after the file override it. Flags are those of
 `ModelArguments`, `DataArguments`, `transformers.TrainingArguments` and `hf_dendrites.DendriteConfig`
@@ -105,7 +106,10 @@ class ModelArguments:
 class DataArguments:
     task: str | None = field(
         default="movie_reviews",
-        metadata={"help": "A built-in offline task (movie_reviews, trec6, sms_spam); ignored when files are given."},
+        metadata={
+            "help": "A built-in offline task (movie_reviews, trec6, sms_spam); ignored when files are given. "
+            "'masked_lm': pretrain a BERT from scratch instead (scripts/masked_lm.py, its own flags)."
+        },
     )
     data_file: str | None = field(default=None, metadata={"help": "One CSV/JSON(L) file, split 80/10/10 by hash."})
     train_file: str | None = field(
@@ -590,10 +594,31 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in metrics.items() if k.removeprefix(prefix) in METRICS}
 
 
+def requested_task(argv: list[str]) -> str | None:
+    """The `task` a command line asks for (a flag after the recipe overrides the recipe's key),
+    read before parsing: masked-LM pretraining has flags of its own (`scripts/masked_lm.py`)."""
+    task = None
+    if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in RECIPE_SUFFIXES and Path(argv[0]).is_file():
+        try:
+            recipe = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            recipe = {}  # parse_arguments names the error
+        task = recipe.get("task") if isinstance(recipe, dict) else None
+    for index, flag in enumerate(argv):
+        if flag == "--task" and index + 1 < len(argv):
+            task = argv[index + 1]
+        elif flag.startswith("--task="):
+            task = flag.split("=", 1)[1]
+    return task
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(
-        sys.argv[1:] if argv is None else argv
-    )
+    argv = sys.argv[1:] if argv is None else argv
+    if requested_task(argv) == "masked_lm":
+        import masked_lm  # scripts/masked_lm.py, beside this file
+
+        return masked_lm.main(argv)
+    model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(argv)
     dendrite_config = dendrite_config_from(dendrite_args)
     if dendrite_config is not None and (dendrite_args.restart_at_epochs or dendrite_args.restart_on_plateau):
         raise ValueError("--restart_at_epochs and --restart_on_plateau are for plain runs (--dendrites none)")
