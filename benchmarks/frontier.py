@@ -263,6 +263,7 @@ def planned_runs(regime: Regime, root: Path = FRONTIER_RUNS):
 
 def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS, limit: int | None = None) -> None:
     done = 0
+    commit_id = code_commit()  # the code this process runs, whatever is committed while it runs
     for name in regime_names:
         regime = REGIMES[name]
         data = None
@@ -285,7 +286,6 @@ def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS,
                     regime.settings["test"],
                     seed=regime.settings["data_seed"],
                 )
-            commit_id = code_commit()
             train_width = wide if arm == "wider" else width
             print(f"[frontier] {name}/{arm}/w{width}/seed{seed} (trained width {train_width})", flush=True)
             result = train_run(regime, "wider" if arm == "wider" else arm, train_width, seed, data)
