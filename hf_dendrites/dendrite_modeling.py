@@ -31,6 +31,9 @@ ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
 }
+# The same in place, for pre-activations nothing backpropagates through (a PB neuron phase, where
+# the dendrite's input is detached and its input weights frozen): one large buffer less per step.
+INPLACE_ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
 
 # Parameters of the installed dendrites, in state-dict order.
 DENDRITE_PARAMETERS = ("dendrite_basis", "dendrite_weight", "dendrite_bias", "dendrite_cascade", "dendrite_scale")
@@ -140,14 +143,17 @@ class StaticDendriteLinear(nn.Module):
         k, out = self.num_dendrites, self.out_features
         if self.rank is None:
             pre = F.linear(x, self.dendrite_weight.view(k * out, -1), self.dendrite_bias.view(-1))
-            pre = pre.unflatten(-1, (k, out))
         else:
-            projected = F.linear(x, self.dendrite_basis.view(k * self.rank, -1)).unflatten(-1, (k, self.rank))
-            pre = torch.stack(
-                [F.linear(projected[..., i, :], self.dendrite_weight[i], self.dendrite_bias[i]) for i in range(k)],
-                dim=-2,
-            )
+            projected = F.linear(x, self.dendrite_basis.view(k * self.rank, -1))
+            # the K sets' per-neuron weights as one block-diagonal matrix: a single product writes
+            # [..., K * out] directly (no per-set outputs to stack; the extra zeros cost K * r per row)
+            weight = self.dendrite_weight[0] if k == 1 else torch.block_diag(*self.dendrite_weight.unbind(0))
+            pre = F.linear(projected, weight, self.dendrite_bias.view(-1))
+        pre = pre.unflatten(-1, (k, out))
         if not self.cascade or k == 1:
+            inplace = INPLACE_ACTIVATIONS.get(self.activation)
+            if inplace is not None and not pre.requires_grad:
+                return inplace(pre)
             return act(pre)
         outputs: list[torch.Tensor] = []
         for index in range(k):  # each dendrite sees the ones before it: inherently sequential
