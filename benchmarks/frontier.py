@@ -15,7 +15,14 @@ study measures that regime with controls that make the answer clean. Per regime:
   - `wider`: the plain width whose parameter count is closest to the `pb` models' mean.
 
 Regime `mnist1d`: MNIST-1D (50,000 generated training signals, so an MLP is short of capacity, not
-of data), an MLP 40 -> w -> w -> 10 with dendrites on all three Linear layers.
+of data), an MLP 40 -> w -> w -> 10 with dendrites on all three Linear layers; test accuracy, paired
+over test signals.
+
+Regime `masked_lm`: a 2-layer BERT of hidden size w (2 heads, feed-forward 4w) pretrained from
+scratch with masked-LM on ~1M tokens of the offline corpus (`benchmarks.masked_lm`: 8K WordPiece
+vocabulary, 64-token blocks, fixed validation and test masks), dendrites on the encoder's Linear
+layers; test masked-LM loss, paired over test blocks. Total and non-embedding parameters are both
+recorded; arms are matched on total parameters.
 
 `python -m benchmarks.frontier` writes one file per regime/arm/width/seed under
 `benchmarks/results/runs/frontier/` (skipped when present, committed with `--commit`), then
@@ -46,7 +53,7 @@ from hf_dendrites.metrics import build_compute_metrics
 from hf_dendrites.model import restore_snapshot, take_snapshot
 from hf_dendrites.version import versions
 
-from . import mnist1d
+from . import masked_lm, mnist1d
 from .common import RESULTS, RUNS, code_commit, git_commit, machine, paired_difference
 
 FRONTIER_RUNS = RUNS / "frontier"
@@ -62,6 +69,7 @@ class Regime:
     """One task of the frontier: its widths, its budget and how a model of a width is built."""
 
     name: str
+    kind: str  # which task builds its data and models: "mnist1d" or "masked_lm"
     metric: str  # reported on test
     greater_is_better: bool
     growth_metric: str  # validation metric that decides growth, restarts and the best model (lower is better)
@@ -70,7 +78,7 @@ class Regime:
     epochs: int
     batch_size: int
     learning_rate: float
-    target_modules: tuple[str, ...]
+    target_modules: tuple[str, ...] | None  # None: the model family's defaults
     low_rank: int
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -78,6 +86,7 @@ class Regime:
 REGIMES = {
     "mnist1d": Regime(
         name="mnist1d",
+        kind="mnist1d",
         metric="accuracy",
         greater_is_better=True,
         growth_metric="loss",
@@ -89,6 +98,31 @@ REGIMES = {
         target_modules=("layers.0", "layers.1", "classifier"),
         low_rank=2,
         settings={"train": 50_000, "validation": 5_000, "test": 5_000, "data_seed": 0, "depth": 2},
+    ),
+    "masked_lm": Regime(
+        name="masked_lm",
+        kind="masked_lm",
+        metric="loss",
+        greater_is_better=False,
+        growth_metric="loss",
+        widths=(32, 48, 64, 96, 128),
+        arm_widths=(32, 64),
+        epochs=8,
+        batch_size=64,
+        learning_rate=1e-3,
+        target_modules=None,
+        low_rank=4,
+        settings={
+            "layers": 2,
+            "heads": 2,
+            "intermediate": "4 x hidden",
+            "vocab_size": 8000,
+            "max_seq_length": 64,
+            "train_blocks": 16_000,
+            "eval_blocks": 1_000,
+            "mlm_probability": 0.15,
+            "mask_seed": 0,
+        },
     ),
 }
 
@@ -122,7 +156,7 @@ class KeepBest(TrainerCallback):
 def dendrite_config(regime: Regime, arm: str) -> hd.DendriteConfig:
     """The growth settings of an arm (`restarts` follows the same policy without dendrites)."""
     return hd.DendriteConfig(
-        target_modules=list(regime.target_modules),
+        target_modules=None if regime.target_modules is None else list(regime.target_modules),
         mode="gd" if arm == "gd" else "pb",
         candidate_shuffled_errors=arm == "shuffled_errors",
         dendrite_rank=regime.low_rank if arm == "pb_lowrank" else None,
@@ -149,59 +183,195 @@ def training_arguments(regime: Regime, seed: int, output_dir: str) -> TrainingAr
         disable_tqdm=True,
         dataloader_num_workers=0,
         use_cpu=True,
+        prediction_loss_only=regime.kind == "masked_lm",  # no vocabulary-sized logits kept per evaluation
     )
 
 
-def build_model(regime: Regime, width: int, seed: int) -> torch.nn.Module:
-    depth = regime.settings["depth"]
-    return mnist1d.mlp([width] * depth, seed)
+class MNIST1DTask:
+    """MNIST-1D signals and MLPs 40 -> w -> w -> 10; outcome per test example: right or wrong."""
+
+    def __init__(self, regime: Regime) -> None:
+        self.regime = regime
+
+    def data(self) -> dict[str, Any]:
+        settings = self.regime.settings
+        splits = mnist1d.make_splits(settings["train"], settings["validation"], settings["test"], settings["data_seed"])
+        return {**splits, "labels": [int(label) for label in splits["test"]["labels"]]}
+
+    def collator(self, data: dict[str, Any], seed: int) -> None:
+        return None  # the Trainer's default
+
+    trainer_class = Trainer
+    dendrite_trainer_class = hd.DendriteTrainer
+
+    def model(self, width: int, seed: int) -> torch.nn.Module:
+        return mnist1d.mlp([width] * self.regime.settings["depth"], seed)
+
+    def parameters(self, width: int) -> tuple[int, int]:
+        count = mnist1d.parameter_count([width] * self.regime.settings["depth"])
+        return count, count
+
+    def valid_widths(self, low: int, high: int) -> range:
+        return range(low, high)
+
+    def compute_metrics(self):
+        return build_compute_metrics([self.regime.metric])
+
+    def score(self, trainer: Trainer, data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        prediction = trainer.predict(data["test"], metric_key_prefix="test")
+        predictions = "".join(str(int(p)) for p in prediction.predictions.argmax(-1))
+        return prediction.metrics[f"test_{self.regime.metric}"], {"test_predictions": predictions}
+
+    def validation_score(self, metrics: dict[str, float]) -> float:
+        return metrics[f"validation_{self.regime.metric}"]
+
+    @staticmethod
+    def outcomes(run: dict[str, Any], labels: list[int]) -> np.ndarray:
+        predictions = np.array([int(c) for c in run["test_predictions"]])
+        return (predictions == np.asarray(labels)).astype(float)
 
 
-def train_run(regime: Regime, arm: str, width: int, seed: int, data) -> dict[str, Any]:
-    """Train one model of `arm` at `width`; its scores, parameter counts, history and test predictions."""
-    model = build_model(regime, width, seed)
-    compute_metrics = build_compute_metrics([regime.metric])
+class MaskedLMTask:
+    """Masked-LM from scratch on the offline corpus (`benchmarks.masked_lm`): BERTs of hidden size w;
+    outcome per test block: its mean loss over the masked tokens (fixed masks)."""
+
+    def __init__(self, regime: Regime) -> None:
+        self.regime = regime
+
+    def data(self) -> dict[str, Any]:
+        settings = self.regime.settings
+        texts = masked_lm.corpus()
+        tokenizer = masked_lm.train_tokenizer(texts["train"]["text"], settings["vocab_size"])
+        length = settings["max_seq_length"]
+        cut = {name: masked_lm.blocks(split, tokenizer, length) for name, split in texts.items()}
+        train = cut["train"].select(range(min(settings["train_blocks"], len(cut["train"]))))
+        evaluation = {
+            name: masked_lm.fix_masks(
+                cut[name].select(range(min(settings["eval_blocks"], len(cut[name])))),
+                tokenizer,
+                settings["mlm_probability"],
+                settings["mask_seed"] + offset,
+            )
+            for offset, name in enumerate(("validation", "test"))
+        }
+        return {"train": train, **evaluation, "tokenizer": tokenizer, "labels": None, "vocab": len(tokenizer)}
+
+    def collator(self, data: dict[str, Any], seed: int) -> masked_lm.MaskedLMCollator:
+        """Fresh masks for each run, drawn from its seed."""
+        return masked_lm.MaskedLMCollator(data["tokenizer"], self.regime.settings["mlm_probability"], seed=seed)
+
+    trainer_class = masked_lm.MaskedLMTrainer
+    dendrite_trainer_class = masked_lm.MaskedLMDendriteTrainer
+
+    def model(self, width: int, seed: int, vocab: int | None = None) -> torch.nn.Module:
+        settings = self.regime.settings
+        return masked_lm.masked_lm_model(
+            vocab or settings["vocab_size"],
+            width,
+            settings["layers"],
+            settings["heads"],
+            4 * width,
+            settings["max_seq_length"],
+            seed=seed,
+        )
+
+    def parameters(self, width: int) -> tuple[int, int]:
+        with torch.device("meta"):
+            model = self.model(width, 0)
+        return model.num_parameters(), masked_lm.non_embedding_parameters(model)
+
+    def valid_widths(self, low: int, high: int) -> range:
+        heads = self.regime.settings["heads"]
+        return range(-(-low // heads) * heads, high, heads)
+
+    def compute_metrics(self):
+        return None  # the Trainer's loss is the metric
+
+    def score(self, trainer: Trainer, data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """Token-weighted mean loss over the masked test tokens, and each block's mean loss."""
+        model = trainer.model.eval()
+        sums, counts = [], []
+        with torch.no_grad():
+            for start in range(0, len(data["test"]), 128):
+                rows = data["test"][start : start + 128]
+                scored = rows["labels"] != -100
+                hidden = model.bert(input_ids=rows["input_ids"])[0]
+                losses = torch.nn.functional.cross_entropy(
+                    model.cls(hidden[scored]), rows["labels"][scored], reduction="none"
+                )
+                block = scored.nonzero()[:, 0]  # the block of each scored token
+                sums.append(torch.zeros(len(scored)).index_add_(0, block, losses))
+                counts.append(scored.sum(dim=1))
+        total, count = torch.cat(sums), torch.cat(counts)
+        per_block = (total / count.clamp(min=1)).tolist()
+        return float(total.sum() / count.sum()), {"test_outcomes": [round(v, 5) for v in per_block]}
+
+    def validation_score(self, metrics: dict[str, float]) -> float:
+        return metrics["validation_loss"]
+
+    @staticmethod
+    def outcomes(run: dict[str, Any], labels: list[int] | None) -> np.ndarray:
+        return np.asarray(run["test_outcomes"], dtype=float)
+
+
+TASKS = {"mnist1d": MNIST1DTask, "masked_lm": MaskedLMTask}
+
+
+def task_of(regime: Regime):
+    return TASKS[regime.kind](regime)
+
+
+def train_run(regime: Regime, arm: str, width: int, seed: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Train one model of `arm` at `width`; its scores, parameter counts, history and test outcomes."""
+    task = task_of(regime)
+    model = task.model(width, seed, data["vocab"]) if "vocab" in data else task.model(width, seed)
+    non_embedding_base = task.parameters(width)[1] if regime.kind == "masked_lm" else None
     started = time.time()
     with tempfile.TemporaryDirectory() as output_dir:
         args = training_arguments(regime, seed, output_dir)
-        common = {"args": args, "train_dataset": data["train"], "eval_dataset": data["validation"]}
+        common = {
+            "args": args,
+            "train_dataset": data["train"],
+            "eval_dataset": data["validation"],
+            "compute_metrics": task.compute_metrics(),
+            "data_collator": task.collator(data, seed),
+        }
         if arm in (LINE, "wider", "restarts"):
-            trainer = Trainer(model=model, compute_metrics=compute_metrics, **common)
+            trainer = task.trainer_class(model=model, **common)
             if arm == "restarts":
                 trainer.add_callback(hd.RestartOnPlateauCallback(trainer, dendrite_config(regime, arm)))
             trainer.add_callback(KeepBest(trainer, regime.growth_metric, greater_is_better=False))
         else:
-            trainer = hd.DendriteTrainer(
-                model,
-                compute_metrics=compute_metrics,
-                dendrite_config=dendrite_config(regime, arm),
-                plot_history=False,
-                **common,
+            trainer = task.dendrite_trainer_class(
+                model, dendrite_config=dendrite_config(regime, arm), plot_history=False, **common
             )
         trainer.remove_callback(PrinterCallback)  # one line per run is printed instead
         trainer.train()
         model = trainer.model
         validation = trainer.evaluate(data["validation"], metric_key_prefix="validation")
-        prediction = trainer.predict(data["test"], metric_key_prefix="test")
+        test, outcomes = task.score(trainer, data)
     history = [
-        {"epoch": entry["epoch"], regime.metric: entry[f"eval_{regime.metric}"], "loss": entry["eval_loss"]}
+        {"epoch": entry["epoch"], **{k[5:]: v for k, v in entry.items() if k in (f"eval_{regime.metric}", "eval_loss")}}
         for entry in trainer.state.log_history
-        if f"eval_{regime.metric}" in entry
+        if "eval_loss" in entry
     ]
     report = hd.parameter_report(model) if hd.dendrite_layers(model) else None
     parameters = report["total"] if report else sum(p.numel() for p in model.parameters())
+    dendrite_parameters = report["dendrites"] if report else 0
     result: dict[str, Any] = {
         "regime": regime.name,
         "arm": arm,
         "width": width,
         "seed": seed,
         "parameters": parameters,
-        "non_embedding_parameters": parameters,
-        "validation": validation[f"validation_{regime.metric}"],
-        "test": prediction.metrics[f"test_{regime.metric}"],
+        "non_embedding_parameters": parameters
+        if non_embedding_base is None
+        else non_embedding_base + dendrite_parameters,
+        "validation": task.validation_score(validation),
+        "test": test,
         "epochs_trained": trainer.state.epoch,
         "history": history,
-        "test_predictions": "".join(str(int(p)) for p in prediction.predictions.argmax(-1)),
+        **outcomes,
         "wall_seconds": time.time() - started,
     }
     if report:
@@ -235,10 +405,6 @@ def load_runs(regime: str, arm: str, root: Path = FRONTIER_RUNS) -> list[dict[st
     return [json.loads(path.read_text()) for path in sorted((root / regime / arm).glob("w*/seed*.json"))]
 
 
-def plain_parameters(regime: Regime, width: int) -> int:
-    return sum(p.numel() for p in build_model(regime, width, 0).parameters())
-
-
 def wider_width(regime: Regime, width: int, root: Path = FRONTIER_RUNS) -> int | None:
     """The plain width whose parameter count is closest to the mean of the `pb` runs at `width`
     (None until all their seeds have landed)."""
@@ -246,8 +412,8 @@ def wider_width(regime: Regime, width: int, root: Path = FRONTIER_RUNS) -> int |
     if len(runs) < len(SEEDS):
         return None
     target = statistics.mean(r["parameters"] for r in runs)
-    candidates = range(width, 64 * width)
-    return min(candidates, key=lambda w: abs(plain_parameters(regime, w) - target))
+    task = task_of(regime)
+    return min(task.valid_widths(width, 16 * width), key=lambda w: abs(task.parameters(w)[0] - target))
 
 
 def planned_runs(regime: Regime, root: Path = FRONTIER_RUNS):
@@ -279,13 +445,8 @@ def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS,
             if limit is not None and done >= limit:
                 return
             if data is None:
-                print(f"[frontier] {name}: generating data", flush=True)
-                data = mnist1d.make_splits(
-                    regime.settings["train"],
-                    regime.settings["validation"],
-                    regime.settings["test"],
-                    seed=regime.settings["data_seed"],
-                )
+                print(f"[frontier] {name}: preparing data", flush=True)
+                data = task_of(regime).data()
             train_width = wide if arm == "wider" else width
             print(f"[frontier] {name}/{arm}/w{width}/seed{seed} (trained width {train_width})", flush=True)
             result = train_run(regime, "wider" if arm == "wider" else arm, train_width, seed, data)
@@ -301,7 +462,7 @@ def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS,
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result, indent=1) + "\n")
             print(
-                f"[frontier] {name}/{arm}/w{width}/seed{seed}: {regime.metric} {result['test']:.4f} "
+                f"[frontier] {name}/{arm}/w{width}/seed{seed}: test {regime.metric} {result['test']:.4f} "
                 f"(validation {result['validation']:.4f}), {result['parameters']} parameters, "
                 f"{result['wall_seconds']:.0f} s",
                 flush=True,
@@ -312,11 +473,6 @@ def run_study(regime_names: list[str], commit: bool, root: Path = FRONTIER_RUNS,
 
 
 # ---------------------------------------------------------------------------- summary
-
-
-def correctness(run: dict[str, Any], labels: list[int]) -> np.ndarray:
-    predictions = np.array([int(c) for c in run["test_predictions"]])
-    return (predictions == np.asarray(labels)).astype(float)
 
 
 def line_points(runs: list[dict[str, Any]]) -> list[tuple[float, int]]:
@@ -335,7 +491,8 @@ def interpolation(points: list[tuple[float, int]], parameters: float) -> tuple[i
     return None
 
 
-def summarise_regime(regime: Regime, labels: list[int], root: Path = FRONTIER_RUNS) -> dict[str, Any]:
+def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRONTIER_RUNS) -> dict[str, Any]:
+    outcomes = task_of(regime).outcomes
     points = []
     by_arm = {arm: load_runs(regime.name, arm, root) for arm in (LINE, *ARMS)}
     for arm, runs in by_arm.items():
@@ -372,7 +529,7 @@ def summarise_regime(regime: Regime, labels: list[int], root: Path = FRONTIER_RU
             seeds = sorted(set(group) & set(restarts))
             if seeds:
                 entry["vs_restarts"] = paired_difference(
-                    [(correctness(group[s], labels), correctness(restarts[s], labels)) for s in seeds]
+                    [(outcomes(group[s], labels), outcomes(restarts[s], labels)) for s in seeds]
                 )
             if group:
                 parameters = statistics.mean(r["parameters"] for r in group.values())
@@ -384,8 +541,8 @@ def summarise_regime(regime: Regime, labels: list[int], root: Path = FRONTIER_RU
                     seeds = sorted(set(group) & set(low) & set(high))
                     pairs = [
                         (
-                            correctness(group[s], labels),
-                            (1 - weight) * correctness(low[s], labels) + weight * correctness(high[s], labels),
+                            outcomes(group[s], labels),
+                            (1 - weight) * outcomes(low[s], labels) + weight * outcomes(high[s], labels),
                         )
                         for s in seeds
                     ]
@@ -416,14 +573,9 @@ def summarise_regime(regime: Regime, labels: list[int], root: Path = FRONTIER_RU
     }
 
 
-def test_labels(regime: Regime) -> list[int]:
-    data = mnist1d.make_splits(
-        regime.settings["train"],
-        regime.settings["validation"],
-        regime.settings["test"],
-        seed=regime.settings["data_seed"],
-    )
-    return [int(label) for label in data["test"]["labels"]]
+def test_labels(regime: Regime) -> list[int] | None:
+    """What the test outcomes are scored against (MNIST-1D labels; masked-LM runs keep their losses)."""
+    return task_of(regime).data()["labels"] if regime.kind == "mnist1d" else None
 
 
 def plot(regime_name: str, summary: dict[str, Any], path: Path) -> None:
@@ -433,6 +585,7 @@ def plot(regime_name: str, summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
+    scale = 100 if summary["metric"] == "accuracy" else 1
     styles = {LINE: ("k", "o", "-"), "restarts": ("tab:gray", "s", ""), "wider": ("tab:brown", "D", "")}
     colours = {"pb": "tab:blue", "gd": "tab:orange", "shuffled_errors": "tab:purple", "pb_lowrank": "tab:green"}
     for arm in (LINE, *ARMS):
@@ -442,8 +595,8 @@ def plot(regime_name: str, summary: dict[str, Any], path: Path) -> None:
         colour, marker, line = styles.get(arm, (colours.get(arm, "tab:red"), "^", ""))
         axis.errorbar(
             [p["parameters"] for p in arm_points],
-            [100 * p["metric_mean"] for p in arm_points],
-            yerr=[100 * p["metric_std"] for p in arm_points],
+            [scale * p["metric_mean"] for p in arm_points],
+            yerr=[scale * p["metric_std"] for p in arm_points],
             color=colour,
             marker=marker,
             linestyle=line or "none",
@@ -452,7 +605,7 @@ def plot(regime_name: str, summary: dict[str, Any], path: Path) -> None:
         )
     axis.set_xscale("log")
     axis.set_xlabel("parameters (log scale)")
-    axis.set_ylabel(f"test {summary['metric']} (%)")
+    axis.set_ylabel(f"test {summary['metric']}" + (" (%)" if scale == 100 else ""))
     axis.set_title(f"{regime_name}: dendrites against width (mean and std of 3 seeds)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)

@@ -13,7 +13,9 @@ from scratch with masked-LM; these are the pieces to reproduce that regime offli
 - `fix_masks`: validation and test blocks masked once (15%, seeded), so every evaluation of every
   run scores the same masked positions; `MaskedLMCollator` masks training blocks afresh and
   passes pre-masked blocks through;
-- `masked_lm_model`: a `BertForMaskedLM` built from a config, and `non_embedding_parameters`.
+- `masked_lm_model`: a `BertForMaskedLM` built from a config, and `non_embedding_parameters`;
+- `MaskedLMTrainer` / `MaskedLMDendriteTrainer`: the trainers with a loss that decodes only the
+  masked positions (`MaskedPositionsLoss`).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any
 
 import datasets
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling, Trainer
 
+from hf_dendrites import DendriteTrainer
 from hf_dendrites.unlabeled import builtin_unlabeled_texts, read_unlabeled_file, text_key
 
 SPLITS = ("train", "validation", "test")
@@ -185,6 +188,37 @@ class MaskedLMCollator:
         return self.masking([{"input_ids": f["input_ids"]} for f in features])
 
 
+class MaskedPositionsLoss:
+    """A Trainer mixin whose loss decodes only the masked positions.
+
+    `BertForMaskedLM` runs its vocabulary-sized decoder at every position although the loss reads
+    15% of them; on a small BERT with an 8K vocabulary that decoder is most of a step. This loss
+    runs the encoder, then the prediction head on the scored positions only (the same value as the
+    model's own loss, several times cheaper). The dendrite phase's error pass uses it too, since it
+    calls the trainer's `compute_loss`. One process: the encoder and head are called on the
+    unwrapped model.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.world_size > 1:
+            raise ValueError("MaskedPositionsLoss runs in one process (it calls the unwrapped model's parts)")
+        labels = inputs["labels"]
+        network = self.accelerator.unwrap_model(model)
+        hidden = network.bert(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))[0]
+        scored = labels != -100
+        logits = network.cls(hidden[scored])
+        loss = torch.nn.functional.cross_entropy(logits, labels[scored])
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+
+class MaskedLMTrainer(MaskedPositionsLoss, Trainer):
+    """`Trainer` with the masked-positions loss."""
+
+
+class MaskedLMDendriteTrainer(MaskedPositionsLoss, DendriteTrainer):
+    """`DendriteTrainer` with the masked-positions loss."""
+
+
 def masked_lm_model(
     vocab_size: int,
     hidden_size: int = 64,
@@ -246,6 +280,9 @@ def corpus_summary(data: datasets.DatasetDict, tokenized: dict[str, datasets.Dat
 
 __all__ = [
     "MaskedLMCollator",
+    "MaskedLMDendriteTrainer",
+    "MaskedLMTrainer",
+    "MaskedPositionsLoss",
     "blocks",
     "corpus",
     "corpus_summary",

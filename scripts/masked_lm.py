@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 import transformers
-from transformers import EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the studies' package, beside this script
 
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"masked-LM runs grow and keep the best model on validation loss, not {training_args.metric_for_best_model!r}"
         )
     training_args.metric_for_best_model, training_args.greater_is_better = "loss", False
+    training_args.prediction_loss_only = True  # no vocabulary-sized logits gathered at each evaluation
 
     tokenizer, train_blocks, evaluation, corpus = prepare(args, training_args.seed)
     model = masked_lm.masked_lm_model(
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     restarts = None
     if dendrite_config is None:
         training_args.load_best_model_at_end = True
-        trainer = Trainer(**common)
+        trainer = masked_lm.MaskedLMTrainer(**common)
         if dendrite_args.restart_on_plateau:
             growth = train.dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
             restarts = RestartOnPlateauCallback(trainer, growth)
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else:
             trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
     else:
-        trainer = DendriteTrainer(**common, dendrite_config=dendrite_config)
+        trainer = masked_lm.MaskedLMDendriteTrainer(**common, dendrite_config=dendrite_config)
 
     start = time.time()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
