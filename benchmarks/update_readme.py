@@ -418,7 +418,62 @@ def learner_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def frontier_table(results: dict) -> str:
+    """The dendrites-vs-width frontier (`benchmarks.frontier`): every point, then each dendrite arm
+    paired with restarts and with the width line at its parameter count."""
+    lines = [
+        f"`{results.get('command', 'python -m benchmarks.frontier')}` on {results.get('machine', {}).get('cpu', 'a CPU')}. "
+        "Mean ± std over seeds (n); every arm trains for the same epoch budget at a constant learning rate and ends "
+        "with its best-validation model; growth, restarts and the best model are decided on validation loss, the "
+        "score is on test. Intervals: 95% paired bootstrap over test examples (seeds averaged), in the metric's "
+        "units (accuracy in points); the width line is interpolated linearly in log parameters between the two "
+        "plain widths around the arm's parameter count (– where the arm is outside the line).",
+    ]
+    for name, regime in results.get("regimes", {}).items():
+        metric, scale = regime["metric"], 100 if regime["metric"] == "accuracy" else 1
+        settings = regime["settings"]
+        unit = " (%)" if scale == 100 else ""
+        lines += [
+            "",
+            f"**{name}** ({settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['learning_rate']:g}; "
+            f"low-rank arm at rank {settings['low_rank']}):",
+            "",
+            f"| arm | width | parameters | non-embedding | test {metric}{unit} | n | dendrites per neuron | epochs trained |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for point in sorted(regime["points"], key=lambda p: (p["arm"] != "plain", p["arm"], p["width"])):
+            width = str(point["width"])
+            if point.get("trained_width") not in (None, point["width"]):
+                width += f" (plain width {point['trained_width']})"
+            lines.append(
+                f"| {point['arm']} | {width} | {point['parameters']:,.0f} | {point['non_embedding_parameters']:,.0f} "
+                f"| {scale * point['metric_mean']:.2f} ± {scale * point['metric_std']:.2f} | {len(point['seeds'])} "
+                f"| {point['dendrites_per_neuron_mean']:.2f} | {point['epochs_trained_mean']:.1f} |"
+            )
+        lines += [
+            "",
+            "| arm | width | minus restarts [95%] | minus the width line [95%] (between widths) |",
+            "|---|---|---|---|",
+        ]
+
+        def paired(entry: dict | None) -> str:
+            if not entry:
+                return "–"
+            text = f"{scale * entry['difference']:+.2f} [{scale * entry['low']:+.2f}, {scale * entry['high']:+.2f}]"
+            return text + (
+                f" ({entry['between_widths'][0]}–{entry['between_widths'][1]})" if "between_widths" in entry else ""
+            )
+
+        for comparison in regime["comparisons"]:
+            lines.append(
+                f"| {comparison['arm']} | {comparison['width']} | {paired(comparison.get('vs_restarts'))} "
+                f"| {paired(comparison.get('vs_width_line'))} |"
+            )
+    return "\n".join(lines)
+
+
 TABLES = {
+    "frontier": ("frontier.json", frontier_table),
     "control": ("control.json", control_table),
     "learner": ("learner.json", learner_table),
     "layers": ("layers.json", layers_table),
