@@ -83,15 +83,25 @@ def distillation_loss(
     """The distillation loss of one batch (see the module docstring).
 
     The teacher term is the mean KL over every row; the label term the mean cross-entropy over the
-    rows whose label is not -100 (zero when none has a label).
+    rows whose label is not -100 (zero when none has a label). `alpha` and `temperature` are checked
+    as `DistillationConfig` checks them, and a teacher logit that is not finite is refused: one NaN
+    would make every weight NaN.
     """
+    DistillationConfig(alpha=alpha, temperature=temperature)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ "
             "in shape: the teacher was made for another label set"
         )
+    finite = torch.isfinite(teacher_logits).all(dim=-1)
+    if not bool(finite.all()):
+        rows = (~finite).nonzero().flatten().tolist()
+        raise ValueError(
+            f"teacher logits hold NaN or inf in row(s) {rows[:10]} of this batch: recompute the teacher's logits "
+            "(hf_dendrites.teacher.add_teacher_logits) or drop those rows"
+        )
     teacher_logits = teacher_logits.to(student_logits.dtype)
-    loss = student_logits.new_zeros(())
+    loss = student_logits.sum() * 0.0  # zero, but part of the graph: a batch with no term still backpropagates
     if alpha > 0:
         student = F.log_softmax(student_logits / temperature, dim=-1)
         teacher = F.log_softmax(teacher_logits / temperature, dim=-1)

@@ -246,3 +246,30 @@ def test_add_teacher_logits_adds_a_column(tmp_path, tokenizer):
     assert len(with_logits[0]["teacher_logits"]) == 2
     with pytest.raises(ValueError, match="'sentence'"):
         add_teacher_logits(dataset, small_vocabulary_teacher(), tokenizer, max_length=16, text_column="sentence")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"temperature": 0.0}, "temperature must be a positive number"),
+        ({"alpha": 1.5}, r"alpha must be a number in \[0, 1\]"),
+    ],
+)
+def test_distillation_loss_refuses_settings_the_config_refuses(settings, message):
+    student, teacher = torch.randn(3, 2), torch.randn(3, 2)
+    with pytest.raises(ValueError, match=message):
+        distillation_loss(student, teacher, torch.tensor([0, 1, 0]), **settings)
+
+
+def test_a_teacher_logit_that_is_not_finite_is_refused_naming_its_row():
+    student, teacher = torch.randn(3, 2), torch.randn(3, 2)
+    teacher[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf in row\(s\) \[2\]"):
+        distillation_loss(student, teacher, torch.tensor([0, 1, 0]))
+
+
+def test_a_labels_only_loss_on_an_unlabelled_batch_is_zero_and_backpropagates():
+    student = torch.randn(3, 2, requires_grad=True)
+    loss = distillation_loss(student, torch.randn(3, 2), torch.full((3,), -100), alpha=0.0)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(student.grad, torch.zeros(3, 2))
