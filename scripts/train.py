@@ -101,6 +101,10 @@ class ModelArguments:
         default_factory=lambda: ["query", "value"], metadata={"help": "Layers that get LoRA (module-name suffixes)."}
     )
 
+    def __post_init__(self) -> None:
+        if self.max_seq_length < 2:  # 0 would turn truncation off; [CLS] and [SEP] take two tokens
+            raise ValueError(f"--max_seq_length must be at least 2 tokens, got {self.max_seq_length}")
+
 
 @dataclass
 class DataArguments:
@@ -260,6 +264,24 @@ def dendrite_config_from(arguments: Any) -> DendriteConfig | None:
 RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice is an error (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"the key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def yaml_to_flags(path: str, parser: argparse.ArgumentParser | None = None) -> list[str]:
     """Turn a recipe into flags, so argparse checks its keys and values like command-line ones.
 
@@ -272,7 +294,7 @@ def yaml_to_flags(path: str, parser: argparse.ArgumentParser | None = None) -> l
     if not recipe_path.is_file():
         raise FileNotFoundError(f"recipe {path!r} not found")
     try:
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}  # JSON is YAML too
+        recipe = yaml.load(recipe_path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}  # JSON is YAML too
     except yaml.YAMLError as error:
         raise ValueError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(recipe, dict):
@@ -594,6 +616,32 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in metrics.items() if k.removeprefix(prefix) in METRICS}
 
 
+def check_ignored_flags(dendrite_args: Any, distill_args: DistillationArguments) -> None:
+    """Refuse a setting the run would silently ignore."""
+    defaults = {item.name: item.default for item in dataclasses.fields(DendriteConfig)}
+    if dendrite_args.dendrites == "none":
+        candidate_settings = (
+            "error_signal",
+            "num_candidates",
+            "candidate_learner",
+            "dendrite_rank",
+            "candidate_epochs",
+        )
+        changed = [name for name in candidate_settings if getattr(dendrite_args, name) != defaults[name]]
+        if changed:
+            raise ValueError(f"--{changed[0]} has no effect with --dendrites none (a plain run grows no dendrites)")
+    if dendrite_args.dendrites == "gd" and dendrite_args.error_signal != defaults["error_signal"]:
+        raise ValueError(
+            f"--error_signal {dendrite_args.error_signal} has no effect with --dendrites gd: GD dendrites train by "
+            "backprop with everything else; error signals are for PB candidates"
+        )
+    if not distill_args.enabled:
+        for name in ("distill_alpha", "distill_temperature", "unlabeled_file", "max_unlabeled_samples"):
+            default = DistillationArguments.__dataclass_fields__[name].default
+            if getattr(distill_args, name) != default:
+                raise ValueError(f"--{name} has no effect without --teacher or --teacher_recipe")
+
+
 def requested_task(argv: list[str]) -> str | None:
     """The `task` a command line asks for (a flag after the recipe overrides the recipe's key),
     read before parsing: masked-LM pretraining has flags of its own (`scripts/masked_lm.py`)."""
@@ -624,6 +672,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise ValueError("--restart_at_epochs and --restart_on_plateau are for plain runs (--dendrites none)")
     if dendrite_args.restart_at_epochs and dendrite_args.restart_on_plateau:
         raise ValueError("give --restart_at_epochs or --restart_on_plateau, not both")
+    check_ignored_flags(dendrite_args, distill_args)
     restarts = None
     distillation = (
         DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)

@@ -299,3 +299,36 @@ def test_every_benchmark_method_and_growth_variant_is_a_valid_training_command()
     assert configs["pb_keep_optimizer"].reset_optimizer_on_growth is False
     assert configs["gd_keep_optimizer"].reset_optimizer_on_growth is False
     assert configs["pb_holdout0.2"].candidate_holdout_fraction == 0.2
+
+
+@pytest.mark.parametrize("length", ["0", "-4"])
+def test_a_max_seq_length_below_two_tokens_is_refused_by_name(length):
+    with pytest.raises(ValueError, match=f"--max_seq_length must be at least 2 tokens, got {length}"):
+        train.parse_arguments(["--max_seq_length", length])
+
+
+def test_a_recipe_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
+    recipe = tmp_path / "twice.yaml"
+    recipe.write_text("task: trec6\nlearning_rate: 1e-4\nseed: 1\nlearning_rate: 5e-5\n")
+    with pytest.raises(ValueError, match=r"the key 'learning_rate' is given twice \(line 4\)"):
+        train.parse_arguments([str(recipe)])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--dendrites", "none", "--error_signal", "feedback_alignment"],
+            "--error_signal has no effect with --dendrites none",
+        ),
+        (["--dendrites", "none", "--dendrite_rank", "4"], "--dendrite_rank has no effect with --dendrites none"),
+        (
+            ["--dendrites", "gd", "--error_signal", "forward_forward"],
+            "--error_signal forward_forward has no effect with --dendrites gd",
+        ),
+        (["--distill_alpha", "0.5"], "--distill_alpha has no effect without --teacher"),
+    ],
+)
+def test_a_flag_the_run_would_ignore_is_refused_by_name(flags, message):
+    with pytest.raises(ValueError, match=message):
+        train.main([*flags, "--output_dir", "unused"])
