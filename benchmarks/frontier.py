@@ -570,6 +570,7 @@ def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRON
         },
         "points": points,
         "comparisons": comparisons,
+        "commits": sorted({r.get("benchmark", {}).get("commit", "unknown") for runs in by_arm.values() for r in runs}),
     }
 
 
