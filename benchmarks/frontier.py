@@ -394,6 +394,8 @@ def train_run(regime: Regime, arm: str, width: int, seed: int, data: dict[str, A
             if record["action"] != "continue"
         ]
         result["completed_reason"] = holder.tracker.state.completed_reason
+    if isinstance(trainer, hd.DendriteTrainer):  # per phase: held-out score, its chance level, per layer
+        result["candidate_phases"] = trainer.dendrite_callback.candidate_scores_per_layer
     return result
 
 
