@@ -17,7 +17,6 @@ model and its tokenizer to `output_dir`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -93,8 +92,7 @@ def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
     parser = argument_parser()
     flags = train.expand_arguments(argv, parser)
     parsed = parser.parse_args_into_dataclasses(args=flags)
-    if not any(flag in flags for flag in ("--disable_tqdm", "--no_disable_tqdm")):
-        parsed[1].disable_tqdm = not sys.stderr.isatty()
+    train.progress_bars_for_terminals(flags, parsed[1])
     return parsed
 
 
@@ -228,13 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if restarts is not None:
         results["restarts"] = restarts.restarts
         results["completed_reason"] = restarts.tracker.completed_reason or "training budget used up"
-    output = Path(training_args.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    if training_args.push_to_hub:
-        commit = trainer.push_to_hub()
-        logger.info("pushed to %s", getattr(commit, "commit_url", commit))
-    print_table(results, output)
+    print_table(results, train.save_results(trainer, training_args, results))
     return results
 
 

@@ -348,10 +348,14 @@ def parse_arguments(argv: list[str]) -> tuple[Any, ...]:
     parser = argument_parser()
     flags = expand_arguments(argv, parser)
     parsed = parser.parse_args_into_dataclasses(args=flags)
-    if not any(flag in flags for flag in ("--disable_tqdm", "--no_disable_tqdm")):
-        # progress bars for a person at a terminal; per-evaluation log lines in files and CI logs
-        parsed[2].disable_tqdm = not sys.stderr.isatty()
+    progress_bars_for_terminals(flags, parsed[2])
     return parsed
+
+
+def progress_bars_for_terminals(flags: list[str], training_args: TrainingArguments) -> None:
+    """Progress bars for a person at a terminal; per-evaluation log lines in files and CI logs."""
+    if not any(flag in flags for flag in ("--disable_tqdm", "--no_disable_tqdm")):
+        training_args.disable_tqdm = not sys.stderr.isatty()
 
 
 def load_data(data_args: DataArguments) -> datasets.DatasetDict:
@@ -827,14 +831,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["completed_reason"] = restarts.tracker.completed_reason or "training budget used up"
     if holdout is not None:
         results["holdout"] = holdout
+    print_table(results, save_results(trainer, training_args, results))
+    return results
+
+
+def save_results(trainer: Trainer, training_args: TrainingArguments, results: dict[str, Any]) -> Path:
+    """`results.json` in the output folder, then the Hub push when asked (after it: the card reads it)."""
     output = Path(training_args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     if training_args.push_to_hub:
         commit = trainer.push_to_hub()
         logger.info("pushed to %s", getattr(commit, "commit_url", commit))
-    print_table(results, output)
-    return results
+    return output
 
 
 def output_weight_sizes(model: torch.nn.Module) -> dict[str, list[float]]:
