@@ -222,7 +222,7 @@ def _collect_batch(
             if error is None:
                 continue
             error = error.reshape(-1, layer.out_features).to(x.dtype)
-            keep_rows &= active_rows(error)
+        keep_rows &= active_rows(error)
         finite = torch.isfinite(error).all(dim=-1) & torch.isfinite(x).all(dim=-1)
         index = (keep_rows & finite).nonzero().squeeze(1)
         dendrites = record.get("dendrites")

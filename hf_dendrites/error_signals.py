@@ -40,6 +40,7 @@ from .correlation import correlation_gradient
 from .layer import DendriteLinear, PendingCandidates
 
 FORWARD_ONLY_SIGNALS = ("feedback_alignment", "forward_forward")
+IGNORE_INDEX = -100  # the label of a row without one, as in transformers' losses
 # Activation functions of the BERT family, as modules (transformers.activations or torch.nn).
 _TORCH_ACTIVATIONS = (nn.GELU, nn.Tanh, nn.ReLU, nn.SiLU, nn.Sigmoid, nn.Mish, nn.LeakyReLU, nn.ELU)
 
@@ -127,8 +128,11 @@ def per_example_signal(
     if signal == "forward_forward":
         if labels is None or labels.dtype.is_floating_point or logits.dim() != 2:
             raise ValueError("error_signal='forward_forward' needs class labels and logits [batch, classes]")
-        # +1 wrong, -1 right: the correlation is the same as with 1 / 0, and no example reads as "no error"
-        wrong = (logits.detach().argmax(dim=-1) != labels).to(logits.dtype).mul(2).sub(1).unsqueeze(1)
+        # +1 wrong, -1 right: the correlation is the same as with 1 / 0, and no labelled example reads as
+        # "no error". An unlabelled row (label -100, as in a distillation pool) is neither: 0, which the
+        # candidates' objective leaves out as it does any row without error.
+        wrong = (logits.detach().argmax(dim=-1) != labels).to(logits.dtype).mul(2).sub(1)
+        wrong = wrong.masked_fill(labels == IGNORE_INDEX, 0).unsqueeze(1)
         return lambda name, out_features: wrong.expand(-1, out_features)
     raise ValueError(f"{signal!r} is not a forward-only error signal (those are {list(FORWARD_ONLY_SIGNALS)})")
 

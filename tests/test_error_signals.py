@@ -11,6 +11,7 @@ from tiny_models import FAMILIES, tiny_model, tiny_summing_network, token_batch
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites.candidate_cache import collect_candidate_rows
 from hf_dendrites.error_signals import FORWARD_ONLY_SIGNALS, feedback_matrix, linear_activation_gradients
 from hf_dendrites.metrics import build_compute_metrics
 
@@ -128,6 +129,28 @@ def test_first_position_candidates_train_on_one_row_per_example(signal):
     first_layer = "bert.encoder.layer.0.intermediate.dense"
     assert counts["all"][first_layer] == 36 and counts["first"][first_layer] == 6
     assert set(counts["first"].values()) == {6}  # pooler and classifier have one row per example anyway
+
+
+def test_forward_forward_leaves_out_unlabelled_rows_in_both_learners():
+    """A row labelled -100 (a distillation pool's) is neither right nor wrong: no candidate row comes from it."""
+    labels = torch.tensor([0, 1, -100, -100, 1, 2])
+    labelled = torch.tensor([0, 1, 4, 5])
+    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(candidate_positions="first"))
+    candidate_gradients(model, "forward_forward", labels)
+    assert {int(layer.candidate_stats.count) for layer in hd.dendrite_layers(model).values()} == {4}
+
+    cached_model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig())
+    cached = collect_candidate_rows(
+        cached_model,
+        [{**token_batch(batch=6, length=7), "labels": labels}],
+        lambda b: cached_model(**b).loss,
+        max_rows=1_000,
+        generator=torch.Generator().manual_seed(0),
+        error_signal="forward_forward",
+        positions="first",
+    )
+    assert cached and all(torch.equal(rows.examples.sort().values, labelled) for rows in cached.values())
+    assert all(rows.errors.abs().eq(1).all() for rows in cached.values())  # every kept row is right or wrong
 
 
 def assert_saves_and_reloads(trainer, tmp_path, signal: str) -> None:
