@@ -279,6 +279,17 @@ class DendriteCallback(TrainerCallback):
                 "several processes need DendriteTrainer (it averages the gradients of dendrites grown after the "
                 "model was wrapped); a plain Trainer with DendriteCallback runs in one process"
             )
+        if (
+            self.config.mode == "pb"
+            and self.config.candidate_learner == "streaming"
+            and args.per_device_train_batch_size < 2
+        ):
+            raise ValueError(
+                "candidate_learner='streaming' correlates candidates with the error within each batch, and layers "
+                "that see one row per example (pooler, classifier, the last layer at [CLS]) get a single row from a "
+                f"batch of per_device_train_batch_size={args.per_device_train_batch_size}: their candidates could "
+                "never train. Use the default candidate_learner='cached' or a batch of 2 or more"
+            )
         return control
 
     def on_step_begin(

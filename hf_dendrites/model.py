@@ -250,6 +250,10 @@ def sum_candidate_statistics(model: nn.Module, reduce: Callable[[torch.Tensor], 
             layer.candidate_stats.load_tensors([reduce(t) for t in layer.candidate_stats.tensors()])
 
 
+def _first_names(names: list[str]) -> str:
+    return f"{names[:3]}{'...' if len(names) > 3 else ''}"
+
+
 def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
     """Add one dendrite to every dendrite layer; returns the new number of dendrites per neuron.
 
@@ -260,16 +264,22 @@ def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
     layers = _require_layers(model)
     if model.dendrite_config.mode == "pb":
         untrained = [name for name, layer in layers.items() if not layer.has_trained_candidates()]
-        if untrained:
+        never_started = [name for name in untrained if layers[name].candidate_stats is None]
+        if never_started:
             raise RuntimeError(
                 "grow() in 'pb' mode needs trained candidates; none were trained for "
-                f"{untrained[:3]}{'...' if len(untrained) > 3 else ''}: call start_candidates() and "
-                "train them (a dendrite phase) first"
+                f"{_first_names(never_started)}: call start_candidates() and train them (a dendrite phase) first"
+            )
+        if untrained:
+            raise RuntimeError(
+                f"grow() refused: the candidates of {_first_names(untrained)} saw no batch with two or more rows "
+                "that carry a finite, non-zero error, so they never trained (a batch of one example gives layers "
+                "that see one row per example a single row; non-finite batches are skipped); no layer was changed"
             )
         broken = [name for name, layer in layers.items() if not layer.has_finite_candidate_scores()]
         if broken:
             raise RuntimeError(
-                f"grow() refused: the candidate scores of {broken[:3]}{'...' if len(broken) > 3 else ''} are not "
+                f"grow() refused: the candidate scores of {_first_names(broken)} are not "
                 "finite (NaN or inf reached their statistics); no layer was changed"
             )
     for layer in layers.values():

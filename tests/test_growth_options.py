@@ -9,8 +9,10 @@ import shutil
 import pytest
 import torch
 from test_trainer import dendrite_config, make_trainer
+from tiny_models import tiny_model, token_batch
 from transformers import TrainerCallback
 
+import hf_dendrites as hd
 from hf_dendrites.checkpoints import KEPT_OPTIMIZER_FILE
 from hf_dendrites.optimization import in_dendrite_phase
 
@@ -117,3 +119,35 @@ def test_the_first_growth_happens_at_first_growth_epoch_without_a_stall(tmp_path
 def test_first_growth_epoch_must_be_a_number_at_least_zero():
     with pytest.raises(ValueError, match="first_growth_epoch must be a finite number >= 0"):
         dendrite_config(first_growth_epoch=-1.0)
+
+
+def test_a_batch_of_one_example_grows_with_the_cached_learner(tmp_path):
+    trainer = make_trainer(tmp_path, args=dict(per_device_train_batch_size=1, max_steps=24, eval_steps=4, save_steps=8))
+    trainer.train()  # used to end at the first growth: "needs trained candidates"
+    phase = trainer.dendrite_callback.candidate_scores_per_layer[0]
+    assert phase["skipped"] == {}, "every layer's candidates trained, [CLS]-only layers included"
+    assert min(phase["rows"].values()) >= 2 and min(phase["scores"].values()) > 0
+    assert any(entry["action"] == "grow" for entry in trainer.tracker.history)
+
+
+def test_a_batch_of_one_example_with_the_streaming_learner_is_refused_before_training(tmp_path):
+    trainer = make_trainer(
+        tmp_path,
+        dendrite_config(candidate_learner="streaming"),
+        args=dict(per_device_train_batch_size=1, max_steps=24, eval_steps=4, save_steps=8),
+    )
+    with pytest.raises(ValueError, match=r"per_device_train_batch_size=1.*candidate_learner='cached'"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_growth_after_a_phase_that_trained_nothing_says_why(tmp_path):
+    model = hd.add_dendrites(tiny_model(num_labels=2), hd.DendriteConfig())
+    hd.start_candidates(model)
+    batch = token_batch(1, seed=0)
+    model(**batch, labels=torch.tensor([1])).loss.backward()  # one example: one row where only [CLS] matters
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="saw no batch with two or more rows") as refusal:
+        hd.grow(model)
+    assert "start_candidates()" not in str(refusal.value)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())

@@ -267,7 +267,7 @@ def test_grow_in_pb_mode_without_candidates_raises_before_touching_any_layer():
     with pytest.raises(RuntimeError, match="trained candidates"):
         hd.grow(model)
     hd.start_candidates(model, num_candidates=2)
-    with pytest.raises(RuntimeError, match="trained candidates"):
+    with pytest.raises(RuntimeError, match="never trained"):
         hd.grow(model)
     assert hd.num_dendrites(model) == 0
     assert all(layer.num_candidates == 2 for layer in hd.dendrite_layers(model).values())
