@@ -1,9 +1,11 @@
-"""Installed dendrites, self-contained: this file imports only torch.
+"""Installed dendrites, self-contained: this file imports only torch (and, inside the load-time
+checks of the remote code, safetensors and transformers, which loading through transformers has).
 
 It is the part of the library a trained model needs to compute, so it is also copied next to
 the weights when a model is saved: with `trust_remote_code=True`, transformers loads a model with
 dendrites from that copy in an environment where hf_dendrites is not installed. Keep it free of
-imports from the rest of the package.
+imports from the rest of the package. The checks that `hf_dendrites.from_pretrained` makes on the
+dendrite settings are here too, so both ways of loading refuse the same folders.
 
 For a wrapped `Linear(in, out)` with `K` dendrites:
 
@@ -18,6 +20,7 @@ so a set costs r * (in + out) + 2 * out parameters instead of in * out + 2 * out
 from __future__ import annotations
 
 import json
+import os
 import re
 from typing import Any
 
@@ -187,9 +190,25 @@ def settings_key(layer_name: str) -> str:
     return f"{layer_name}.{SETTINGS_KEY}"
 
 
+def layer_settings(layer: StaticDendriteLinear) -> dict[str, Any]:
+    """What the layer computes with (`COMPUTATION_SETTINGS`)."""
+    return {name: getattr(layer, name) for name in COMPUTATION_SETTINGS}
+
+
+def recorded_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The computation settings a saved `dendrites` record gives every layer it names."""
+    config = record["config"]
+    return {
+        "mode": config["mode"],
+        "activation": config["activation"],
+        "cascade": config["cascade"],
+        "rank": config.get("dendrite_rank"),
+    }
+
+
 def settings_tensor(layer: StaticDendriteLinear) -> torch.Tensor:
     """The layer's computation settings, encoded for the weights file."""
-    text = json.dumps({name: getattr(layer, name) for name in COMPUTATION_SETTINGS}, sort_keys=True)
+    text = json.dumps(layer_settings(layer), sort_keys=True)
     return torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8)
 
 
@@ -211,19 +230,13 @@ def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.M
 
     Used by the remote code of a saved model: the weights are loaded afterwards by transformers.
     """
-    settings = record["config"]
+    settings = recorded_settings(record)
     modules = dict(model.named_modules())
     for name, counts in record["layers"].items():
         base = modules.get(name)
         if not isinstance(base, nn.Linear):
             raise ValueError(f"recorded dendrite layer {name!r} is not an nn.Linear of this model")
-        layer = StaticDendriteLinear(
-            base,
-            mode=settings["mode"],
-            activation=settings["activation"],
-            cascade=settings["cascade"],
-            rank=settings.get("dendrite_rank"),
-        )
+        layer = StaticDendriteLinear(base, **settings)
         layer.allocate_dendrites(int(counts["dendrites"]))
         parent_name, _, attribute = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, attribute, layer)
@@ -233,3 +246,129 @@ def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.M
 def settings_key_patterns(record: dict[str, Any]) -> set[str]:
     """Regular expressions of the settings keys, for `_keys_to_ignore_on_load_unexpected`."""
     return {re.escape(settings_key(name)) + "$" for name in record["layers"]}
+
+
+def with_settings_records(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of `state_dict` with every dendrite layer's settings record added (what a save writes)."""
+    records = {
+        settings_key(name): settings_tensor(layer)
+        for name, layer in model.named_modules()
+        if isinstance(layer, StaticDendriteLinear)
+    }
+    clashing = sorted(set(records) & set(state_dict))
+    if clashing:
+        raise ValueError(
+            f"cannot save: the state dict already has keys {clashing[:5]} (reserved for dendrite settings)"
+        )
+    return {**state_dict, **records}
+
+
+def check_settings_match(
+    current: dict[str, dict[str, Any]], saved: dict[str, dict[str, Any]], *, required: bool
+) -> None:
+    """Refuse weights whose dendrites were saved with other settings than the ones loading would use.
+
+    `current` maps each dendrite layer to the settings config.json gives it now, `saved` to the
+    settings record found in the weights. A `config.json` edited after saving (say, another
+    activation) would otherwise load without complaint and compute different outputs.
+    """
+    missing = sorted(set(current) - set(saved))
+    if missing and required:
+        raise ValueError(f"the weights have no settings record for dendrite layers {missing[:5]}")
+    different: dict[tuple[str, str, str], list[str]] = {}
+    for name, values in saved.items():
+        for setting in COMPUTATION_SETTINGS:
+            if name in current and values.get(setting) != current[name][setting]:
+                key = (setting, repr(current[name][setting]), repr(values.get(setting)))
+                different.setdefault(key, []).append(name)
+    if different:
+        problems = [
+            f"{setting}: config.json says {now}, the weights were saved with {recorded} "
+            f"({'all ' if len(names) == len(current) else ''}{len(names)} of {len(current)} layers, e.g. {names[0]})"
+            for (setting, now, recorded), names in different.items()
+        ]
+        raise ValueError(
+            "the recorded dendrite settings do not match the weights (was config.json edited?): " + "; ".join(problems)
+        )
+
+
+def read_settings_records(files: list[str], layer_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The settings records of the named layers found in safetensors files (no other tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    keys = {settings_key(name): name for name in layer_names}
+    saved: dict[str, dict[str, Any]] = {}
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as handle:
+                for key in handle.keys():
+                    if key in keys:
+                        saved[keys[key]] = settings_from_tensor(handle.get_tensor(key))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read weights file {file}: {error} (incomplete or corrupted download?)") from error
+        except ValueError as error:
+            raise ValueError(f"{file}: a dendrite layer's settings record is unreadable: {error}") from error
+    return saved
+
+
+# `from_pretrained` arguments that say where the files come from (passed on to `cached_file`).
+DOWNLOAD_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+
+
+def saved_weight_files(path: str | os.PathLike, download: dict[str, Any]) -> list[str]:
+    """The safetensors file(s) of a local folder or Hub repo (single file or sharded index); [] if none."""
+    from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
+
+    single = cached_file(path, SAFE_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **download)
+    if single is not None:
+        return [single]
+    index = cached_file(path, SAFE_WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **download)
+    if index is None:
+        return []
+    with open(index, encoding="utf-8") as handle:
+        shards = sorted(set(json.load(handle).get("weight_map", {}).values()))
+    return [cached_file(path, shard, **download) for shard in shards]
+
+
+def check_before_loading(model_class: type, path: str | os.PathLike | None, kwargs: dict[str, Any]) -> None:
+    """What the remote code's `from_pretrained` checks before transformers builds or loads anything.
+
+    Transformers alone would load a folder whose config.json was edited after saving (another
+    activation, mode, cascade or rank: the weights fit, the outputs change), and with
+    `ignore_mismatched_sizes=True` it gives every tensor that does not fit random values. Both are
+    refused here, as `hf_dendrites.from_pretrained` refuses them.
+    """
+    if kwargs.get("ignore_mismatched_sizes"):
+        raise ValueError(
+            f"{path} holds a model with dendrites: ignore_mismatched_sizes=True would give its dendrite layers "
+            "(and any other tensor that does not fit) random values. Load it as it was saved, with "
+            f"hf_dendrites.from_pretrained({str(path)!r}) or with trust_remote_code=True and without "
+            "ignore_mismatched_sizes; a size mismatch then means that config.json no longer matches the weights "
+            "(was it edited?)"
+        )
+    download = {name: kwargs[name] for name in DOWNLOAD_ARGUMENTS if name in kwargs}
+    config = kwargs.get("config")
+    if not isinstance(getattr(config, "dendrites", None), dict):
+        source = config if isinstance(config, (str, os.PathLike)) else path
+        if source is None:
+            return  # nothing to read a record from: transformers names what is missing
+        config = model_class.config_class.from_pretrained(source, **download)
+    record = config.dendrites
+    names = list(record["layers"])
+    required = record.get("format_version", 1) >= 2
+    state_dict = kwargs.get("state_dict")
+    if state_dict is not None:
+        saved = {
+            name: settings_from_tensor(state_dict[settings_key(name)])
+            for name in names
+            if settings_key(name) in state_dict
+        }
+    elif path is not None:
+        files = saved_weight_files(path, download)
+        if not files and required:
+            raise ValueError(f"{path} has no safetensors weights: a model with dendrites is saved in safetensors only")
+        saved = read_settings_records(files, names)
+    else:
+        return
+    expected = recorded_settings(record)
+    check_settings_match({name: expected for name in names}, saved, required=required)

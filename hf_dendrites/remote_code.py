@@ -7,6 +7,9 @@ A saved model with dendrites carries two small Python files and an `auto_map` in
 - `modeling_hf_dendrites.py`: generated here, two short classes: a config subclass of the base
   family's config with `model_type = "hf_dendrites"`, and a subclass of the base architecture that
   wraps the recorded layers (`install_recorded_dendrites`) before transformers loads the weights.
+  Its `from_pretrained` first makes the checks `hf_dendrites.from_pretrained` makes (settings in
+  config.json against the records in the weights; no `ignore_mismatched_sizes=True`, which would
+  give dendrite layers random values), and its `save_pretrained` keeps the settings records.
 
 So `AutoModelForSequenceClassification.from_pretrained(repo, trust_remote_code=True)` rebuilds
 the exact structure in an environment that has transformers and torch but not hf_dendrites.
@@ -31,6 +34,7 @@ from . import dendrite_modeling
 MODELING_FILE = "modeling_hf_dendrites.py"
 DENDRITE_MODELING_FILE = "dendrite_modeling.py"
 CONFIG_CLASS = "HfDendritesConfig"
+REMOTE_CLASS_PREFIX = "HfDendrites"  # the generated class of architecture X is HfDendritesX
 
 # Architecture name suffix -> the Auto class that loads it, most specific first.
 AUTO_CLASSES = (
@@ -86,14 +90,19 @@ they are wrapped before transformers loads the weights, so every tensor finds it
 """
 
 {imports}
-from .dendrite_modeling import install_recorded_dendrites, settings_key_patterns
+from .dendrite_modeling import (
+    check_before_loading,
+    install_recorded_dendrites,
+    settings_key_patterns,
+    with_settings_records,
+)
 
 
 class {CONFIG_CLASS}({base_config}):
     model_type = "hf_dendrites"
 
 
-class HfDendrites{architecture}({architecture}):
+class {REMOTE_CLASS_PREFIX}{architecture}({architecture}):
     config_class = {CONFIG_CLASS}
 
     def __init__(self, config, *args, **kwargs):
@@ -102,6 +111,19 @@ class HfDendrites{architecture}({architecture}):
         # each wrapped layer's settings record (see dendrite_modeling.py) is not a weight
         self._keys_to_ignore_on_load_unexpected = set(self._keys_to_ignore_on_load_unexpected or ())
         self._keys_to_ignore_on_load_unexpected |= settings_key_patterns(config.dendrites)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        # refuses what transformers would load wrongly: settings edited in config.json, random layers
+        check_before_loading(cls, pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # the settings records go with the weights, as hf_dendrites writes them, so the folder loads back
+        if len(args) < 2:
+            state_dict = kwargs.get("state_dict")
+            kwargs["state_dict"] = with_settings_records(self, self.state_dict() if state_dict is None else state_dict)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 '''
     return source, extra_files
 
@@ -130,7 +152,7 @@ def write_remote_code(config: Any, save_directory: str | os.PathLike) -> None:
     module = MODELING_FILE.removesuffix(".py")
     values["auto_map"] = {
         "AutoConfig": f"{module}.{CONFIG_CLASS}",
-        auto_class_for(architecture): f"{module}.HfDendrites{architecture}",
+        auto_class_for(architecture): f"{module}.{REMOTE_CLASS_PREFIX}{architecture}",
     }
     temporary = config_path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -38,7 +38,14 @@ from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .config import DendriteConfig
-from .dendrite_modeling import COMPUTATION_SETTINGS, settings_from_tensor, settings_key, settings_tensor
+from .dendrite_modeling import (
+    check_settings_match,
+    layer_settings,
+    read_settings_records,
+    settings_from_tensor,
+    settings_key,
+    with_settings_records,
+)
 from .model import (
     ModelSnapshot,
     candidate_parameters,
@@ -50,7 +57,7 @@ from .model import (
     wrap_target_layers,
 )
 from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
-from .remote_code import write_remote_code
+from .remote_code import REMOTE_CLASS_PREFIX, write_remote_code
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -101,17 +108,6 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
         write_remote_code(model.config, save_directory)
 
 
-def with_settings_records(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A copy of `state_dict` with every dendrite layer's settings record added."""
-    records = {settings_key(name): settings_tensor(layer) for name, layer in dendrite_layers(model).items()}
-    clashing = sorted(set(records) & set(state_dict))
-    if clashing:
-        raise ValueError(
-            f"cannot save: the state dict already has keys {clashing[:5]} (reserved for dendrite settings)"
-        )
-    return {**state_dict, **records}
-
-
 def mark_config_file(path: Path, record: dict[str, Any]) -> None:
     """Rewrite a saved base `config.json` into the dendrite format (atomically)."""
     values = json.loads(path.read_text(encoding="utf-8"))
@@ -155,7 +151,10 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     base_values = dict(values)
     model_type = base_values.pop("model_type")
     base_values.pop("transformers_version", None)
-    architectures = base_values.get("architectures") or []
+    # a folder re-saved by the remote code names its own class, HfDendrites<base architecture>
+    architectures = [name.removeprefix(REMOTE_CLASS_PREFIX) for name in base_values.get("architectures") or []]
+    if architectures:
+        base_values["architectures"] = architectures
     own = OWN_ARCHITECTURES.get(model_type)
     if own is not None:
         config = own[0](**base_values)
@@ -260,42 +259,17 @@ def load_weights(model: nn.Module, weight_files: list[str], *, format_version: i
 def check_settings_of_file(model: nn.Module, path: str | os.PathLike) -> None:
     """`check_settings` against the settings records in one safetensors file."""
     layers = dendrite_layers(model)
-    saved = {}
-    try:
-        with safe_open(path, framework="pt") as handle:
-            keys = set(handle.keys())
-            for name in layers:
-                if settings_key(name) in keys:
-                    saved[name] = settings_from_tensor(handle.get_tensor(settings_key(name)))
-    except (SafetensorError, OSError) as error:
-        raise ValueError(f"cannot read weights file {path}: {error}") from error
-    check_settings(layers, saved, required=True)
+    check_settings(layers, read_settings_records([str(path)], list(layers)), required=True)
 
 
 def check_settings(layers: dict[str, nn.Module], saved: dict[str, dict[str, Any]], *, required: bool) -> None:
     """Refuse weights whose dendrites were trained with other settings than the model has now.
 
     A `config.json` edited after saving (say, another activation) would otherwise load without
-    complaint and compute different outputs.
+    complaint and compute different outputs. The remote code (`dendrite_modeling.check_before_loading`)
+    makes the same check with the same message.
     """
-    missing = sorted(set(layers) - set(saved))
-    if missing and required:
-        raise ValueError(f"the weights have no settings record for dendrite layers {missing[:5]}")
-    different: dict[tuple[str, str, str], list[str]] = {}
-    for name, values in saved.items():
-        for setting in COMPUTATION_SETTINGS:
-            if values.get(setting) != getattr(layers[name], setting):
-                key = (setting, repr(getattr(layers[name], setting)), repr(values.get(setting)))
-                different.setdefault(key, []).append(name)
-    if different:
-        problems = [
-            f"{setting}: config.json says {current}, the weights were saved with {recorded} "
-            f"({'all ' if len(names) == len(layers) else ''}{len(names)} of {len(layers)} layers, e.g. {names[0]})"
-            for (setting, current, recorded), names in different.items()
-        ]
-        raise ValueError(
-            "the recorded dendrite settings do not match the weights (was config.json edited?): " + "; ".join(problems)
-        )
+    check_settings_match({name: layer_settings(layer) for name, layer in layers.items()}, saved, required=required)
 
 
 def resolve_weight_files(path_or_repo_id: str | os.PathLike, **hub_kwargs: Any) -> list[str]:

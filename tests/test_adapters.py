@@ -159,3 +159,139 @@ def test_targets_inside_lora_or_neither_linear_nor_lora_are_refused():
         hd.add_dendrites(lora_model(), hd.DendriteConfig(target_modules=["lora_A.default"]))
     with pytest.raises(ValueError, match="neither an nn.Linear nor a LoRA layer"):
         hd.add_dendrites(lora_model(), hd.DendriteConfig(target_modules=["LayerNorm"]))
+
+
+def tiny_bert(seed: int = 0, **changes) -> torch.nn.Module:
+    """The tiny BERT classifier of `tiny_model(num_labels=2)`, with config fields changed."""
+    from transformers import BertForSequenceClassification
+
+    config = tiny_model(num_labels=2).config
+    for key, value in changes.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
+
+def base_state(model: torch.nn.Module) -> dict:
+    """What a failed load must leave as it was: modules, weights, trainable flags, attributes."""
+    return {
+        "modules": [(name, type(module).__name__) for name, module in model.named_modules()],
+        "weights": {name: tensor.clone() for name, tensor in model.state_dict().items()},
+        "flags": {name: p.requires_grad for name, p in model.named_parameters()},
+        "attributes": sorted(vars(model)),
+        "config": model.config.to_dict(),
+    }
+
+
+def assert_left_as_it_was(model: torch.nn.Module, before: dict) -> None:
+    after = base_state(model)
+    assert after["modules"] == before["modules"]
+    assert not any("lora" in type(m).__name__.lower() or isinstance(m, hd.DendriteLinear) for m in model.modules())
+    assert after["weights"].keys() == before["weights"].keys()
+    assert all(torch.equal(after["weights"][k], before["weights"][k]) for k in before["weights"])
+    assert after["flags"] == before["flags"] and all(after["flags"].values())
+    assert after["attributes"] == before["attributes"] and not hasattr(model, "peft_config")
+    assert after["config"] == before["config"]
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        (lambda: tiny_model(num_labels=2, seed=1), r"has the architecture but not the weights .* 13 of 13 adapted"),
+        (lambda: tiny_bert(num_hidden_layers=3), r"is not the base model .*extra parameters \['bert.encoder.layer.2"),
+        (
+            lambda: tiny_model(num_labels=3),
+            r"is not the base model .*other shapes \['classifier.bias \[3\] \(saved \[2\]",
+        ),
+        (lambda: tiny_model("distilbert", num_labels=2), r"is not the base model .*missing parameters \['bert."),
+    ],
+    ids=["other-weights", "extra-layer", "other-labels", "other-family"],
+)
+def test_a_base_other_than_the_one_saved_is_refused_by_its_fingerprint(tmp_path, base, message):
+    grown_lora_model().save_pretrained(tmp_path)
+    wrong = base()
+    before = base_state(wrong)
+    with pytest.raises(ValueError, match=message):
+        hd.from_pretrained(tmp_path, base_model=wrong)
+    assert_left_as_it_was(wrong, before)
+    fingerprint = json.loads((tmp_path / "dendrite_config.json").read_text())["base_model"]
+    assert fingerprint["parameters"]["classifier.weight"] == [2, 32]
+    assert "bert.encoder.layer.0.attention.self.query" in fingerprint["adapted_layers"]
+
+
+def test_the_same_base_in_half_precision_or_on_purpose_another_checkpoint_loads(tmp_path):
+    from hf_dendrites.adapters import load_adapter_with_dendrites
+
+    model = grown_lora_model()
+    model.save_pretrained(tmp_path)
+    half = hd.from_pretrained(tmp_path, base_model=tiny_model(num_labels=2).to(torch.bfloat16))
+    assert (
+        hd.num_dendrites(half) == 1
+        and half.get_base_model().bert.pooler.dense.base_layer.weight.dtype == torch.bfloat16
+    )
+    other = load_adapter_with_dendrites(tmp_path, tiny_model(num_labels=2, seed=1), verify_base_weights=False)
+    assert hd.num_dendrites(other) == 1 and not torch.equal(logits(other), logits(model))
+
+
+def test_an_adapter_saved_without_a_fingerprint_still_loads(tmp_path):
+    model = grown_lora_model()
+    model.save_pretrained(tmp_path)
+    record_path = tmp_path / "dendrite_config.json"
+    record = json.loads(record_path.read_text())
+    del record["base_model"]  # as written before fingerprints
+    record_path.write_text(json.dumps(record))
+    assert torch.equal(logits(hd.from_pretrained(tmp_path, base_model=tiny_model(num_labels=2))), logits(model))
+
+
+def test_a_failed_load_leaves_the_base_as_it_was_and_a_retry_succeeds(tmp_path):
+    model = grown_lora_model()
+    model.save_pretrained(tmp_path)
+    dendrites = tmp_path / "dendrites.safetensors"
+    data = dendrites.read_bytes()
+    dendrites.write_bytes(data[: len(data) // 2])  # fails after PEFT and the dendrites have wrapped the base
+    base = tiny_model(num_labels=2)
+    before = base_state(base)
+    with pytest.raises(ValueError, match="dendrites.safetensors"):
+        hd.from_pretrained(tmp_path, base_model=base)
+    assert_left_as_it_was(base, before)
+    dendrites.write_bytes(data)
+    loaded = hd.from_pretrained(tmp_path, base_model=base)  # the same base object, once the file is whole
+    assert hd.num_dendrites(loaded) == 1 and torch.equal(logits(loaded), logits(model))
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        (
+            lambda: tiny_model(num_labels=3),
+            r"(?s)adapter_model.safetensors does not fit this base model .*size mismatch",
+        ),
+        (
+            lambda: tiny_model("distilbert", num_labels=2),
+            r"PEFT cannot apply the adapter in .* \(DistilBertForSequenceClassification\): No modules were targeted",
+        ),
+    ],
+    ids=["other-labels", "other-family"],
+)
+def test_a_wrong_base_for_an_adapter_without_fingerprint_is_named_and_left_as_it_was(tmp_path, base, message):
+    model = grown_lora_model()
+    model.save_pretrained(tmp_path)
+    record = json.loads((tmp_path / "dendrite_config.json").read_text())
+    del record["base_model"]
+    (tmp_path / "dendrite_config.json").write_text(json.dumps(record))
+    wrong = base()
+    before = base_state(wrong)
+    with pytest.raises(ValueError, match=message):
+        hd.from_pretrained(tmp_path, base_model=wrong)
+    assert_left_as_it_was(wrong, before)
+    assert torch.equal(logits(hd.from_pretrained(tmp_path, base_model=tiny_model(num_labels=2))), logits(model))
+
+
+def test_a_base_that_already_has_an_adapter_or_dendrites_is_refused_untouched(tmp_path):
+    grown_lora_model().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="base_model already has a PEFT adapter"):
+        hd.from_pretrained(tmp_path, base_model=lora_model())
+    augmented = hd.add_dendrites(tiny_model(num_labels=2), hd.DendriteConfig())
+    with pytest.raises(ValueError, match="base_model already has dendrites"):
+        hd.from_pretrained(tmp_path, base_model=augmented)
+    assert not hasattr(augmented, "peft_config")

@@ -22,7 +22,11 @@ REPO = "user/tiny-dendrites"
 
 
 def client(hub: LocalHub, call: str, timeout: float = 240) -> dict:
-    proc = run_client(f"import hub_clients; hub_clients.{call}", hub.endpoint_env(), timeout=timeout, cwd=TESTS)
+    return client_code(hub, f"import hub_clients; hub_clients.{call}", timeout)
+
+
+def client_code(hub: LocalHub, code: str, timeout: float = 240) -> dict:
+    proc = run_client(code, hub.endpoint_env(), timeout=timeout, cwd=TESTS)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     # anything else on stdout (an interactive prompt above all) is a failure too
     assert len(lines) == 1 and not proc.stdout.replace(lines[0], "").strip(), (
@@ -217,3 +221,27 @@ def test_a_lora_adapter_with_dendrites_pushes_alone_and_loads_back_onto_its_base
     assert {"peft", "lora", "dendrites"} <= set(front_matter["tags"])
     assert "LORA adapter (rank 4, alpha 8, on `query`, `value`) with" in card
     assert "PeftModel.from_pretrained` refuses this adapter" in card
+
+
+def test_a_repo_whose_config_was_edited_is_refused_by_the_library_and_by_the_remote_code(hub, tmp_path):
+    repo = "user/edited-activation"
+    client(hub, f"push_tiny({repo!r}, {str(tmp_path)!r})")
+    config = json.loads(hub.read_file(repo, "config.json"))
+    config["dendrites"]["config"]["activation"] = "tanh"  # the weights were trained with sigmoid dendrites
+    hub.write_file(repo, "config.json", json.dumps(config).encode())
+    message = "activation: config.json says 'tanh', the weights were saved with 'sigmoid'"
+    library = client(hub, f"load_with_library({repo!r}, {str(tmp_path)!r})")
+    assert message in library.get("error", ""), library
+    remote = client_code(
+        hub,
+        f"""
+        import sys
+        import hub_clients
+        try:
+            hub_clients.load_without_library({repo!r})
+        except ValueError as error:
+            imported = any(name.startswith("hf_dendrites") for name in sys.modules)
+            hub_clients.report(error=str(error), hf_dendrites_imported=imported)
+        """,
+    )
+    assert remote["hf_dendrites_imported"] is False and message in remote.get("error", ""), remote

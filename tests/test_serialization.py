@@ -204,3 +204,63 @@ def test_config_json_that_is_not_an_object(tmp_path, content, message):
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ValueError, match=message):
         hd.from_pretrained(tmp_path)
+
+
+def _edit_config(folder, change) -> None:
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    change(config)
+    config_path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("setting", "edited", "named"),
+    [
+        ("activation", "tanh", "activation"),
+        ("mode", "gd", "mode"),
+        ("cascade", True, "cascade"),
+        ("dendrite_rank", 4, "rank"),
+    ],
+)
+def test_remote_code_refuses_settings_edited_in_config_json_as_the_library_does(tmp_path, setting, edited, named):
+    grown_model().save_pretrained(tmp_path)
+    _edit_config(tmp_path, lambda config: config["dendrites"]["config"].update({setting: edited}))
+    message = rf"{named}: config.json says {edited!r}, the weights were saved with .*\(all 14 of 14 layers"
+    with pytest.raises(ValueError, match=message):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True)
+    with pytest.raises(ValueError, match=message):
+        hd.from_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dendrites"]["config"][setting] == edited  # untouched
+
+
+@pytest.mark.parametrize("edit_count", [False, True], ids=["as-saved", "count-edited"])
+def test_remote_code_refuses_ignore_mismatched_sizes_and_says_how_to_load(tmp_path, edit_count):
+    grown_model().save_pretrained(tmp_path)
+    if edit_count:  # the size mismatch transformers reports, and whose fix it suggests is this flag
+        _edit_config(tmp_path, lambda config: config["dendrites"]["layers"]["classifier"].update({"dendrites": 3}))
+        with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+            AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True)
+    with pytest.raises(ValueError, match=r"holds a model with dendrites.*hf_dendrites\.from_pretrained\(") as caught:
+        AutoModelForSequenceClassification.from_pretrained(
+            tmp_path, trust_remote_code=True, ignore_mismatched_sizes=True
+        )
+    assert "trust_remote_code=True" in str(caught.value) and str(tmp_path) in str(caught.value)
+
+
+def test_a_model_saved_again_by_the_remote_code_keeps_its_settings_records_and_loads_both_ways(tmp_path):
+    model = grown_model()
+    model.save_pretrained(tmp_path / "saved")
+    remote = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    remote.save_pretrained(tmp_path / "again")
+    weights = load_file(tmp_path / "again" / "model.safetensors")
+    assert {key for key in weights if weights[key].dtype == torch.uint8} == {
+        f"{name}.weight" for name in hd.dendrite_layers(model)
+    }
+    batch = token_batch()
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again", trust_remote_code=True)
+    assert torch.equal(logits(again, batch), logits(model, batch))
+    assert torch.equal(logits(hd.from_pretrained(tmp_path / "again"), batch), logits(model, batch))
+    # and an edit there is refused too
+    _edit_config(tmp_path / "again", lambda config: config["dendrites"]["config"].update({"activation": "relu"}))
+    with pytest.raises(ValueError, match="activation: config.json says 'relu'"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path / "again", trust_remote_code=True)
