@@ -9,11 +9,13 @@ helping, training ends and `trainer.model` is the best model seen. The budget is
 Beyond the callback, this class makes checkpoints resumable across growth (the checkpoint's
 structure is rebuilt before its weights load, strictly), never lets `load_best_model_at_end`
 mix a pre-growth checkpoint into a grown model, and scales the loss correctly under gradient
-accumulation.
+accumulation. `train()` holds a lock on `output_dir` (`run_lock.py`), so a second run writing
+it is refused, and resuming a run that had finished trains no further.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -43,6 +45,7 @@ from .hub import push_to_hub as push_model
 from .model import dendrite_layers, has_dendrites, is_peft_model, unchanged_on_error
 from .optimization import constant_schedule, in_dendrite_phase, phase_optimizer
 from .plotting import HISTORY_PLOT
+from .run_lock import RunLock
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 
 logger = logging.getLogger(__name__)
@@ -126,6 +129,8 @@ class DendriteTrainer(DistillationMixin, Trainer):
         self.dendrite_callback.dendrite_training_step = True  # see training_step
         self.dendrite_callback.diagnostics = diagnostics
         self.add_callback(self.dendrite_callback)
+        # Set when train() resumes from a checkpoint of a run that had finished (see _run_epoch).
+        self._resumed_a_finished_run = False
 
     @property
     def tracker(self):
@@ -134,17 +139,25 @@ class DendriteTrainer(DistillationMixin, Trainer):
     # ------------------------------------------------------------------ checks before training
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint."""
-        self.check_metric_name()
-        if resume_from_checkpoint is True:
-            latest = last_complete_checkpoint(self.args.output_dir)
-            if latest is None:
-                raise ValueError(
-                    f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete dendrite checkpoint "
-                    f"(a {PREFIX_CHECKPOINT_DIR}-<step> folder with {STATE_FILE})"
-                )
-            resume_from_checkpoint = str(latest)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        """`Trainer.train`; `resume_from_checkpoint=True` takes the newest *complete* checkpoint.
+
+        The process that saves (`args.should_save`) holds `output_dir`'s run lock throughout: a
+        second run writing the same folder would mix its checkpoints with this one's, so it is
+        refused (`OutputDirLockedError`) before anything there is read or written. Other processes
+        of a distributed run write nothing there and take no lock.
+        """
+        with RunLock(self.args.output_dir) if self.args.should_save else contextlib.nullcontext():
+            self._resumed_a_finished_run = False
+            self.check_metric_name()
+            if resume_from_checkpoint is True:
+                latest = last_complete_checkpoint(self.args.output_dir)
+                if latest is None:
+                    raise ValueError(
+                        f"resume_from_checkpoint=True, but {self.args.output_dir} holds no complete dendrite "
+                        f"checkpoint (a {PREFIX_CHECKPOINT_DIR}-<step> folder with {STATE_FILE})"
+                    )
+                resume_from_checkpoint = str(latest)
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def check_metric_name(self) -> None:
         """Evaluate a few examples and make sure the growth metric is among the results.
@@ -319,6 +332,26 @@ class DendriteTrainer(DistillationMixin, Trainer):
             else:
                 load_weights(model, weight_files, format_version=record["format_version"])
         self.dendrite_callback.apply_state(state, best)
+        self._resumed_a_finished_run = self.tracker.is_complete
+        if self._resumed_a_finished_run:
+            logger.warning(
+                "dendrites: %s is a checkpoint of a run that had finished (%s): nothing is left to train, and the "
+                "model is that run's final model. To train further, start a new run from it",
+                folder,
+                self.tracker.completed_reason,
+            )
+
+    def _run_epoch(self, *args: Any, **kwargs: Any) -> None:
+        """No epoch runs once a resumed run turns out to have finished.
+
+        Its tracker ended training before `max_steps`; the Trainer would otherwise train on to
+        `max_steps` with growth over, and then restore the best model anyway. Callbacks still see
+        `on_train_begin` and `on_train_end` (which restores the best model, as the run did).
+        """
+        if self._resumed_a_finished_run:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
 
     @staticmethod
     def _check_compatible(folder: os.PathLike, record: dict[str, Any], model: torch.nn.Module) -> None:

@@ -9,12 +9,14 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from test_run_lock import finished_pid, held_by_another_process, write_stale_lock
 from tiny_models import tiny_model, token_batch
 from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig, DendriteTrainer
 from hf_dendrites.metrics import build_compute_metrics
+from hf_dendrites.run_lock import LOCK_FILE, OutputDirLockedError, RunLock
 
 
 def synthetic(n: int, seed: int) -> datasets.Dataset:
@@ -472,3 +474,85 @@ def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full
     trainer.save_model(str(tmp_path / "final"))
     saved = json.loads((tmp_path / "final" / "config.json").read_text())
     assert saved["dendrites"]["config"]["patience"] == 3
+
+
+# ---------------------------------------------------------------- one writer per output_dir; a finished run stays finished
+
+
+def copy_of_finished_run(full_run, folder: Path) -> Path:
+    """The full run's output_dir, copied: resuming in it must not disturb the module's fixture."""
+    reference, output_dir = full_run
+    assert reference.tracker.is_complete and reference.state.global_step < reference.args.max_steps
+    shutil.copytree(output_dir, folder)
+    return folder
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    expected, actual = a.state_dict(), b.state_dict()
+    return actual.keys() == expected.keys() and all(torch.equal(actual[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("resume", ["final_checkpoint", "true"])
+def test_resuming_a_finished_run_trains_no_further(full_run, tmp_path, caplog, resume):
+    """Growth ended the run at step 16 of 40; resuming from its final checkpoint must not train on to 40."""
+    reference, _ = full_run
+    run = copy_of_finished_run(full_run, tmp_path / "run")
+    checkpoints = sorted(p.name for p in run.glob("checkpoint-*"))
+    final = run / f"checkpoint-{reference.state.global_step}"
+    assert (final / "dendrite_state.json").is_file()
+    trainer = make_trainer(run)
+    with caplog.at_level("WARNING", logger="hf_dendrites.trainer"):
+        result = trainer.train(resume_from_checkpoint=str(final) if resume == "final_checkpoint" else True)
+    assert result.global_step == trainer.state.global_step == reference.state.global_step
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == checkpoints  # nothing trained, nothing saved
+    assert same_weights(reference.model, trainer.model)  # the run's final (best) model
+    assert f"{final} is a checkpoint of a run that had finished" in caplog.text
+    assert trainer.tracker.is_complete and trainer.tracker.history == reference.tracker.history
+    again = make_trainer(run)  # a later run on the same output_dir: the lock was given back
+    again.train(resume_from_checkpoint=True)
+    assert again.state.global_step == reference.state.global_step and same_weights(reference.model, again.model)
+
+
+def test_a_second_run_on_an_output_dir_in_use_is_refused_before_touching_it(tmp_path):
+    trainer = make_trainer(tmp_path, args={"max_steps": 4})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(OutputDirLockedError) as refused:
+            trainer.train()
+        message = str(refused.value)
+        assert str(tmp_path) in message and f"pid {pid}" in message and str(tmp_path / LOCK_FILE) in message
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, LOCK_FILE])  # the owner's file only
+        assert RunLock(tmp_path).owner().pid == pid
+    assert trainer.state.global_step == 0
+
+
+def test_a_stale_lock_left_by_a_killed_run_is_taken_over_with_a_warning(full_run, tmp_path, caplog):
+    run = copy_of_finished_run(full_run, tmp_path / "run")
+    dead = finished_pid()
+    write_stale_lock(run, dead)
+    trainer = make_trainer(run)
+    with caplog.at_level("WARNING", logger="hf_dendrites.run_lock"):
+        trainer.train(resume_from_checkpoint=True)
+    assert f"taking over the run lock {run / LOCK_FILE} left by pid {dead}" in caplog.text
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_the_lock_is_given_back_when_train_returns_or_raises(full_run, tmp_path):
+    _, output_dir = full_run
+    assert not (output_dir / LOCK_FILE).exists()  # the full run returned
+    trainer = make_trainer(tmp_path, args={"metric_for_best_model": "acuracy"})
+    with pytest.raises(ValueError, match="acuracy"):
+        trainer.train()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with RunLock(tmp_path), RunLock(output_dir):  # both free
+        pass
+
+
+def test_only_the_process_that_saves_takes_the_lock(full_run, tmp_path, monkeypatch):
+    """Ranks other than the main one write nothing in output_dir: they neither take the lock nor fail on it."""
+    run = copy_of_finished_run(full_run, tmp_path / "run")
+    monkeypatch.setattr(TrainingArguments, "should_save", property(lambda self: False))
+    with held_by_another_process(run) as pid:
+        trainer = make_trainer(run)
+        trainer.train(resume_from_checkpoint=True)  # as rank 1 would: not refused
+        assert RunLock(run).owner().pid == pid  # and the owner's lock untouched
