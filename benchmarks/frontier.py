@@ -8,7 +8,8 @@ study measures that regime with controls that make the answer clean. Per regime:
 - at a few small widths, with the same epoch budget, constant learning rate and growth decided on
   validation loss (the smoother signal; scores are test accuracy):
   - `restarts`: plain, restarted (best model, fresh optimizer) wherever PB would grow
-    (`RestartOnPlateauCallback`, the same policy), stopping when a restart no longer helps;
+    (`RestartOnPlateauCallback`, the same policy), stopping when a restart no longer helps; in a
+    regime with a scheduled first growth, one restart at that epoch (`RestartFromBestCallback`);
   - `pb` and `gd`: `DendriteTrainer` with PB (cached candidate learner) or GD dendrites;
   - `shuffled_errors`: `pb` with candidates fitted to error rows permuted across examples;
   - `pb_lowrank`: `pb` with low-rank dendrite sets (`dendrite_rank`);
@@ -21,7 +22,8 @@ over test signals.
 Regime `masked_lm`: a 2-layer BERT of hidden size w (2 heads, feed-forward 4w) pretrained from
 scratch with masked-LM on ~1M tokens of the offline corpus (`benchmarks.masked_lm`: 8K WordPiece
 vocabulary, 64-token blocks, fixed validation and test masks), dendrites on the encoder's Linear
-layers; test masked-LM loss, paired over test blocks. Total and non-embedding parameters are both
+layers; test masked-LM loss, paired over test blocks. Its validation loss falls at every one of the
+8 epochs, so a stall never comes: the first growth (and restart) is scheduled at the end of epoch 4. Total and non-embedding parameters are both
 recorded; arms are matched on total parameters.
 
 `python -m benchmarks.frontier` writes one file per regime/arm/width/seed under
@@ -81,6 +83,9 @@ class Regime:
     target_modules: tuple[str, ...] | None  # None: the model family's defaults
     low_rank: int
     settings: dict[str, Any] = field(default_factory=dict)
+    # Grow (and restart) at the end of this epoch without waiting for a stall: a model trained from
+    # scratch on a fixed budget may still improve at every evaluation, and then never grows.
+    first_growth_epoch: int | None = None
 
 
 REGIMES = {
@@ -112,6 +117,7 @@ REGIMES = {
         learning_rate=1e-3,
         target_modules=None,
         low_rank=4,
+        first_growth_epoch=4,  # validation loss fell at every one of 8 epochs: stall-driven growth never came
         settings={
             "layers": 2,
             "heads": 2,
@@ -160,7 +166,16 @@ def dendrite_config(regime: Regime, arm: str) -> hd.DendriteConfig:
         mode="gd" if arm == "gd" else "pb",
         candidate_shuffled_errors=arm == "shuffled_errors",
         dendrite_rank=regime.low_rank if arm == "pb_lowrank" else None,
+        first_growth_epoch=regime.first_growth_epoch,
     )
+
+
+def restart_callback(regime: Regime, trainer: Trainer) -> TrainerCallback:
+    """The `restarts` arm: restart where PB would grow. With a scheduled first growth that is the end
+    of that epoch (one restart; PB may grow again after a later stall, which this arm does not copy)."""
+    if regime.first_growth_epoch is not None:
+        return hd.RestartFromBestCallback(trainer, [regime.first_growth_epoch])
+    return hd.RestartOnPlateauCallback(trainer, dendrite_config(regime, "restarts"))
 
 
 def training_arguments(regime: Regime, seed: int, output_dir: str) -> TrainingArguments:
@@ -339,7 +354,7 @@ def train_run(regime: Regime, arm: str, width: int, seed: int, data: dict[str, A
         if arm in (LINE, "wider", "restarts"):
             trainer = task.trainer_class(model=model, **common)
             if arm == "restarts":
-                trainer.add_callback(hd.RestartOnPlateauCallback(trainer, dendrite_config(regime, arm)))
+                trainer.add_callback(restart_callback(regime, trainer))
             trainer.add_callback(KeepBest(trainer, regime.growth_metric, greater_is_better=False))
         else:
             trainer = task.dendrite_trainer_class(
@@ -566,7 +581,8 @@ def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRON
             "growth_metric": f"validation {regime.growth_metric}",
             "batch_size": regime.batch_size,
             "learning_rate": regime.learning_rate,
-            "target_modules": list(regime.target_modules),
+            "target_modules": None if regime.target_modules is None else list(regime.target_modules),
+            "first_growth_epoch": regime.first_growth_epoch,
             "low_rank": regime.low_rank,
             **regime.settings,
         },

@@ -433,10 +433,16 @@ def frontier_table(results: dict) -> str:
         metric, scale = regime["metric"], 100 if regime["metric"] == "accuracy" else 1
         settings = regime["settings"]
         unit = " (%)" if scale == 100 else ""
+        digits = 2 if scale == 100 else 3
+        scheduled = settings.get("first_growth_epoch")
+        commits = ", ".join(commit[:7] for commit in regime.get("commits", []))
         lines += [
             "",
             f"**{name}** ({settings['epochs']} epochs, batch {settings['batch_size']}, lr {settings['learning_rate']:g}; "
-            f"low-rank arm at rank {settings['low_rank']}):",
+            f"low-rank arm at rank {settings['low_rank']}"
+            + (f"; first growth and restart at the end of epoch {scheduled}" if scheduled is not None else "")
+            + (f"; code {commits}" if commits else "")
+            + "):",
             "",
             f"| arm | width | parameters | non-embedding | test {metric}{unit} | n | dendrites per neuron | epochs trained |",
             "|---|---|---|---|---|---|---|---|",
@@ -447,9 +453,12 @@ def frontier_table(results: dict) -> str:
                 width += f" (plain width {point['trained_width']})"
             lines.append(
                 f"| {point['arm']} | {width} | {point['parameters']:,.0f} | {point['non_embedding_parameters']:,.0f} "
-                f"| {scale * point['metric_mean']:.2f} ± {scale * point['metric_std']:.2f} | {len(point['seeds'])} "
+                f"| {scale * point['metric_mean']:.{digits}f} ± {scale * point['metric_std']:.{digits}f} | {len(point['seeds'])} "
                 f"| {point['dendrites_per_neuron_mean']:.2f} | {point['epochs_trained_mean']:.1f} |"
             )
+        if not regime["comparisons"]:
+            lines += ["", "No dendrite arm has results yet: only the width line is measured."]
+            continue
         lines += [
             "",
             "| arm | width | minus restarts [95%] | minus the width line [95%] (between widths) |",
@@ -459,7 +468,7 @@ def frontier_table(results: dict) -> str:
         def paired(entry: dict | None) -> str:
             if not entry:
                 return "–"
-            text = f"{scale * entry['difference']:+.2f} [{scale * entry['low']:+.2f}, {scale * entry['high']:+.2f}]"
+            text = f"{scale * entry['difference']:+.{digits}f} [{scale * entry['low']:+.{digits}f}, {scale * entry['high']:+.{digits}f}]"
             return text + (
                 f" ({entry['between_widths'][0]}–{entry['between_widths'][1]})" if "between_widths" in entry else ""
             )

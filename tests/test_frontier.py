@@ -96,3 +96,11 @@ def test_masked_lm_outcomes_are_the_blocks_losses():
     assert frontier.task_of(frontier.REGIMES["masked_lm"]).outcomes(run, None).tolist() == [2.5, 3.0]
     total, non_embedding = frontier.task_of(frontier.REGIMES["masked_lm"]).parameters(32)
     assert 0 < non_embedding < total
+
+
+def test_a_scheduled_first_growth_reaches_the_dendrite_config_and_the_restarts_arm():
+    regime = frontier.REGIMES["masked_lm"]
+    assert regime.first_growth_epoch is not None
+    for arm in frontier.DENDRITE_ARMS:
+        assert frontier.dendrite_config(regime, arm).first_growth_epoch == regime.first_growth_epoch
+    assert frontier.dendrite_config(REGIME, "pb").first_growth_epoch is None  # mnist1d grows on a stall
