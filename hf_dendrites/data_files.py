@@ -129,6 +129,35 @@ def _file_format(paths: Iterable[str]) -> str:
     return formats.pop()
 
 
+def _read_file(builder: str, path: str, kwargs: dict[str, Any]) -> datasets.Dataset:
+    """One data file as a Dataset; a file that cannot be parsed or holds no rows is an error naming it."""
+    try:
+        dataset = datasets.load_dataset(builder, data_files=path, split="train", **kwargs)
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as error:
+        if "corresponds to no data" in str(error):
+            raise ValueError(f"{path} holds no examples (only a header, or empty)") from error
+        cause = error.__cause__ or error
+        raise ValueError(f"{path} cannot be read as {builder}: {type(cause).__name__}: {cause}") from error
+    if len(dataset) == 0:
+        raise ValueError(f"{path} holds no examples (only a header, or empty)")
+    return dataset
+
+
+def _check_labels_were_trained(
+    columns: Mapping[str, tuple[list[str], list[str], list[int]]], names: list[str], source: str
+) -> None:
+    """A class that appears in validation or test but never in training can never be predicted: say so."""
+    trained = set(columns["train"][2]) if "train" in columns else set()
+    for split, (_, _, labels) in columns.items():
+        unknown = sorted({label for label in labels if label >= 0} - trained)
+        if unknown:
+            shown = [names[label] if label < len(names) else str(label) for label in unknown]
+            raise ValueError(
+                f"labels {shown} appear in split {split!r} of {source} but never in the training split: a model cannot "
+                "learn a class it never sees; check the label column, or move examples of these classes into training"
+            )
+
+
 def load_local(
     path_or_paths: str | Path | Mapping[str, str | Path],
     *,
@@ -160,7 +189,8 @@ def load_local(
     if builder == "csv":
         # Keep "NA"/"null"/"" texts as strings instead of pandas' NaN guessing.
         kwargs["keep_default_na"] = False
-    raw = datasets.load_dataset(builder, data_files=data_files, **kwargs)
+    splits = data_files if isinstance(data_files, dict) else {"train": data_files}
+    raw = datasets.DatasetDict({split: _read_file(builder, path, kwargs) for split, path in splits.items()})
     source = ", ".join(file_list)
     columns, names = _normalise(
         raw,
@@ -171,6 +201,8 @@ def load_local(
         id_prefix=isinstance(data_files, dict),
     )
     if isinstance(data_files, dict):
+        if "train" in columns:
+            _check_labels_were_trained(columns, names, source)
         features = task_features(names)
         return datasets.DatasetDict({split: make_dataset(*columns[split], features) for split in data_files})
     ids, texts, labels = columns["train"]
@@ -204,7 +236,13 @@ def load_hub(
     :func:`hash_split`, so it is reproducible from ``seed``. Note that some
     Hub test splits are unlabelled (label -1, e.g. GLUE); a warning is logged.
     """
-    raw = datasets.load_dataset(name, config_name, **load_dataset_kwargs)
+    try:
+        raw = datasets.load_dataset(name, config_name, **load_dataset_kwargs)
+    except ConnectionError as error:
+        raise ConnectionError(
+            f"the Hub dataset {name!r} cannot be reached ({error}) and is not in the local cache: it needs the network "
+            "the first time; offline, give your data as files (train_file / validation_file) or use a built-in task"
+        ) from error
     if not isinstance(raw, datasets.DatasetDict):
         raw = datasets.DatasetDict({"train": raw})
     if "train" not in raw:

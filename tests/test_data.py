@@ -322,3 +322,43 @@ def test_load_hub_carves_validation(monkeypatch):
     assert {s: dd[s].num_rows for s in dd} == {"train": 36, "validation": 4, "test": 2}
     assert dd["train"].features["label"].names == ["neg", "pos"]
     assert set(dd["train"]["id"]).isdisjoint(dd["validation"]["id"])
+
+
+def test_a_file_with_only_a_header_is_refused_naming_it(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", _rows())
+    empty = _write_csv(tmp_path / "empty.csv", [])
+    for files in (empty, {"train": empty, "validation": train}, {"train": train, "validation": empty}):
+        with pytest.raises(ValueError, match=r"empty\.csv holds no examples"):
+            data_files.load_local(files, text_column="sentence", label_column="category")
+
+
+def test_a_broken_jsonl_line_is_refused_naming_the_file(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "label": 0}\n{"text": "b", "label": 1\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"broken\.jsonl cannot be read as json.*parse error"):
+        data_files.load_local(broken)
+
+
+@pytest.mark.parametrize("labels", [("zebra", "mango"), (0, 5)])
+def test_a_label_never_seen_in_training_is_refused(tmp_path, labels):
+    train_rows = [
+        {"text": f"t{i}", "label": ("zebra", "apple")[i % 2] if isinstance(labels[0], str) else i % 2} for i in range(8)
+    ]
+    validation_rows = [{"text": f"v{i}", "label": label} for i, label in enumerate(labels)]
+    files = {
+        "train": _write_jsonl(tmp_path / "train.jsonl", train_rows),
+        "validation": _write_jsonl(tmp_path / "v.jsonl", validation_rows),
+    }
+    with pytest.raises(
+        ValueError, match=rf"labels \['{labels[1]}'\] appear in split 'validation'.*never in the training split"
+    ):
+        data_files.load_local(files)
+
+
+def test_an_unreachable_hub_dataset_says_how_to_work_offline(monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'someone/reviews' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match=r"'someone/reviews' cannot be reached.*train_file"):
+        data_files.load_hub("someone/reviews")
