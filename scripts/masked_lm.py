@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer = masked_lm.MaskedLMDendriteTrainer(**common, dendrite_config=dendrite_config)
 
     start = time.time()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=train.resume_target(training_args.resume_from_checkpoint))
     seconds = time.time() - start
     history = [
         {"epoch": e["epoch"], "step": e["step"], "loss": e["eval_loss"]}

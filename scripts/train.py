@@ -677,6 +677,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if dendrite_args.restart_at_epochs and dendrite_args.restart_on_plateau:
         raise ValueError("give --restart_at_epochs or --restart_on_plateau, not both")
     check_ignored_flags(dendrite_args, distill_args)
+    resume = resume_target(training_args.resume_from_checkpoint)  # before anything is loaded
     restarts = None
     distillation = (
         DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)
@@ -767,7 +768,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         trainer.add_callback(TeacherAgreementCallback(trainer, samples, common["data_collator"]))
 
     start = time.time()
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     evaluations = evaluation_history(trainer.state.log_history)  # before the final evaluations below
     if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
@@ -833,6 +834,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["holdout"] = holdout
     print_table(results, save_results(trainer, training_args, results))
     return results
+
+
+def resume_target(value: str | None) -> str | bool | None:
+    """What `--resume_from_checkpoint` asks for: a checkpoint folder, or `true` for the newest complete
+    one in `output_dir` (the flag reaches the script as text, and "true" is not a folder)."""
+    if value is None or value.strip().lower() in ("", "false", "none"):
+        return None
+    if value.strip().lower() in ("true", "latest"):
+        return True
+    if not Path(value).is_dir():
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {value!r} is not a folder: give a checkpoint folder "
+            "(output_dir/checkpoint-<step>) or 'true' for the newest complete one"
+        )
+    return value
 
 
 def save_results(trainer: Trainer, training_args: TrainingArguments, results: dict[str, Any]) -> Path:

@@ -332,3 +332,12 @@ def test_a_recipe_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
 def test_a_flag_the_run_would_ignore_is_refused_by_name(flags, message):
     with pytest.raises(ValueError, match=message):
         train.main([*flags, "--output_dir", "unused"])
+
+
+def test_resume_from_checkpoint_true_means_the_newest_checkpoint_not_a_folder_named_true(tmp_path):
+    assert train.resume_target("true") is True and train.resume_target("True") is True
+    assert train.resume_target(None) is None and train.resume_target("false") is None
+    assert train.resume_target(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"--resume_from_checkpoint 'no/such/checkpoint' is not a folder"):
+        train.main(["--resume_from_checkpoint", "no/such/checkpoint", "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
