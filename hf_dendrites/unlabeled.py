@@ -74,6 +74,20 @@ def read_unlabeled_file(path: str | os.PathLike, text_column: str = "text") -> l
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"unlabelled text file not found: {path}")
+    try:
+        texts = _read_texts(path, text_column)
+    except UnicodeDecodeError as error:
+        raise ValueError(f"the unlabelled text file {path} is not UTF-8 text ({error}); convert it to UTF-8") from error
+    except datasets.exceptions.DatasetGenerationError as error:
+        cause = error.__cause__ or error
+        raise ValueError(f"the unlabelled text file {path} cannot be read: {type(cause).__name__}: {cause}") from error
+    texts = [text for text in texts if text.strip()]
+    if not texts:
+        raise ValueError(f"the unlabelled text file {path} holds no text")
+    return texts
+
+
+def _read_texts(path: Path, text_column: str) -> list[str]:
     name = path.name.lower().removesuffix(".gz")
     if name.endswith(".txt"):
         opener = gzip.open if path.suffix == ".gz" else open
@@ -88,9 +102,6 @@ def read_unlabeled_file(path: str | os.PathLike, text_column: str = "text") -> l
         texts = [text for text in loaded[text_column] if isinstance(text, str)]
     else:
         raise ValueError(f"unsupported unlabelled file type {path}; use .txt (one text per line), .csv or .jsonl")
-    texts = [text for text in texts if text.strip()]
-    if not texts:
-        raise ValueError(f"the unlabelled text file {path} holds no text")
     return texts
 
 

@@ -86,3 +86,18 @@ def test_user_file_is_read_and_an_empty_one_is_refused(tmp_path):
         read_unlabeled_file(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="'text'"):
         read_unlabeled_file(table)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("latin1.txt", "caf\xe9 au lait\n".encode("latin-1"), "is not UTF-8 text"),
+        ("latin1.csv", "text\ncaf\xe9\n".encode("latin-1"), "is not UTF-8 text"),
+        ("broken.jsonl", b'{"text": "a"}\n{"text": "b"\n', "cannot be read"),
+    ],
+)
+def test_an_unreadable_unlabelled_file_is_refused_naming_it(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"the unlabelled text file .*{name} {message}"):
+        read_unlabeled_file(path)
