@@ -138,7 +138,25 @@ class DistillationMixin:
                     f"distillation needs a {TEACHER_LOGITS!r} column in train_dataset (it has {sorted(columns)}): "
                     "add it with hf_dendrites.teacher.add_teacher_logits"
                 )
+            if columns is not None:
+                self._check_teacher_logit_sizes()
         return super().train(*args, **kwargs)
+
+    def _check_teacher_logit_sizes(self) -> None:
+        """Every row's teacher logits must have one value per class of the student: ragged or other-sized
+        logits would otherwise fail deep in the collator, or later in the loss, with a shape error."""
+        sizes = sorted({len(row) for row in self.train_dataset[TEACHER_LOGITS]})
+        classes = getattr(getattr(self.model, "config", None), "num_labels", None)
+        if len(sizes) > 1:
+            raise ValueError(
+                f"the {TEACHER_LOGITS!r} column of train_dataset has rows of {sizes} values: every row needs one logit "
+                "per class (recompute them with hf_dendrites.teacher.add_teacher_logits)"
+            )
+        if classes is not None and sizes and sizes[0] != classes:
+            raise ValueError(
+                f"the {TEACHER_LOGITS!r} column of train_dataset has {sizes[0]} values a row but the model has "
+                f"{classes} labels: the teacher must classify into the same labels as the student"
+            )
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()

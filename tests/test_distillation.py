@@ -273,3 +273,21 @@ def test_a_labels_only_loss_on_an_unlabelled_batch_is_zero_and_backpropagates():
     loss = distillation_loss(student, torch.randn(3, 2), torch.full((3,), -100), alpha=0.0)
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(student.grad, torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [((2, 3), r"rows of \[2, 3\] values"), ((3, 3), "has 3 values a row but the model has 2 labels")],
+)
+def test_ragged_or_other_sized_teacher_logits_are_refused_before_training(tmp_path, sizes, message):
+    logits = [[0.5] * sizes[row % 2] for row in range(len(TRAIN))]
+    train = TRAIN.add_column("teacher_logits", logits)
+    trainer = DistillationTrainer(
+        tiny_model(num_labels=2),
+        training_args(tmp_path, eval_strategy="no", save_strategy="no"),
+        train_dataset=train,
+        distillation=DistillationConfig(),
+    )
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+    assert trainer.state.global_step == 0
