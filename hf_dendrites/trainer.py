@@ -148,6 +148,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         """
         with RunLock(self.args.output_dir) if self.args.should_save else contextlib.nullcontext():
             self._resumed_a_finished_run = False
+            self.check_datasets()
             self.check_metric_name()
             if resume_from_checkpoint is True:
                 latest = last_complete_checkpoint(self.args.output_dir)
@@ -158,6 +159,31 @@ class DendriteTrainer(DistillationMixin, Trainer):
                     )
                 resume_from_checkpoint = str(latest)
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def check_datasets(self) -> None:
+        """Refuse what would fail late or quietly: an empty training or evaluation set, and class labels
+        the model has no output for (torch's message names neither the dataset nor the label)."""
+        for name, dataset in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
+            if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+                raise ValueError(f"{name} holds no examples: DendriteTrainer needs examples to train and evaluate on")
+        classes = getattr(getattr(self.model, "config", None), "num_labels", None)
+        if classes is None or getattr(self.model.config, "problem_type", None) not in (
+            None,
+            "single_label_classification",
+        ):
+            return
+        for name, dataset in (("train_dataset", self.train_dataset), ("eval_dataset", self.eval_dataset)):
+            if "labels" not in (getattr(dataset, "column_names", None) or ()):
+                continue
+            column = dataset["labels"]
+            if not column or not isinstance(column[0], int):  # token-level or regression labels: not class ids
+                continue
+            wrong = sorted({label for label in column if label >= classes or (label < 0 and label != -100)})
+            if wrong:
+                raise ValueError(
+                    f"{name} has labels {wrong[:5]} outside the model's {classes} classes (0..{classes - 1}; -100 "
+                    "marks an unlabelled row): build the model with num_labels covering every label"
+                )
 
     def check_metric_name(self) -> None:
         """Evaluate a few examples and make sure the growth metric is among the results.

@@ -65,11 +65,9 @@ def make_trainer(output_dir: Path, config: DendriteConfig | None = None, args: d
     return DendriteTrainer(
         tiny_model(num_labels=2),
         training_args(output_dir, **(args or {})),
-        train_dataset=TRAIN,
-        eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
         dendrite_config=config or dendrite_config(),
-        **kwargs,
+        **{"train_dataset": TRAIN, "eval_dataset": VALIDATION, **kwargs},
     )
 
 
@@ -556,3 +554,21 @@ def test_only_the_process_that_saves_takes_the_lock(full_run, tmp_path, monkeypa
         trainer = make_trainer(run)
         trainer.train(resume_from_checkpoint=True)  # as rank 1 would: not refused
         assert RunLock(run).owner().pid == pid  # and the owner's lock untouched
+
+
+@pytest.mark.parametrize(
+    ("datasets_given", "message"),
+    [
+        (dict(train_dataset=TRAIN.select([])), "train_dataset holds no examples"),
+        (dict(eval_dataset=VALIDATION.select([])), "eval_dataset holds no examples"),
+        (
+            dict(train_dataset=TRAIN.map(lambda row, i: {"labels": 5 if i == 3 else row["labels"]}, with_indices=True)),
+            r"train_dataset has labels \[5\] outside the model's 2 classes",
+        ),
+    ],
+)
+def test_empty_datasets_and_labels_without_a_class_are_refused_before_training(tmp_path, datasets_given, message):
+    trainer = make_trainer(tmp_path, **datasets_given)
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+    assert trainer.state.global_step == 0
