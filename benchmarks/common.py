@@ -78,6 +78,13 @@ def machine_of_runs(files: list[Path]) -> dict[str, Any]:
     return {**machines[-1], "cpu": " and ".join(cpus)}
 
 
+def commits_of_runs(files: list[Path]) -> list[str]:
+    """The code commits a set of runs came from (`unknown` for runs that predate the record), so a
+    summary says which code its numbers span."""
+    commits = {json.loads(path.read_text()).get("benchmark", {}).get("commit") or "unknown" for path in files}
+    return sorted(commits)
+
+
 def execute(command: list[str], output_dir: Path, labels: dict[str, Any]) -> dict[str, Any]:
     """Run a training command that writes `output_dir/results.json`; return it with how it ran."""
     shutil.rmtree(output_dir, ignore_errors=True)

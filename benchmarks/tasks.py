@@ -36,6 +36,7 @@ from benchmarks.common import (
     RUNS,
     SEEDS,
     TASKS,
+    commits_of_runs,
     execute,
     git_commit,
     machine_of_runs,
@@ -279,6 +280,7 @@ def aggregate(task: str, command: str) -> dict[str, Any] | None:
         "task": task,
         "recipe": " ".join([TASKS[task], *BUDGET]),
         "machine": machine_of_runs(run_files),  # every CPU named when the runs used several
+        "commits": commits_of_runs(run_files),
         "same_machine": all(m == machines[0] for m in machines),
         "versions": versions,
         "methods": methods,

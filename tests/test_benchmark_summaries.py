@@ -366,3 +366,19 @@ def test_two_policies_are_paired_seed_by_seed_on_validation_and_on_test(tmp_path
         common.interval_text(pb["test"]["interval"]),
     ]
     assert next(line for line in table.splitlines() if "GD: Adam" in line).endswith("| – |")
+
+
+def test_a_summary_lists_the_code_commits_its_runs_span(tmp_path):
+    from benchmarks.common import commits_of_runs
+
+    records = [
+        {"benchmark": {"commit": "bbb"}},
+        {"benchmark": {"commit": "aaa+dirty"}},
+        {"benchmark": {"commit": "bbb"}},
+        {},
+    ]
+    files = []
+    for index, record in enumerate(records):
+        files.append(tmp_path / f"seed{index}.json")
+        files[-1].write_text(json.dumps(record))
+    assert commits_of_runs(files) == ["aaa+dirty", "bbb", "unknown"]
