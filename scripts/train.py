@@ -494,6 +494,28 @@ def prepare_teacher(distill_args: DistillationArguments) -> str:
     return str(output)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+
+
+def load_teacher_tokenizer(source: str, teacher: PreTrainedModel) -> Any:
+    """The teacher's own tokenizer. A folder saved without one would otherwise get a default tokenizer
+    of a handful of tokens, and the teacher would see only [UNK]."""
+    folder = Path(source)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"the teacher folder {source} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the teacher's "
+            "tokenizer beside it (tokenizer.save_pretrained(folder))"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    vocabulary = getattr(teacher.config, "vocab_size", None)
+    if vocabulary and len(tokenizer) < vocabulary // 2:
+        raise ValueError(
+            f"the tokenizer in {source} has {len(tokenizer)} tokens but the teacher's vocabulary has {vocabulary}: "
+            "it is not the tokenizer the teacher was trained with"
+        )
+    return tokenizer
+
+
 def distillation_train_set(
     full: datasets.DatasetDict,
     limited: datasets.DatasetDict,
@@ -508,7 +530,7 @@ def distillation_train_set(
     source = prepare_teacher(distill_args)
     teacher = load_teacher(source)
     check_teacher(teacher, num_labels(limited), source)
-    teacher_tokenizer = AutoTokenizer.from_pretrained(source)
+    teacher_tokenizer = load_teacher_tokenizer(source, teacher)
     if distill_args.unlabeled_file:
         unlabeled = {"unlabeled_file": read_unlabeled_file(distill_args.unlabeled_file)}
     else:

@@ -131,3 +131,16 @@ def test_the_model_card_of_a_distilled_student_names_its_teacher(distilled_run, 
     teacher = teacher_recipe.parent / "model"
     assert f"Distilled from the teacher `{teacher}`" in card
     assert "α = 0.9, T = 2.0, on a pool of 296 texts (96 labelled)" in card
+
+
+def test_a_teacher_folder_without_its_tokenizer_is_named(distilled_run, teacher_recipe, tmp_path):
+    import shutil
+
+    teacher = tmp_path / "teacher_without_tokenizer"
+    shutil.copytree(teacher_recipe.parent / "model", teacher)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (teacher / name).unlink(missing_ok=True)
+    arguments = [DISTILLED, *STUDENT, "--teacher", str(teacher), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="teacher_without_tokenizer has no tokenizer files"):
+        train.main(arguments)
+    assert not (tmp_path / "out").exists()
