@@ -261,6 +261,9 @@ def test_error_alignment_is_one_for_linear_backprop_without_activations_and_belo
     for signal in FORWARD_ONLY_SIGNALS:
         cosines = alignment(tiny_model(num_labels=3), signal)
         assert set(cosines) == set(linear) and all(-1 <= value <= 1 for value in cosines.values())
+        # a forward-only signal is not backprop: no layer's error lines up with the exact one
+        # (measured: at most 0.47, feedback_alignment's classifier; forward_forward at most 0.06)
+        assert max(cosines.values()) < 0.9, (signal, cosines)
 
 
 def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computation():

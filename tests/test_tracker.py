@@ -761,6 +761,8 @@ def test_module_does_not_import_torch_or_print() -> None:
 
 
 # ---------------------------------------------------------------------------- checkpoints written by 0.1.0
+# tests/data/tracker_state_v1_*.json: made with hf_dendrites/tracker.py at commit ceb07af (version 0.1.0,
+# state format_version 1), the parent of commit 4fbe95b that added them; each file's "about" says how.
 
 V1_FIXTURES = sorted((Path(__file__).parent / "data").glob("tracker_state_v1_*.json"))
 

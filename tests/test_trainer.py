@@ -145,6 +145,16 @@ def test_a_growth_that_never_helps_is_reverted_and_training_completes(full_run):
     history = trainer.tracker.history
     reverted = [r for r in history if r["restore_best"]]
     assert reverted, "expected at least one revert on this task"
+    sign = 1 if trainer.tracker.settings.greater_is_better else -1
+    for record in reverted:
+        grow = max(i for i in range(record["eval"]) if history[i]["action"] == "grow")
+        best_before = max(sign * r["score"] for r in history[:grow] if r["phase"] == "neuron")
+        # no neuron-phase evaluation with the grown dendrite beat the best score from before it ...
+        after = [r for r in history[grow + 1 : record["eval"] + 1] if r["phase"] == "neuron"]
+        assert after and all(sign * r["score"] <= best_before for r in after)
+        # ... and the revert took the model back to the dendrite count it had before that growth
+        assert record["num_dendrites"] == history[grow]["num_dendrites"] - 1
+    assert hd.num_dendrites(trainer.model) == history[-1]["num_dendrites"]
     assert history[-1]["action"] == "complete"
     assert "did not improve" in trainer.tracker.completed_reason or "max_dendrites" in trainer.tracker.completed_reason
 
