@@ -62,7 +62,9 @@ def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, ta
         assert key in written, key
     for split in ("validation", "test"):
         assert set(written[split]) == {"accuracy", "macro_f1", "matthews_correlation"}
-        assert 0.0 <= written[split]["accuracy"] <= 1.0
+        # accuracy over exactly the 64 examples --max_eval_samples/--max_test_samples keep: k correct of 64
+        correct_of_64 = written[split]["accuracy"] * 64
+        assert 0 <= round(correct_of_64) <= 64 and correct_of_64 == pytest.approx(round(correct_of_64), abs=1e-9)
     parameters = written["parameters"]
     assert parameters["total"] == parameters["base"] + parameters["dendrites"]
     assert written["dendrites_per_layer"] and set(written["dendrites_per_layer"].values()) <= {0, 1}
@@ -85,7 +87,10 @@ def test_baseline_has_no_dendrites(tmp_path):
     assert results["parameters"]["dendrites"] == 0 and results["config"]["dendrites"] is None
     assert results["parameters"]["total"] == results["parameters"]["base"]
     assert [round(entry["epoch"]) for entry in results["evaluations"]] == [1, 2]  # one per epoch, with metrics
-    assert all(0.0 <= entry["accuracy"] <= 1.0 for entry in results["evaluations"])
+    # each epoch's accuracy is k correct of the 64 validation examples kept
+    for entry in results["evaluations"]:
+        correct_of_64 = entry["accuracy"] * 64
+        assert 0 <= round(correct_of_64) <= 64 and correct_of_64 == pytest.approx(round(correct_of_64), abs=1e-9)
 
 
 def test_unknown_yaml_key_is_named(tmp_path):
