@@ -180,23 +180,7 @@ def model_card(
     metric_names = [m for m in scored if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
     architecture = architecture_of(model)
     pipeline = pipeline_of(architecture)
-    card_data = ModelCardData(
-        model_name=repo_id.split("/")[-1],
-        base_model=base_model,
-        datasets=[dataset[0]] if dataset[0] else None,
-        library_name="hf_dendrites",
-        license=license,
-        metrics=[METRIC_IDS[m] for m in metric_names if m in METRIC_IDS] or None,
-        pipeline_tag=pipeline[0],
-        tags=[
-            *TAGS,
-            pipeline[0],
-            f"dendrites-{dendrite_config['mode']}",
-            config.model_type,
-            *(["peft", "lora"] if is_peft_model(model) else []),
-        ],
-        eval_results=_eval_results(results, dataset, pipeline) or None,
-    )
+    card_data = _card_data(model, repo_id, base_model, dataset, metric_names, pipeline, results, license)
     compressed = reference is not None
     adapter = adapter_summary(model) if is_peft_model(model) else None
     template = resources.files("hf_dendrites").joinpath("model_cards", CARD_TEMPLATE).read_text(encoding="utf-8")
@@ -234,6 +218,36 @@ def model_card(
         history_plot=history_plot,
         distillation=_distillation_summary((results or {}).get("distillation")),
         adapter=adapter,
+    )
+
+
+def _card_data(
+    model: nn.Module,
+    repo_id: str,
+    base_model: str | None,
+    dataset: tuple,
+    metric_names: list[str],
+    pipeline: tuple,
+    results: dict[str, Any] | None,
+    license: str | None,
+) -> ModelCardData:
+    """The card's YAML metadata: what the Hub indexes and filters on."""
+    return ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base_model,
+        datasets=[dataset[0]] if dataset[0] else None,
+        library_name="hf_dendrites",
+        license=license,
+        metrics=[METRIC_IDS[m] for m in metric_names if m in METRIC_IDS] or None,
+        pipeline_tag=pipeline[0],
+        tags=[
+            *TAGS,
+            pipeline[0],
+            f"dendrites-{model.dendrite_config.mode}",
+            model.config.model_type,
+            *(["peft", "lora"] if is_peft_model(model) else []),
+        ],
+        eval_results=_eval_results(results, dataset, pipeline) or None,
     )
 
 
