@@ -290,7 +290,28 @@ class DendriteCallback(TrainerCallback):
                 f"batch of per_device_train_batch_size={args.per_device_train_batch_size}: their candidates could "
                 "never train. Use the default candidate_learner='cached' or a batch of 2 or more"
             )
+        if not self.dendrite_training_step and state.global_step > 0:
+            self._check_plain_trainer_resume(state.global_step)
         return control
+
+    def _check_plain_trainer_resume(self, step: int) -> None:
+        """A plain Trainer resumes weights and optimizer only, never the dendrite state.
+
+        Without `load_state` the tracker would start over at step `step` on a model without the
+        saved dendrites; with it, a finished run would train on to `max_steps`. Both are refused.
+        """
+        if not self.tracker.history:
+            raise ValueError(
+                f"a plain Trainer is resuming at step {step}, but DendriteCallback holds no dendrite state: growth "
+                "would start over on a model without the checkpoint's dendrites. Resume with DendriteTrainer, or call "
+                "callback.load_state(checkpoint_folder) on a model rebuilt with the checkpoint's dendrites first"
+            )
+        if self.tracker.is_complete:
+            raise ValueError(
+                f"the dendrite state loaded for step {step} is from a run that had finished "
+                f"({self.tracker.completed_reason}): nothing is left to train. Load its model and start a new run "
+                "to train further"
+            )
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -384,6 +384,35 @@ def test_callback_works_with_a_plain_trainer(tmp_path):
     assert hd.num_dendrites(trainer.model) == callback.tracker.state.best_num_dendrites
 
 
+def plain_trainer_with_callback(output_dir: Path):
+    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config())
+    trainer = Trainer(
+        model,
+        training_args(output_dir),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        compute_metrics=build_compute_metrics(["accuracy"]),
+    )
+    callback = hd.DendriteCallback(trainer)
+    trainer.add_callback(callback)
+    return trainer, callback
+
+
+def test_a_plain_trainer_cannot_resume_growth_silently(full_run, tmp_path):
+    """A plain Trainer restores weights and optimizer only: without the dendrite state growth would start over."""
+    reference, _ = full_run
+    run = copy_of_finished_run(full_run, tmp_path / "run")
+    first = run / "checkpoint-4"  # before any growth: the weights fit a freshly augmented model
+    trainer, callback = plain_trainer_with_callback(run)
+    with pytest.raises(ValueError, match=r"resuming at step 4, but DendriteCallback holds no dendrite state"):
+        trainer.train(resume_from_checkpoint=str(first))
+    trainer, callback = plain_trainer_with_callback(run)
+    callback.load_state(run / f"checkpoint-{reference.state.global_step}")  # the state of a finished run
+    with pytest.raises(ValueError, match=r"from a run that had finished \(.+\): nothing is left to train"):
+        trainer.train(resume_from_checkpoint=str(first))
+    assert trainer.state.global_step == 4  # not one step trained
+
+
 def test_a_loss_metric_that_should_grow_is_warned_about(tmp_path, caplog):
     caplog.set_level("WARNING", logger="hf_dendrites.trainer")
     make_trainer(tmp_path, args={"metric_for_best_model": "loss", "greater_is_better": True})
