@@ -164,8 +164,15 @@ def method_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def one_machine(*summaries: dict[str, Any]) -> bool:
+    """Whether every run of these methods ran on one kind of machine (CPU model and core count):
+    only then is a ratio of their timings a measurement rather than a comparison of machines."""
+    return len({machine for summary in summaries for machine in summary.get("machines", [])}) == 1
+
+
 def add_ratios(methods: dict[str, dict[str, Any]]) -> None:
-    """Ratios to the plain fine-tune, and PB's speed against the reference library."""
+    """Ratios to the plain fine-tune, and PB's speed against the reference library (timing ratios
+    only between runs of one machine; None otherwise)."""
     baseline = methods.get("baseline")
     for name, summary in methods.items():
         if baseline is None or name == "baseline":
@@ -174,12 +181,14 @@ def add_ratios(methods: dict[str, dict[str, Any]]) -> None:
         summary["test_error_reduction_vs_baseline"] = (
             1.0 - (1.0 - summary["test_accuracy_mean"]) / baseline_error if baseline_error > 0 else None
         )
-        summary["seconds_per_epoch_vs_baseline"] = summary["seconds_per_epoch"] / baseline["seconds_per_epoch"]
+        summary["seconds_per_epoch_vs_baseline"] = (
+            summary["seconds_per_epoch"] / baseline["seconds_per_epoch"] if one_machine(summary, baseline) else None
+        )
         summary["parameters_vs_baseline"] = summary["parameters"] / baseline["parameters"]
     reference = methods.get("perforatedai")
     if reference is not None:
         for name in ("pb", "gd"):
-            if name in methods:
+            if name in methods and one_machine(methods[name], reference):
                 ratio = methods[name]["seconds_per_epoch"] / reference["seconds_per_epoch"]
                 methods[name]["seconds_per_epoch_vs_perforatedai"] = ratio
 
@@ -218,7 +227,7 @@ def targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "met": reduction >= ERROR_REDUCTION_TARGET
             and (reference_reduction is None or reduction > reference_reduction),
         }
-    if reference is not None:
+    if reference is not None and one_machine(pb, reference):
         ours = seconds_per_epoch_by_dendrites(pb["runs"])
         theirs = seconds_per_epoch_by_dendrites(reference["runs"])
         equal = {count: ours[count] / theirs[count] for count in ours if count in theirs}
@@ -267,6 +276,9 @@ def aggregate(task: str, command: str) -> dict[str, Any] | None:
             continue
         loaded = [json.loads(path.read_text()) for path in files]
         methods[method] = method_summary([run_summary(results) for results in loaded])
+        methods[method]["machines"] = sorted(
+            {f"{r['benchmark']['machine'].get('cpu')}, {r['benchmark']['machine'].get('cores')} cores" for r in loaded}
+        )
         correct[method] = {results["benchmark"]["seed"]: test_correctness(results) for results in loaded}
         versions[method] = loaded[-1]["versions"]
         machines.extend(results["benchmark"]["machine"] for results in loaded)

@@ -100,7 +100,8 @@ def benchmark_table(results: dict) -> str:
         "from before the change (recorded as `--dendrites pb`). Paired: "
         "test accuracy minus that of the same seeds' plain fine-tune (`lora_*`: of LoRA alone), "
         "points, with a 95% bootstrap interval over test examples; – until every seed of both kept its "
-        "test predictions.",
+        "test predictions. vs baseline: seconds per epoch over the plain fine-tune's, only where both ran on one "
+        "kind of machine (–: runs on different CPUs, whose timings do not compare).",
         "",
         "| method | n | test accuracy | macro-F1 | error change | paired (points) | parameters | trained | dendrites "
         "| epochs | s / epoch | vs baseline | dendrite / neuron step |",

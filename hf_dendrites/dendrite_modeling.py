@@ -49,6 +49,15 @@ COMPUTATION_SETTINGS = ("mode", "activation", "cascade", "rank")
 # of initialising those layers at random; and a loader can check the settings in config.json
 # against the ones the weights belong to.
 SETTINGS_KEY = "weight"
+# One more tensor whose name is the advice: transformers' load report of a concrete class lists it
+# as unexpected beside the size mismatches, so the refusal itself says how to load the folder.
+# Its value is that advice as UTF-8. Loaders that know dendrites skip it.
+FOLDER_NOTE_KEY = "THIS_IS_A_DENDRITE_MODEL.load_it_with_hf_dendrites_from_pretrained_or_trust_remote_code_True"
+FOLDER_NOTE = (
+    "A model with dendrites (hf_dendrites). Load it with hf_dendrites.from_pretrained(folder) or "
+    "AutoModelFor<Task>.from_pretrained(folder, trust_remote_code=True); a plain transformers class "
+    "cannot hold its dendrite layers."
+)
 
 
 class StaticDendriteLinear(nn.Module):
@@ -244,17 +253,19 @@ def install_recorded_dendrites(model: nn.Module, record: dict[str, Any]) -> nn.M
 
 
 def settings_key_patterns(record: dict[str, Any]) -> set[str]:
-    """Regular expressions of the settings keys, for `_keys_to_ignore_on_load_unexpected`."""
-    return {re.escape(settings_key(name)) + "$" for name in record["layers"]}
+    """Regular expressions of the settings keys and the folder note, for `_keys_to_ignore_on_load_unexpected`."""
+    return {re.escape(settings_key(name)) + "$" for name in record["layers"]} | {re.escape(FOLDER_NOTE_KEY) + "$"}
 
 
 def with_settings_records(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A copy of `state_dict` with every dendrite layer's settings record added (what a save writes)."""
+    """A copy of `state_dict` with every dendrite layer's settings record and the folder note added (what a save writes)."""
     records = {
         settings_key(name): settings_tensor(layer)
         for name, layer in model.named_modules()
         if isinstance(layer, StaticDendriteLinear)
     }
+    if records:
+        records[FOLDER_NOTE_KEY] = torch.tensor(list(FOLDER_NOTE.encode("utf-8")), dtype=torch.uint8)
     clashing = sorted(set(records) & set(state_dict))
     if clashing:
         raise ValueError(

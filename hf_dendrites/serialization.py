@@ -39,6 +39,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 
 from .config import DendriteConfig
 from .dendrite_modeling import (
+    FOLDER_NOTE_KEY,
     check_settings_match,
     layer_settings,
     read_settings_records,
@@ -217,7 +218,7 @@ def load_weights(model: nn.Module, weight_files: list[str], *, format_version: i
                 for key in handle.keys():
                     if key in records:
                         settings[records[key]] = settings_from_tensor(handle.get_tensor(key))
-                    else:
+                    elif key != FOLDER_NOTE_KEY:
                         found[key] = (file, tuple(handle.get_slice(key).get_shape()))
         except (SafetensorError, OSError) as error:
             raise ValueError(f"cannot read weights file {file}: {error} (incomplete or corrupted download?)") from error
@@ -358,4 +359,5 @@ def load_snapshot(folder: str | os.PathLike) -> ModelSnapshot:
     dendrites = {name: int(counts["dendrites"]) for name, counts in record["layers"].items()}
     for name in dendrites:
         state.pop(settings_key(name), None)
+    state.pop(FOLDER_NOTE_KEY, None)
     return ModelSnapshot(dendrites, state)

@@ -44,7 +44,7 @@ def write_run(path, correct: list[bool] | None, validation: float = 0.5) -> None
     path.write_text(json.dumps(results))
 
 
-def methods(pb_accuracies: list[float], pb_dendrites: list[int]) -> dict:
+def methods(pb_accuracies: list[float], pb_dendrites: list[int], reference_machine: str = "CPU A, 2 cores") -> dict:
     found = {
         "baseline": benchmark.method_summary([run(seed, 0.80, 0, 10.0) for seed in range(3)]),
         "pb": benchmark.method_summary(
@@ -52,6 +52,8 @@ def methods(pb_accuracies: list[float], pb_dendrites: list[int]) -> dict:
         ),
         "perforatedai": benchmark.method_summary([run(0, 0.81, 1, 20.0, 2.0), run(1, 0.81, 2, 40.0, 2.0)]),
     }
+    for name, summary in found.items():
+        summary["machines"] = [reference_machine if name == "perforatedai" else "CPU A, 2 cores"]
     benchmark.add_ratios(found)
     return found
 
@@ -72,6 +74,26 @@ def test_speed_is_compared_between_runs_that_ended_with_the_same_number_of_dendr
     assert speed["all_runs"] == pytest.approx((40 / 3) / 30)
     unmatched = benchmark.targets(methods([0.82] * 3, [0, 0, 0]))["seconds_per_epoch_vs_perforatedai"]
     assert unmatched["by_dendrites"] == {} and unmatched["met"] is None
+
+
+def test_timings_are_compared_only_between_runs_of_one_machine():
+    same = methods([0.82] * 3, [1, 1, 0])
+    assert same["pb"]["seconds_per_epoch_vs_baseline"] == pytest.approx((40 / 3) / 10)
+    elsewhere = methods([0.82] * 3, [1, 1, 0], reference_machine="CPU B, 2 cores")
+    assert elsewhere["pb"]["seconds_per_epoch_vs_baseline"] == pytest.approx((40 / 3) / 10)
+    assert "seconds_per_epoch_vs_perforatedai" not in elsewhere["pb"]
+    assert "seconds_per_epoch_vs_perforatedai" not in benchmark.targets(elsewhere)
+    elsewhere["pb"]["machines"] = ["CPU A, 2 cores", "CPU B, 2 cores"]  # pb's own runs span two machines
+    benchmark.add_ratios(elsewhere)
+    assert elsewhere["pb"]["seconds_per_epoch_vs_baseline"] is None
+    summary = {
+        "command": "python -m benchmarks.tasks",
+        "recipe": "r",
+        "machine": {"cpu": "A and B"},
+        "methods": elsewhere,
+    }
+    row = next(line for line in update_readme.benchmark_table(summary).splitlines() if line.startswith("| pb |"))
+    assert row.split(" | ")[-2] == "–"  # the "vs baseline" column
 
 
 def test_the_readme_states_each_goal_with_its_verdict():

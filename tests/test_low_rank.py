@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 import hf_dendrites as hd
-from hf_dendrites.dendrite_modeling import settings_from_tensor
+from hf_dendrites.dendrite_modeling import FOLDER_NOTE_KEY, settings_from_tensor
 from hf_dendrites.hub import model_card
 from hf_dendrites.layer import DendriteLinear, candidate_activations
 
@@ -131,6 +131,7 @@ def test_a_folder_saved_before_ranks_existed_still_loads(tmp_path):
             layer.dendrite_scale.uniform_(-0.5, 0.5)
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
+    del weights[FOLDER_NOTE_KEY]  # written only since
     for key, tensor in list(weights.items()):
         if tensor.dtype == torch.uint8:
             old = {k: v for k, v in settings_from_tensor(tensor).items() if k != "rank"}

@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 
 import hf_dendrites as hd
 from hf_dendrites import DendriteConfig
+from hf_dendrites.dendrite_modeling import FOLDER_NOTE_KEY
 
 
 def logits(model, batch):
@@ -146,11 +147,16 @@ def test_loading_a_folder_that_does_not_exist_says_so(tmp_path, monkeypatch, pat
     assert path in str(caught.value)
 
 
-def test_a_concrete_transformers_class_refuses_instead_of_loading_random_layers(tmp_path):
+def test_a_concrete_transformers_class_refuses_instead_of_loading_random_layers(tmp_path, capfd, caplog):
     grown_model().save_pretrained(tmp_path)
+    capfd.readouterr()
     # each wrapped layer's `weight` key holds its settings record: a size mismatch for a plain BERT
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         BertForSequenceClassification.from_pretrained(tmp_path)
+    # and transformers' load report, which its refusal points to, says what the folder is and how to load it
+    captured = capfd.readouterr()
+    report = captured.out + captured.err + caplog.text  # wherever transformers' logging is sent
+    assert "THIS_IS_A_DENDRITE_MODEL.load_it_with_hf_dendrites_from_pretrained_or_trust_remote_code_True" in report
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         BertModel.from_pretrained(tmp_path)  # the base model alone (prefix stripped) too
 
@@ -184,7 +190,7 @@ def test_a_folder_in_format_1_without_settings_records_still_loads(tmp_path):
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     records = {key for key in weights if weights[key].dtype == torch.uint8}
-    assert records == {f"{name}.weight" for name in hd.dendrite_layers(model)}
+    assert records == {f"{name}.weight" for name in hd.dendrite_layers(model)} | {FOLDER_NOTE_KEY}
     save_file({k: v for k, v in weights.items() if k not in records}, tmp_path / "model.safetensors")
     config_path = tmp_path / "config.json"
     config = json.loads(config_path.read_text())
@@ -255,7 +261,7 @@ def test_a_model_saved_again_by_the_remote_code_keeps_its_settings_records_and_l
     weights = load_file(tmp_path / "again" / "model.safetensors")
     assert {key for key in weights if weights[key].dtype == torch.uint8} == {
         f"{name}.weight" for name in hd.dendrite_layers(model)
-    }
+    } | {FOLDER_NOTE_KEY}
     batch = token_batch()
     again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again", trust_remote_code=True)
     assert torch.equal(logits(again, batch), logits(model, batch))
