@@ -1,1 +1,1 @@
-"""The studies behind the README's result tables (run as `python -m benchmarks.<study>`)."""
+"""The studies behind benchmarks/README.md (run as `python -m benchmarks.<study>`)."""

@@ -165,9 +165,9 @@ def mean(values: list[float]) -> float | None:
 
 
 def refresh_readme() -> Path:
-    """Regenerate the README tables, so a committed result never leaves the README stale."""
+    """Regenerate the studies' tables, so a committed result never leaves benchmarks/README.md stale."""
     subprocess.run([sys.executable, "-m", "benchmarks.update_readme"], cwd=ROOT, check=True)
-    return ROOT / "README.md"
+    return ROOT / "benchmarks" / "README.md"
 
 
 def git_commit(paths: list[Path], message: str, attempts: int = 5) -> None:

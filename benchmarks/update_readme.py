@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Regenerate the README's result tables from the committed JSON in benchmarks/results.
+"""Regenerate the studies' result tables (benchmarks/README.md) from the committed JSON in benchmarks/results.
 
-    python -m benchmarks.update_readme          # rewrite README.md in place
-    python -m benchmarks.update_readme --check  # exit 1 if README.md is out of date
+    python -m benchmarks.update_readme          # rewrite benchmarks/README.md in place
+    python -m benchmarks.update_readme --check  # exit 1 if benchmarks/README.md is out of date
 
 Each table lives between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers; nothing in a
 table is typed by hand.
@@ -498,6 +498,9 @@ TABLES = {
 }
 
 
+STUDIES_README = ROOT / "benchmarks" / "README.md"
+
+
 def render(readme: str) -> str:
     for name, (file, build) in TABLES.items():
         path = RESULTS / file
@@ -507,16 +510,16 @@ def render(readme: str) -> str:
             table = f"No results yet: `benchmarks/results/{file}` is written by the benchmark as runs finish."
         pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(readme):
-            raise ValueError(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+            raise ValueError(f"benchmarks/README.md has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
         readme = pattern.sub(lambda match: match.group(1) + table + "\n" + match.group(2), readme)
     return readme
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if README.md is out of date")
+    parser.add_argument("--check", action="store_true", help="fail if benchmarks/README.md is out of date")
     args = parser.parse_args()
-    readme_path = ROOT / "README.md"
+    readme_path = STUDIES_README
     current = readme_path.read_text(encoding="utf-8")
     updated = render(current)
     if args.check:

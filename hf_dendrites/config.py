@@ -25,7 +25,7 @@ CANDIDATE_POSITIONS = ("all", "first")
 # How a dendrite phase trains its candidates (see dendrite_phase.py and layer.py).
 CANDIDATE_LEARNERS = ("cached", "streaming")
 # Installed dendrites are new weights whose output weight starts at zero: at a fine-tuning rate
-# (~5e-5) it stays near zero and the dendrite does nothing. The growth study (README) measured mean
+# (~5e-5) it stays near zero and the dendrite does nothing. The growth study (benchmarks/README.md) measured mean
 # |output weight| 1.7e-4 at 5e-5 in both modes, 2.8e-2 for PB at 1e-2 (only output weights train)
 # and 3.2e-3 for GD at 1e-3 (its random input weights train too, so it gets the gentler rate).
 PB_DENDRITE_LEARNING_RATE = 1e-2
@@ -36,7 +36,7 @@ GD_DENDRITE_LEARNING_RATE = 1e-3
 class DendriteConfig:
     """Settings for adding, training and growing dendrites.
 
-    Defaults are meant for fine-tuning a pretrained BERT-family classifier; see the README section
+    Defaults are meant for fine-tuning a pretrained BERT-family classifier; see docs/guide.md,
     "Defaults, and how they were chosen".
     """
 

@@ -38,7 +38,19 @@ def test_readme_tables_match_the_committed_results():
     import sys
 
     result = subprocess.run([sys.executable, "-m", "benchmarks.update_readme", "--check"], cwd=README.parent)
-    assert result.returncode == 0, "README.md tables are stale: run python -m benchmarks.update_readme"
+    assert result.returncode == 0, "benchmarks/README.md tables are stale: run python -m benchmarks.update_readme"
+
+
+def test_the_readme_serves_users_first():
+    """Install to a DendriteTrainer in code within the first 100 lines; the studies live in benchmarks/README.md."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 350
+    first = "\n".join(lines[:100])
+    assert "bash scripts/setup.sh" in first and "DendriteTrainer(" in first
+    assert "<!-- " not in "".join(line for line in lines if ":start -->" in line and "-code:" not in line)
+    links = {"benchmarks/README.md", "docs/guide.md"}
+    assert all(f"]({link})" in "\n".join(lines) for link in links)
+    assert all((README.parent / link).is_file() for link in links)
 
 
 def test_the_example_model_card_matches_the_template_and_the_committed_run():
