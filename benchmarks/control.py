@@ -159,7 +159,7 @@ def train(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], ep
 
 def streaming_phase(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], seed: int) -> float:
     """The streaming learner at its former defaults: one epoch of per-batch correlation steps."""
-    hd.start_candidates(model, generator=torch.Generator().manual_seed(seed))
+    hd.model.start_candidates(model, generator=torch.Generator().manual_seed(seed))
     optimizer = candidate_optimizer(model)
     generator = torch.Generator().manual_seed(seed)
     for batch in batches(task, data["x_train"], data["y_train"], generator):
@@ -167,7 +167,7 @@ def streaming_phase(task: ControlTask, model: nn.Module, data: dict[str, torch.T
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    return hd.mean_candidate_score(model)
+    return hd.model.mean_candidate_score(model)
 
 
 def dendrite_config(arm: str) -> hd.DendriteConfig:

@@ -20,8 +20,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 import hf_dendrites as hd
 from benchmarks.common import ROOT, RUNS
-from hf_dendrites.data import TASK_DESCRIPTIONS
-from hf_dendrites.pretrained import resolve_model
+from experiments.data import TASK_DESCRIPTIONS
+from experiments.pretrained import hub_id_of, resolve_model
 from hf_dendrites.serialization import apply_structure
 
 SOURCE = RUNS / "movie_reviews" / "pb_streaming" / "seed0.json"
@@ -32,6 +32,8 @@ REPO_ID = "your-name/minilm-l2-movie-reviews-dendrites"
 def render() -> str:
     results = json.loads(SOURCE.read_text(encoding="utf-8"))
     results.setdefault("dataset", dict(TASK_DESCRIPTIONS["movie_reviews"]))  # runs from before that entry
+    # runs from before scripts/train.py recorded the base model's Hub id ('minilm-l2' is all-MiniLM-L6-v2's)
+    results.setdefault("base_model", hub_id_of(results["config"]["model"]["model_name_or_path"]))
     # runs from before the cached candidate learner trained their candidates with the streaming one
     results["config"]["dendrites"].setdefault("candidate_learner", "streaming")
     path, overrides = resolve_model(results["config"]["model"]["model_name_or_path"])

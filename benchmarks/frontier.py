@@ -51,7 +51,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 import hf_dendrites as hd
-from hf_dendrites.metrics import build_compute_metrics
+from experiments.metrics import build_compute_metrics
 from hf_dendrites.model import restore_snapshot, take_snapshot
 from hf_dendrites.version import versions
 

@@ -60,14 +60,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.common import code_commit  # noqa: E402
-from hf_dendrites import (  # noqa: E402
-    DendriteConfig,
-    add_dendrites,
-    candidate_parameters,
-    dendrite_layers,
-    grow,
-    start_candidates,
-)
+from hf_dendrites import DendriteConfig, add_dendrites, dendrite_layers, grow  # noqa: E402
 from hf_dendrites.error_signals import (  # noqa: E402
     FORWARD_ONLY_SIGNALS,
     forward_only_capture,
@@ -75,6 +68,7 @@ from hf_dendrites.error_signals import (  # noqa: E402
     per_example_signal,
     update_candidates,
 )
+from hf_dendrites.model import candidate_parameters, start_candidates  # noqa: E402
 from hf_dendrites.version import versions  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

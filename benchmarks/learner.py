@@ -29,11 +29,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import hf_dendrites as hd
 from benchmarks.common import RESULTS, code_commit, git_commit, machine
+from experiments.data import load_task
+from experiments.pretrained import resolve_model
 from hf_dendrites.candidate_cache import collect_candidate_rows, rows_per_layer
 from hf_dendrites.candidate_fit import fit_layer
-from hf_dendrites.data import load_task
 from hf_dendrites.dendrite_phase import fit_settings
-from hf_dendrites.pretrained import resolve_model
 
 RUNS = RESULTS / "runs" / "learner"
 SUMMARY = RESULTS / "learner.json"

@@ -32,8 +32,8 @@ import datasets
 import torch
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast, DataCollatorForLanguageModeling, Trainer
 
+from experiments.unlabeled import builtin_unlabeled_texts, read_unlabeled_file, text_key
 from hf_dendrites import DendriteTrainer
-from hf_dendrites.unlabeled import builtin_unlabeled_texts, read_unlabeled_file, text_key
 
 SPLITS = ("train", "validation", "test")
 #: share of the corpus, by text hash, in validation and in test

@@ -69,9 +69,9 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from hf_dendrites.data import num_labels  # noqa: E402
-from hf_dendrites.metrics import METRICS, build_compute_metrics  # noqa: E402
-from hf_dendrites.pretrained import resolve_model  # noqa: E402
+from experiments.data import num_labels  # noqa: E402
+from experiments.metrics import METRICS, build_compute_metrics  # noqa: E402
+from experiments.pretrained import resolve_model  # noqa: E402
 
 logger = logging.getLogger("benchmark_perforatedai")
 

@@ -9,7 +9,8 @@ what the student still gets wrong is a shortfall of capacity: systematic, and le
            + (1 - alpha) * cross-entropy(student, label)      (mean over the examples that have a label)
 
 The teacher's logits are a `teacher_logits` column of the training set, computed once
-(`hf_dendrites.teacher.add_teacher_logits`, cached on disk), so no training step runs the teacher.
+(`experiments.teacher.add_teacher_logits` in this repository, cached on disk; any function that adds
+the column will do), so no training step runs the teacher.
 Rows without a label carry `labels = -100`. Evaluation sets need no teacher column: without it the
 loss is the model's own (cross-entropy on the labels), and metrics are computed as usual.
 
@@ -98,7 +99,7 @@ def distillation_loss(
         rows = (~finite).nonzero().flatten().tolist()
         raise ValueError(
             f"teacher logits hold NaN or inf in row(s) {rows[:10]} of this batch: recompute the teacher's logits "
-            "(hf_dendrites.teacher.add_teacher_logits) or drop those rows"
+            "(experiments.teacher.add_teacher_logits) or drop those rows"
         )
     teacher_logits = teacher_logits.to(student_logits.dtype)
     loss = student_logits.sum() * 0.0  # zero, but part of the graph: a batch with no term still backpropagates
@@ -136,7 +137,7 @@ class DistillationMixin:
             if columns is not None and TEACHER_LOGITS not in columns:
                 raise ValueError(
                     f"distillation needs a {TEACHER_LOGITS!r} column in train_dataset (it has {sorted(columns)}): "
-                    "add it with hf_dendrites.teacher.add_teacher_logits"
+                    "add it with experiments.teacher.add_teacher_logits"
                 )
             if columns is not None:
                 self._check_teacher_logit_sizes()
@@ -150,7 +151,7 @@ class DistillationMixin:
         if len(sizes) > 1:
             raise ValueError(
                 f"the {TEACHER_LOGITS!r} column of train_dataset has rows of {sizes} values: every row needs one logit "
-                "per class (recompute them with hf_dendrites.teacher.add_teacher_logits)"
+                "per class (recompute them with experiments.teacher.add_teacher_logits)"
             )
         if classes is not None and sizes and sizes[0] != classes:
             raise ValueError(
@@ -191,7 +192,7 @@ class DistillationMixin:
 class DistillationTrainer(DistillationMixin, Trainer):
     """A plain `Trainer` that distils: `DistillationTrainer(model, args, distillation=DistillationConfig(), ...)`.
 
-    The training set needs a `teacher_logits` column (`hf_dendrites.teacher.add_teacher_logits`).
+    The training set needs a `teacher_logits` column (`experiments.teacher.add_teacher_logits`).
     """
 
     def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:

@@ -11,7 +11,8 @@ Loading is `hf_dendrites.from_pretrained(repo_id, revision=..., token=...)`, or 
 
 The card reads these entries of `results` (what `scripts/train.py` writes to `results.json`; all
 optional): `validation` / `test` ({metric: value}), `dataset` ({"name": readable name, "type": short
-identifier, "hub_id": Hub dataset id or null}), `config.model.model_name_or_path` (the base model), `compression`
+identifier, "hub_id": Hub dataset id or null}), `base_model` (the base model's Hub id, or null for a local
+folder; without it `config.model.model_name_or_path` when that looks like a Hub id), `compression`
 ({"architecture": "narrowed" | "summing_network", "reference": {"name", "parameters"}}),
 `distillation`, `dendrite_history` and `completed_reason` (the tracker's), and `config` (the recipe).
 """
@@ -31,10 +32,8 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from torch import nn
 
 from .adapters import adapter_summary, save_adapter_with_dendrites
-from .metrics import METRICS
 from .model import is_peft_model, parameter_report
 from .plotting import HISTORY_PLOT
-from .pretrained import hub_id_of
 from .remote_code import auto_class_for
 from .serialization import save_pretrained
 from .tracker import Action
@@ -60,6 +59,9 @@ METRIC_IDS = {
     "matthews_correlation": "matthews_correlation",
     "perplexity": "perplexity",
 }
+# What the card's results table shows, in this order, when `results` holds them.
+SCORED = ("accuracy", "macro_f1", "matthews_correlation", "loss", "perplexity")
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+|[\w.-]+")
 # Weights that must never leave or enter a repo: anything but safetensors could run code on load.
 STALE_WEIGHTS = ["*.safetensors", "*.safetensors.index.json"]
 
@@ -74,6 +76,25 @@ def _read_results(results: dict[str, Any] | str | os.PathLike | None) -> dict[st
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def _hub_id(name_or_path: str | None) -> str | None:
+    """`name_or_path` when it can be a Hub id (not a local folder or file), else None."""
+    if not name_or_path or Path(name_or_path).exists() or not HUB_ID.fullmatch(name_or_path):
+        return None
+    return name_or_path
+
+
+def _base_model(model: nn.Module, results: dict[str, Any] | None, recipe: dict[str, Any]) -> str | None:
+    """The base model's Hub id: the `base_model` entry of `results` (null: a local folder), else the
+    recipe's `model_name_or_path` when it looks like a Hub id; failing both, a PEFT model's base."""
+    if results is not None and "base_model" in results:
+        base_model = results["base_model"]
+    else:
+        base_model = _hub_id((recipe.get("model") or {}).get("model_name_or_path"))
+    if base_model is None and is_peft_model(model):
+        base_model = _hub_id(adapter_summary(model)["base_model"])
+    return base_model
 
 
 def _format_count(count: int) -> str:
@@ -157,8 +178,9 @@ def model_card(
     Args:
         results: a `results.json` of `scripts/train.py` (dict or path), for the results table,
             the `model-index` metadata, the recipe and the phase summary.
-        base_model: Hub id of the pretrained model it started from (read from `results` when
-            omitted; shipped models such as `minilm-l2` map to their Hub id).
+        base_model: Hub id of the pretrained model it started from; when omitted, the `base_model`
+            entry of `results` (`scripts/train.py` writes it), else the recipe's `model_name_or_path`
+            (or a PEFT model's base) when it looks like a Hub id.
         reference: `{"name", "parameters"}` of the full model a compressed one is compared with
             (read from the `compression` entry of `results` when omitted).
         history_plot: file name of the history plot in the repo, to embed.
@@ -171,13 +193,10 @@ def model_card(
     report = parameter_report(model)
     config = model.config
     recipe = (results or {}).get("config") or {}
-    base_model = base_model or hub_id_of(((recipe.get("model") or {}).get("model_name_or_path")))
-    if base_model is None and is_peft_model(model):
-        base_model = hub_id_of(adapter_summary(model)["base_model"])
+    base_model = base_model or _base_model(model, results, recipe)
     dataset = _dataset(results)
     dendrite_config = model.dendrite_config.to_dict()
-    scored = [*METRICS, "loss", "perplexity"]
-    metric_names = [m for m in scored if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
+    metric_names = [m for m in SCORED if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
     architecture = architecture_of(model)
     pipeline = pipeline_of(architecture)
     card_data = _card_data(model, repo_id, base_model, dataset, metric_names, pipeline, results, license)

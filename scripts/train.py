@@ -43,22 +43,25 @@ from transformers import (
 )
 from transformers.hf_argparser import string_to_bool
 
-import hf_dendrites
-from hf_dendrites import Action, DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer
-from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network
-from hf_dendrites.data import TASK_DESCRIPTIONS, load_task, num_labels
-from hf_dendrites.data_files import load_hub, load_local
-from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback
-from hf_dendrites.holdout import holdout_split
-from hf_dendrites.metrics import METRICS, build_compute_metrics
-from hf_dendrites.model import disable_dendrites, num_dendrites, parameter_report
-from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig
-from hf_dendrites.plotting import HISTORY_PLOT
-from hf_dendrites.pretrained import SHIPPED_MODELS, resolve_model
-from hf_dendrites.restarts import RestartFromBestCallback, RestartOnPlateauCallback
-from hf_dendrites.teacher import check_teacher, load_teacher, teacher_logits
-from hf_dendrites.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file
-from hf_dendrites.version import versions
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the studies' helpers (experiments/), beside this script
+
+import hf_dendrites  # noqa: E402
+from experiments.data import TASK_DESCRIPTIONS, load_task, num_labels  # noqa: E402
+from experiments.data_files import load_hub, load_local  # noqa: E402
+from experiments.metrics import METRICS, build_compute_metrics  # noqa: E402
+from experiments.pretrained import SHIPPED_MODELS, hub_id_of, resolve_model  # noqa: E402
+from experiments.teacher import check_teacher, load_teacher, teacher_logits  # noqa: E402
+from experiments.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file  # noqa: E402
+from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer  # noqa: E402
+from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network  # noqa: E402
+from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback  # noqa: E402
+from hf_dendrites.holdout import holdout_split  # noqa: E402
+from hf_dendrites.model import disable_dendrites, num_dendrites, parameter_report  # noqa: E402
+from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig  # noqa: E402
+from hf_dendrites.plotting import HISTORY_PLOT  # noqa: E402
+from hf_dendrites.restarts import RestartFromBestCallback, RestartOnPlateauCallback  # noqa: E402
+from hf_dendrites.tracker import Action  # noqa: E402
+from hf_dendrites.version import versions  # noqa: E402
 
 logger = logging.getLogger("train")
 
@@ -823,6 +826,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": seconds,
         "evaluations": evaluations,
         "dataset": dataset_record(data_args),
+        "base_model": hub_id_of(model_args.model_name_or_path),  # for the model card: a Hub id, or null
         "config": {
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),

@@ -16,12 +16,13 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # the studies' helpers (experiments/)
 
 from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 
+from experiments.metrics import build_compute_metrics  # noqa: E402
 from hf_dendrites import DendriteTrainer, num_dendrites  # noqa: E402
-from hf_dendrites.metrics import build_compute_metrics  # noqa: E402
 
 
 def weights_digest(model: torch.nn.Module) -> str:

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 MARKER = "RESULT_JSON:"
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # the studies' helpers (experiments/) live beside the tests, at the repository root
+    sys.path.append(ROOT)
 TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(95)]
 
 
@@ -46,8 +49,8 @@ def push_tiny(repo_id: str, workdir: str, dendrites: int = 1, seed: int = 0, fam
     from tiny_models import tiny_model
 
     import hf_dendrites as hd
-    from hf_dendrites.data import TASK_DESCRIPTIONS
-    from hf_dendrites.metrics import build_compute_metrics
+    from experiments.data import TASK_DESCRIPTIONS
+    from experiments.metrics import build_compute_metrics
 
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
 from tiny_models import tiny_model, token_batch
 
 import hf_dendrites as hd
-from hf_dendrites.metrics import build_compute_metrics
+from experiments.metrics import build_compute_metrics
+from hf_dendrites.layer import DendriteLinear
 
 
 def lora_model(seed: int = 0) -> torch.nn.Module:
@@ -26,7 +27,7 @@ def grown_lora_model(mode: str = "gd", rank: int | None = None) -> torch.nn.Modu
     model = lora_model()
     hd.add_dendrites(model, hd.DendriteConfig(mode=mode, dendrite_rank=rank))
     if mode == "pb":
-        hd.start_candidates(model, num_candidates=2)
+        hd.model.start_candidates(model, num_candidates=2)
         model.train()
         model(**token_batch(), labels=torch.tensor([0, 1, 0, 1])).loss.backward()
     hd.grow(model)
@@ -186,7 +187,7 @@ def base_state(model: torch.nn.Module) -> dict:
 def assert_left_as_it_was(model: torch.nn.Module, before: dict) -> None:
     after = base_state(model)
     assert after["modules"] == before["modules"]
-    assert not any("lora" in type(m).__name__.lower() or isinstance(m, hd.DendriteLinear) for m in model.modules())
+    assert not any("lora" in type(m).__name__.lower() or isinstance(m, DendriteLinear) for m in model.modules())
     assert after["weights"].keys() == before["weights"].keys()
     assert all(torch.equal(after["weights"][k], before["weights"][k]) for k in before["weights"])
     assert after["flags"] == before["flags"] and all(after["flags"].values())

@@ -189,7 +189,7 @@ def test_parameter_report_counts_match_the_parameters(family):
         layer.out_features * (layer.in_features + 2) for layer in hd.dendrite_layers(model).values()
     )  # weight [out, in], bias [out], output weight [out] per dendrite
     assert report["dendrites"] == expected
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     during = parameter_report(model)
     assert during["total"] == report["total"] and during["candidates"] > 0
 
@@ -198,7 +198,7 @@ def test_a_summing_network_grows_in_the_trainer_and_resumes_from_a_checkpoint(tm
     from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
     from tiny_models import tiny_summing_network
 
-    from hf_dendrites.metrics import build_compute_metrics
+    from experiments.metrics import build_compute_metrics
 
     def run(output_dir, resume=None):
         trainer = hd.DendriteTrainer(

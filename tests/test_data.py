@@ -1,4 +1,4 @@
-"""Tests for hf_dendrites.data: the offline tasks, their pinned splits, and user data loaders."""
+"""Tests for experiments.data: the offline tasks, their pinned splits, and user data loaders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections import Counter
 import datasets
 import pytest
 
-from hf_dendrites import data, data_files
+from experiments import data, data_files
 
 # Pinned for SPLIT_SEED = 20261123. If one of these changes, every published
 # result's split changed too: only update them deliberately.

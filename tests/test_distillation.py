@@ -12,9 +12,10 @@ from tiny_models import tiny_model
 from transformers import Trainer
 
 import hf_dendrites as hd
-from hf_dendrites import DistillationConfig, DistillationTrainer, distillation_loss
-from hf_dendrites.metrics import build_compute_metrics
-from hf_dendrites.teacher import add_teacher_logits, teacher_logits
+from experiments.metrics import build_compute_metrics
+from experiments.teacher import add_teacher_logits, teacher_logits
+from hf_dendrites import DistillationConfig, DistillationTrainer
+from hf_dendrites.distillation import distillation_loss
 
 # ---------------------------------------------------------------------- the loss
 
@@ -194,7 +195,7 @@ class CountingTeacher(torch.nn.Module):
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from hf_dendrites.pretrained import resolve_model
+    from experiments.pretrained import resolve_model
 
     path, _ = resolve_model("minilm-l2")
     return AutoTokenizer.from_pretrained(path)

@@ -10,10 +10,10 @@ from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
 from tiny_models import FAMILIES, tiny_model, tiny_summing_network, token_batch
 
 import hf_dendrites as hd
+from experiments.metrics import build_compute_metrics
 from hf_dendrites import DendriteConfig, DendriteTrainer
 from hf_dendrites.candidate_cache import collect_candidate_rows
 from hf_dendrites.error_signals import FORWARD_ONLY_SIGNALS, feedback_matrix, linear_activation_gradients
-from hf_dendrites.metrics import build_compute_metrics
 
 SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward")
 
@@ -33,7 +33,7 @@ def candidate_gradients(model: torch.nn.Module, signal: str, labels: torch.Tenso
         dendrite_config=None if hd.dendrite_layers(model) else DendriteConfig(error_signal=signal),
     )
     trainer.model.dendrite_config.error_signal = signal
-    hd.start_candidates(trainer.model, 2, generator=torch.Generator().manual_seed(0))
+    hd.model.start_candidates(trainer.model, 2, generator=torch.Generator().manual_seed(0))
     batch = {**token_batch(batch=6, length=7), "labels": labels}
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
     torch.manual_seed(0)  # the same dropout masks for every signal
@@ -272,7 +272,7 @@ def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computa
     from hf_dendrites.error_signals import candidate_exact_correlation, exact_layer_errors
 
     model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(error_signal="feedback_alignment"))
-    hd.start_candidates(model, 3, generator=torch.Generator().manual_seed(0))
+    hd.model.start_candidates(model, 3, generator=torch.Generator().manual_seed(0))
     batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
     scores, chance = candidate_exact_correlation(model, [lambda: model(**batch).loss])
     assert set(scores) == set(chance) == set(hd.dendrite_layers(model)) and model.training  # train mode restored

@@ -143,7 +143,7 @@ def test_a_batch_of_one_example_with_the_streaming_learner_is_refused_before_tra
 
 def test_growth_after_a_phase_that_trained_nothing_says_why(tmp_path):
     model = hd.add_dendrites(tiny_model(num_labels=2), hd.DendriteConfig())
-    hd.start_candidates(model)
+    hd.model.start_candidates(model)
     batch = token_batch(1, seed=0)
     model(**batch, labels=torch.tensor([1])).loss.backward()  # one example: one row where only [CLS] matters
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}

@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from hf_dendrites import DendriteLinear
 from hf_dendrites.correlation import BatchMoments, CorrelationStats, capture_error
-from hf_dendrites.layer import CandidateRows
+from hf_dendrites.layer import CandidateRows, DendriteLinear
 
 
 def make_layer(

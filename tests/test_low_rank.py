@@ -162,7 +162,7 @@ def test_a_rank_wider_than_a_target_layer_is_refused_and_the_model_is_unchanged(
 def test_the_streaming_learner_and_gd_mode_train_the_basis():
     model = tiny_model()
     hd.add_dendrites(model, hd.DendriteConfig(dendrite_rank=4, candidate_learner="streaming"))
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     layer = hd.dendrite_layers(model)["classifier"]
     assert layer.candidate_basis.shape == (4, 32) and layer.candidate_weight.shape == (2, 3, 4)
     before = layer.candidate_basis.detach().clone()

@@ -1,4 +1,4 @@
-"""Tests for hf_dendrites.metrics: hand-computed values, input shapes, offline loading."""
+"""Tests for experiments.metrics: hand-computed values, input shapes, offline loading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from transformers import EvalPrediction
 
-from hf_dendrites import metrics
+from experiments import metrics
 
 # 3 classes, 8 examples. Confusion matrix (rows = truth, cols = prediction):
 #          p0 p1 p2
@@ -131,7 +131,7 @@ def test_works_with_hub_offline(tmp_path):
     """In a fresh process with HF_HUB_OFFLINE=1 and an empty HF cache, all metrics still load."""
     code = (
         "import json, numpy as np\n"
-        "from hf_dendrites.metrics import build_compute_metrics\n"
+        "from experiments.metrics import build_compute_metrics\n"
         "f = build_compute_metrics()\n"
         f"print(json.dumps(f((np.eye(3)[{PREDICTIONS.tolist()}], np.array({REFERENCES.tolist()})))))\n"
     )

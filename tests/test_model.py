@@ -20,7 +20,7 @@ def logits(model, batch):
 
 def train_candidates(model, batch, labels, steps: int = 3) -> None:
     model.train()
-    optimizer = torch.optim.Adam(hd.candidate_parameters(model), lr=1e-2)
+    optimizer = torch.optim.Adam(hd.model.candidate_parameters(model), lr=1e-2)
     for _ in range(steps):
         model(**batch, labels=labels).loss.backward()
         optimizer.step()
@@ -88,7 +88,7 @@ def test_growth_never_changes_outputs(family, mode):
     before = logits(model, batch)
     for expected in (1, 2):
         if mode == "pb":
-            hd.start_candidates(model, num_candidates=2)
+            hd.model.start_candidates(model, num_candidates=2)
             train_candidates(model, batch, labels)
         assert hd.grow(model) == expected
         assert torch.equal(logits(model, batch), before)
@@ -99,13 +99,13 @@ def test_dendrite_phase_freezes_everything_but_candidates_and_grow_gives_it_back
     model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # a user's own choice
     hd.add_dendrites(model, DendriteConfig())
     batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
-    hd.start_candidates(model)
+    hd.model.start_candidates(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".candidate_" in name for name in trainable)
     before = logits(model, batch)
     train_candidates(model, batch, labels)
     assert torch.equal(logits(model, batch), before), "candidate training changed predictions"
-    assert hd.mean_candidate_score(model) > 0
+    assert hd.model.mean_candidate_score(model) > 0
     hd.grow(model)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert "bert.embeddings.word_embeddings.weight" not in trainable
@@ -169,7 +169,7 @@ def test_candidates_skip_padding_and_learn_exactly_what_they_would_from_every_po
     results = []
     for skip_padding in (True, False):
         model = hd.add_dendrites(tiny_model(family), DendriteConfig(num_candidates=2))
-        hd.start_candidates(model, generator=torch.Generator().manual_seed(0))
+        hd.model.start_candidates(model, generator=torch.Generator().manual_seed(0))
         if not skip_padding:  # the same model computing candidates for every position
             model._forward_pre_hooks.clear()
             model._forward_pre_hooks_with_kwargs.clear()
@@ -266,7 +266,7 @@ def test_grow_in_pb_mode_without_candidates_raises_before_touching_any_layer():
     hd.add_dendrites(model, DendriteConfig())
     with pytest.raises(RuntimeError, match="trained candidates"):
         hd.grow(model)
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     with pytest.raises(RuntimeError, match="never trained"):
         hd.grow(model)
     assert hd.num_dendrites(model) == 0
@@ -276,10 +276,10 @@ def test_grow_in_pb_mode_without_candidates_raises_before_touching_any_layer():
 def test_start_candidates_twice_raises():
     model = tiny_model()
     hd.add_dendrites(model, DendriteConfig())
-    hd.start_candidates(model)
+    hd.model.start_candidates(model)
     with pytest.raises(RuntimeError, match="already"):
-        hd.start_candidates(model)
-    hd.stop_candidates(model)
+        hd.model.start_candidates(model)
+    hd.model.stop_candidates(model)
     assert all(p.requires_grad for p in model.parameters())
 
 
@@ -287,7 +287,7 @@ def test_remove_dendrites_inside_a_dendrite_phase_gives_every_weight_back():
     model = tiny_model()
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     hd.add_dendrites(model, DendriteConfig())
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     hd.remove_dendrites(model)
     assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
 
@@ -297,7 +297,7 @@ def test_start_candidates_needs_a_whole_number(count):
     model = tiny_model()
     hd.add_dendrites(model, DendriteConfig())
     with pytest.raises(ValueError, match="num_candidates must be an int >= 1"):
-        hd.start_candidates(model, num_candidates=count)
+        hd.model.start_candidates(model, num_candidates=count)
     assert hd.model.paused_parameters(model) is None and all(p.requires_grad for p in model.parameters())
 
 
@@ -335,7 +335,7 @@ class TwoNames(torch.nn.Module):
 def test_a_linear_under_two_names_is_wrapped_once_and_both_names_see_it(targets):
     model = TwoNames()
     hd.add_dendrites(model, DendriteConfig(mode="gd", target_modules=targets))
-    assert isinstance(model.a, hd.DendriteLinear) and model.b is model.a
+    assert isinstance(model.a, hd.layer.DendriteLinear) and model.b is model.a
     assert len(hd.dendrite_layers(model)) == 1
     hd.grow(model)
     with torch.no_grad():
@@ -349,7 +349,7 @@ def test_a_linear_under_two_names_is_wrapped_once_and_both_names_see_it(targets)
 def test_a_non_finite_batch_is_skipped_by_the_candidates_and_counted():
     model = tiny_model()
     hd.add_dendrites(model, DendriteConfig())
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
     train_candidates(model, batch, labels, steps=1)
     model.train()
@@ -358,8 +358,8 @@ def test_a_non_finite_batch_is_skipped_by_the_candidates_and_counted():
     model(inputs_embeds=embeddings, attention_mask=batch["attention_mask"], labels=labels).loss.backward()
     layers = hd.dendrite_layers(model)
     assert all(layer.skipped_candidate_batches == 1 for layer in layers.values())
-    assert all(torch.isfinite(p.grad).all() for p in hd.candidate_parameters(model))
-    assert all(torch.isfinite(torch.tensor(score)) for score in hd.candidate_scores(model).values())
+    assert all(torch.isfinite(p.grad).all() for p in hd.model.candidate_parameters(model))
+    assert all(torch.isfinite(torch.tensor(score)) for score in hd.model.candidate_scores(model).values())
     hd.grow(model)  # the statistics stayed finite, so growth goes ahead
     assert hd.num_dendrites(model) == 1
 
@@ -367,7 +367,7 @@ def test_a_non_finite_batch_is_skipped_by_the_candidates_and_counted():
 def test_grow_refuses_non_finite_candidate_scores_and_names_the_layer():
     model = tiny_model()
     hd.add_dendrites(model, DendriteConfig())
-    hd.start_candidates(model, num_candidates=2)
+    hd.model.start_candidates(model, num_candidates=2)
     train_candidates(model, token_batch(), torch.tensor([0, 1, 2, 1]), steps=1)
     hd.dendrite_layers(model)["classifier"].candidate_stats.sum_ve.fill_(float("nan"))
     with pytest.raises(RuntimeError, match=r"\['classifier'\] are not finite"):

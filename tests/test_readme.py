@@ -84,9 +84,9 @@ def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatc
     from test_trainer import dendrite_config, training_args
     from transformers import AutoTokenizer
 
-    import hf_dendrites.unlabeled
-    from hf_dendrites.metrics import build_compute_metrics
-    from hf_dendrites.pretrained import resolve_model
+    import experiments.unlabeled
+    from experiments.metrics import build_compute_metrics
+    from experiments.pretrained import resolve_model
 
     texts = [f"sentence number {i} about a film" for i in range(40)]
     task_data = datasets.DatasetDict(
@@ -96,7 +96,7 @@ def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatc
         }
     )
     unlabeled = {"lines": texts[16:] + [f"an unlabelled line, number {i}" for i in range(48)]}
-    monkeypatch.setattr(hf_dendrites.unlabeled, "builtin_unlabeled_texts", lambda: unlabeled)
+    monkeypatch.setattr(experiments.unlabeled, "builtin_unlabeled_texts", lambda: unlabeled)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm-l2")[0])
     student = small_vocabulary_teacher(seed=1).inner
     validation = task_data["validation"].map(lambda rows: tokenizer(rows["text"]), batched=True)
@@ -128,7 +128,7 @@ def test_readme_lora_snippet_trains_saves_restores_and_merges(tmp_path, monkeypa
     from tiny_models import token_batch
     from transformers import TrainingArguments
 
-    from hf_dendrites.metrics import build_compute_metrics
+    from experiments.metrics import build_compute_metrics
 
     monkeypatch.chdir(tmp_path)
     args = TrainingArguments(

@@ -14,7 +14,7 @@ from tiny_models import tiny_model
 from transformers import Trainer, TrainerCallback, TrainerState
 
 import hf_dendrites as hd
-from hf_dendrites.metrics import build_compute_metrics
+from experiments.metrics import build_compute_metrics
 
 
 def plain_trainer(output_dir: Path, **args) -> Trainer:

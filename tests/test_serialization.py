@@ -28,7 +28,7 @@ def grown_model(family: str = "bert", mode: str = "pb", cascade: bool = False, d
     batch, labels = token_batch(), torch.tensor([0, 1, 2, 1])
     for _ in range(dendrites):
         if mode == "pb":
-            hd.start_candidates(model, num_candidates=2)
+            hd.model.start_candidates(model, num_candidates=2)
             model.train()
             model(**batch, labels=labels).loss.backward()
         hd.grow(model)
@@ -69,7 +69,7 @@ def test_gd_round_trip_and_trainable_flags(tmp_path):
 
 def test_checkpoint_inside_a_dendrite_phase_keeps_candidates_and_frozen_weights(tmp_path):
     model = grown_model(dendrites=1)
-    hd.start_candidates(model, num_candidates=3)
+    hd.model.start_candidates(model, num_candidates=3)
     model.save_pretrained(tmp_path)
     loaded = hd.from_pretrained(tmp_path)
     for name, layer in hd.dendrite_layers(loaded).items():
@@ -78,7 +78,7 @@ def test_checkpoint_inside_a_dendrite_phase_keeps_candidates_and_frozen_weights(
         assert torch.equal(layer.candidate_weight, original.candidate_weight)
     trainable = {name for name, p in loaded.named_parameters() if p.requires_grad}
     assert trainable and all(".candidate_" in name for name in trainable)
-    hd.stop_candidates(loaded)
+    hd.model.stop_candidates(loaded)
     assert all(
         p.requires_grad
         for name, p in loaded.named_parameters()

@@ -1,4 +1,5 @@
-"""The package's shape: imports flow one way, every module imports on its own, no function grows past 80 lines.
+"""The package's shape: imports flow one way, the library never imports the studies, every module imports on its
+own, no function grows past 80 lines.
 
 Files are sized by responsibility, not by a line cap; a function too long to read in one screen is the
 smell worth flagging.
@@ -79,6 +80,44 @@ def _absolute_imports(module: str) -> set[str]:
     tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+STUDY_PACKAGES = {"experiments", "benchmarks", "scripts"}
+
+
+def study_imports(source: str) -> set[str]:
+    """The study packages (experiments/, benchmarks/, scripts/) a module's source imports, at any depth:
+    `import x`, `from x import y` and `importlib.import_module("x...")` / `__import__("x...")` with a literal name."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            name = getattr(node.func, "attr", getattr(node.func, "id", None))
+            if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+                found.add(node.args[0].value.split(".")[0])
+    return found & STUDY_PACKAGES
+
+
+def test_study_import_finder_sees_every_form_of_import():
+    source = (
+        "import os\nimport experiments.data\nfrom hf_dendrites.model import grow\n"
+        "def f():\n    from benchmarks import common\n    return importlib.import_module('scripts.train')\n"
+    )
+    assert study_imports(source) == {"experiments", "benchmarks", "scripts"}
+    assert study_imports("from .metrics import METRICS\nimport hf_dendrites\nimport datasets\n") == set()
+
+
+def test_the_library_never_imports_the_studies():
+    """hf_dendrites/ is what a user installs: the study helpers, studies and scripts stay outside it."""
+    offenders = {
+        str(path.relative_to(PACKAGE.parent)): sorted(found)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (found := study_imports(path.read_text(encoding="utf-8")))
+    }
+    assert offenders == {}
 
 
 @pytest.mark.parametrize("order", ["forward", "reverse"])

@@ -9,6 +9,7 @@ import pytest
 from script_modules import load_script
 
 import hf_dendrites as hd
+from experiments import pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,7 +206,7 @@ def test_a_missing_model_folder_is_named(tmp_path, monkeypatch, path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     with pytest.raises(FileNotFoundError, match=f"model '{path}' is not a local folder"):
-        hd.pretrained.resolve_model(path)
+        pretrained.resolve_model(path)
 
 
 def test_the_script_prints_a_recipe_mistake_as_one_line(tmp_path):
@@ -264,7 +265,7 @@ def test_the_lora_recipe_trains_lora_and_dendrites_and_saves_both(tmp_path):
     assert 0 < parameters["trainable"] < parameters["base"] / 10  # LoRA, the head and the dendrites only
     assert results["config"]["model"]["lora_r"] == 4
     assert (tmp_path / "adapter_model.safetensors").is_file() and (tmp_path / "dendrites.safetensors").is_file()
-    path, overrides = hd.pretrained.resolve_model("minilm-l2")
+    path, overrides = pretrained.resolve_model("minilm-l2")
     base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, **overrides)
     model = hd.from_pretrained(tmp_path, base_model=base)
     assert hd.num_dendrites(model) == max(results["dendrites_per_layer"].values())
@@ -275,7 +276,7 @@ def test_the_knock_out_scores_the_trained_model_with_its_dendrites_off(tmp_path)
     from test_trainer import VALIDATION
     from transformers import Trainer, TrainingArguments
 
-    from hf_dendrites.metrics import build_compute_metrics
+    from experiments.metrics import build_compute_metrics
 
     model = grown_with_output_weights()
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True)

@@ -14,8 +14,8 @@ from tiny_models import tiny_model, token_batch
 from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArguments
 
 import hf_dendrites as hd
+from experiments.metrics import build_compute_metrics
 from hf_dendrites import DendriteConfig, DendriteTrainer
-from hf_dendrites.metrics import build_compute_metrics
 from hf_dendrites.run_lock import LOCK_FILE, OutputDirLockedError, RunLock
 
 
@@ -310,7 +310,7 @@ def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp
 def test_installed_dendrites_train_at_their_modes_default_rate_not_the_fine_tuning_rate(tmp_path, mode, expected):
     model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode=mode))
     if mode == "pb":
-        hd.start_candidates(model)
+        hd.model.start_candidates(model)
         model.train()
         model(**token_batch(), labels=torch.tensor([0, 1, 0, 1])).loss.backward()  # candidate statistics
     hd.grow(model)

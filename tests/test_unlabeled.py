@@ -5,8 +5,8 @@ from __future__ import annotations
 import datasets
 import pytest
 
-from hf_dendrites.data import load_task
-from hf_dendrites.unlabeled import (
+from experiments.data import load_task
+from experiments.unlabeled import (
     POOL_SOURCES,
     UNLABELED,
     builtin_unlabeled_texts,

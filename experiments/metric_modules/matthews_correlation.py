@@ -20,7 +20,7 @@ Args:
 Returns:
     matthews_correlation (float): in [-1, 1].
 Examples:
-    >>> metric = evaluate.load("hf_dendrites/metric_modules/matthews_correlation.py")
+    >>> metric = evaluate.load("experiments/metric_modules/matthews_correlation.py")
     >>> metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 1, 0])
     {'matthews_correlation': 1.0}
 """

@@ -17,7 +17,7 @@ Args:
 Returns:
     accuracy (float): in [0, 1].
 Examples:
-    >>> metric = evaluate.load("hf_dendrites/metric_modules/accuracy.py")
+    >>> metric = evaluate.load("experiments/metric_modules/accuracy.py")
     >>> metric.compute(predictions=[0, 1, 1], references=[0, 1, 0])
     {'accuracy': 0.6666666666666666}
 """

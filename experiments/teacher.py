@@ -25,10 +25,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from .augment import from_pretrained
-from .distillation import TEACHER_LOGITS
-from .pretrained import SHIPPED_MODELS
-from .serialization import DENDRITE_MODEL_TYPE
+from experiments.pretrained import SHIPPED_MODELS
+from hf_dendrites.augment import from_pretrained
+from hf_dendrites.distillation import TEACHER_LOGITS
+from hf_dendrites.serialization import DENDRITE_MODEL_TYPE
 
 logger = logging.getLogger(__name__)
 

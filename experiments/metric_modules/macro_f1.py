@@ -21,7 +21,7 @@ Args:
 Returns:
     macro_f1 (float): in [0, 1].
 Examples:
-    >>> metric = evaluate.load("hf_dendrites/metric_modules/macro_f1.py")
+    >>> metric = evaluate.load("experiments/metric_modules/macro_f1.py")
     >>> metric.compute(predictions=[0, 1, 1], references=[0, 1, 0])
     {'macro_f1': 0.6666666666666666}
 """

@@ -1,10 +1,10 @@
 """Classification metrics for ``transformers.Trainer``, built on ``evaluate``, fully offline.
 
 ``evaluate.load("accuracy")`` downloads the metric script from the Hugging
-Face Hub, which fails without network. This library ships its own metric
-scripts in :mod:`hf_dendrites.metric_modules` and loads them by file path,
-which ``evaluate`` resolves locally. They are ``.py`` files inside the package,
-so they are installed with it (editable or not).
+Face Hub, which fails without network. The studies ship their own metric
+scripts in :mod:`experiments.metric_modules` and load them by file path,
+which ``evaluate`` resolves locally (from this checkout: ``experiments`` is
+not part of the installed ``hf_dendrites`` package).
 
 Typical use::
 
@@ -34,7 +34,7 @@ __all__ = [
     "build_compute_metrics",
 ]
 
-#: Metrics shipped with the library; also the default set reported during evaluation.
+#: Metrics shipped with the studies; also the default set reported during evaluation.
 METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "matthews_correlation")
 
 #: Folder holding one ``evaluate`` metric script per name in :data:`METRICS`.
