@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import Trainer
 
 from .model import candidate_parameters, dendrite_parameters, paused_parameters
+from .trainer_internals import replace_optimizer
 
 
 def in_dendrite_phase(model: nn.Module) -> bool:
@@ -82,24 +84,23 @@ def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_schedu
 
 def rebuild_optimizer(trainer: Trainer) -> None:
     """Give `trainer` a fresh optimizer and schedule for the model's current trainable parameters."""
-    accelerator = trainer.accelerator
-    old = trainer.optimizer
-    accelerator._optimizers = [optimizer for optimizer in accelerator._optimizers if optimizer is not old]
-    model = accelerator.unwrap_model(trainer.model)
+    model = trainer.accelerator.unwrap_model(trainer.model)
     model.zero_grad(set_to_none=True)
-    trainer.optimizer = None
-    trainer.lr_scheduler = None
-    # Trainer's own create_optimizer, not an override that would apply the phase logic a second time
+    old = trainer.optimizer
+    # Trainer's own create_optimizer (which builds only when none is set), not an override that
+    # would apply the phase logic a second time
+    trainer.optimizer, trainer.lr_scheduler = None, None
     optimizer = phase_optimizer(model, lambda: Trainer.create_optimizer(trainer))
-    trainer.optimizer = accelerator.prepare_optimizer(optimizer)
-    if in_dendrite_phase(model):
-        trainer.lr_scheduler = constant_schedule(trainer.optimizer)
-    else:
-        trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=trainer.optimizer)
-        advance_schedule(trainer.lr_scheduler, trainer.state.global_step)
-    handler = trainer.callback_handler
-    handler.optimizer = trainer.optimizer
-    handler.lr_scheduler = trainer.lr_scheduler
+
+    def schedule(prepared: torch.optim.Optimizer) -> Any:
+        if in_dendrite_phase(model):
+            return constant_schedule(prepared)
+        trainer.lr_scheduler = None
+        scheduler = trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=prepared)
+        advance_schedule(scheduler, trainer.state.global_step)
+        return scheduler
+
+    replace_optimizer(trainer, old, optimizer, schedule)
 
 
 def optimizer_state_by_name(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, dict]:

@@ -19,6 +19,7 @@ from transformers import Trainer
 from .config import DendriteConfig
 from .dendrite_phase import DendritePhaseReport, run_dendrite_phase
 from .holdout import holdout_split
+from .trainer_internals import prepare_inputs, training_columns
 
 DESCRIPTION = "Dendrite phase"
 
@@ -37,22 +38,11 @@ def phase_dataset(trainer: Trainer, holdout_fraction: float) -> Dataset:
 def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0) -> Iterator[dict[str, Any]]:
     """Training batches in dataset order, on the model's device, collated as the training steps collate them."""
     dataset = phase_dataset(trainer, holdout_fraction)
-    collator = trainer.data_collator
-    try:
-        import datasets
-
-        is_hf_dataset = isinstance(dataset, datasets.Dataset)
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        is_hf_dataset = False
-    # Transformers' own column handling (private, checked against 5.23): the model's forward decides
-    # which columns a batch keeps, exactly as in get_train_dataloader.
-    if is_hf_dataset:
-        dataset = trainer._remove_unused_columns(dataset, description=DESCRIPTION)
-    else:
-        collator = trainer._get_collator_with_removed_columns(collator, description=DESCRIPTION)
+    # the model's forward decides which columns a batch keeps, exactly as in get_train_dataloader
+    dataset, collator = training_columns(trainer, dataset, trainer.data_collator, DESCRIPTION)
     loader = DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size, collate_fn=collator)
     for batch in loader:
-        yield trainer._prepare_inputs(batch)
+        yield prepare_inputs(trainer, batch)
 
 
 def phase_loss(trainer: Trainer, model: torch.nn.Module) -> Callable[[Mapping[str, Any]], torch.Tensor]:

@@ -50,6 +50,7 @@ from .model import ModelSnapshot, dendrite_layers, restore_snapshot, take_snapsh
 from .optimization import rebuild_optimizer
 from .tracker import Action, DendriteTracker
 from .trainer import DendriteTrainer
+from .trainer_internals import checkpoint_folder, load_checkpoint_weights, wrap_save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -266,18 +267,14 @@ class _RestartCallback(TrainerCallback):
     def _wrap_trainer(self) -> None:
         """Route the trainer's `train` and `_save_checkpoint` through this callback (see the module docstring)."""
         trainer = self.trainer
-        train, save_checkpoint = trainer.train, trainer._save_checkpoint
+        train = trainer.train
 
         @functools.wraps(train)
         def train_with_restarts(resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
             return self._train(train, resume_from_checkpoint, *args, **kwargs)
 
-        @functools.wraps(save_checkpoint)
-        def save_checkpoint_with_restarts(model: torch.nn.Module, trial: Any) -> None:
-            self._save_checkpoint(save_checkpoint, model, trial)
-
         trainer.train = train_with_restarts
-        trainer._save_checkpoint = save_checkpoint_with_restarts
+        wrap_save_checkpoint(trainer, self._save_checkpoint)
 
     def _is_attached(self) -> bool:
         """Added to its trainer (a callback built but never added leaves the trainer as it was)."""
@@ -319,7 +316,7 @@ class _RestartCallback(TrainerCallback):
     def _finished(self, resumed: _Resumed, reason: str) -> TrainOutput:
         """Resuming a run whose restarts were complete: its checkpoint holds the final model; train nothing."""
         trainer = self.trainer
-        trainer._load_from_checkpoint(str(resumed.folder))
+        load_checkpoint_weights(trainer, resumed.folder)
         trainer.state = TrainerState.load_from_json(str(resumed.folder / TRAINER_STATE_NAME))
         self._apply(resumed.state)
         self.best = resumed.best
@@ -336,7 +333,7 @@ class _RestartCallback(TrainerCallback):
         trainer, args = self.trainer, self.trainer.args
         if not self._is_attached():
             return save_checkpoint(model, trial)
-        folder = Path(trainer._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
+        folder = checkpoint_folder(trainer, trial)
         if args.should_save:
             (folder / RESTART_STATE_FILE).unlink(missing_ok=True)  # a folder being rewritten is incomplete until done
         limit, args.save_total_limit = args.save_total_limit, None  # rotation waits until the checkpoint is complete

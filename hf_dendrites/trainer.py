@@ -47,6 +47,7 @@ from .optimization import constant_schedule, in_dendrite_phase, phase_optimizer
 from .plotting import HISTORY_PLOT
 from .run_lock import RunLock
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
+from .trainer_internals import checkpoint_folder, unregistered_evaluation
 
 logger = logging.getLogger(__name__)
 
@@ -200,21 +201,11 @@ class DendriteTrainer(DistillationMixin, Trainer):
             probe = self.eval_dataset.select(range(size))
         else:
             probe = torch.utils.data.Subset(self.eval_dataset, range(size))
-        # An evaluation before train() registers the model with accelerate, after which train()
-        # no longer wraps it for distributed training (ranks would silently diverge): undo that.
-        prepared_models, wrapped = list(self.accelerator._models), self.model_wrapped
-        was_prepared = "_is_accelerate_prepared" in self.model.__dict__
-        try:
-            # Iterating a DataLoader draws from the global RNG; without the fork the probe would
-            # shift every dropout mask of the run, and a dendrite run would no longer match the
-            # plain Trainer run of the same seed step for step until its first growth.
-            with torch.random.fork_rng(devices=[]):
-                output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
-        finally:
-            self.accelerator._models[:] = prepared_models
-            self.model_wrapped = wrapped
-            if not was_prepared:
-                self.model.__dict__.pop("_is_accelerate_prepared", None)
+        # Iterating a DataLoader draws from the global RNG; without the fork the probe would shift
+        # every dropout mask of the run, and a dendrite run would no longer match the plain Trainer
+        # run of the same seed step for step until its first growth.
+        with unregistered_evaluation(self), torch.random.fork_rng(devices=[]):
+            output = self.evaluation_loop(self.get_eval_dataloader(probe), description="Metric check")
         key = metric_key(self.args)
         if key not in output.metrics:
             names = sorted(name.removeprefix("eval_") for name in output.metrics)
@@ -320,7 +311,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         process killed then would leave only a checkpoint without its dendrite state. Here the
         state goes in first (its file last, by rename), and only then are old checkpoints rotated.
         """
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        folder = checkpoint_folder(self, trial)
         if self.args.should_save:
             (folder / STATE_FILE).unlink(missing_ok=True)  # a folder being rewritten is incomplete until done
         limit = self.args.save_total_limit
