@@ -689,42 +689,24 @@ def requested_task(argv: list[str]) -> str | None:
     return task
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    argv = sys.argv[1:] if argv is None else argv
-    if requested_task(argv) == "masked_lm":
-        import masked_lm  # scripts/masked_lm.py, beside this file
+def set_metric_defaults(training_args: TrainingArguments) -> None:
+    """Growth and best-model selection follow validation accuracy unless told otherwise; a loss is minimised."""
+    training_args.metric_for_best_model = training_args.metric_for_best_model or "accuracy"
+    if training_args.greater_is_better is None:
+        training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
 
-        return masked_lm.main(argv)
-    model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(argv)
-    dendrite_config = dendrite_config_from(dendrite_args)
+
+def check_run_arguments(model_args, dendrite_args, distill_args, dendrite_config) -> None:
+    """Refuse combinations of flags that would be ignored or contradict each other, before anything loads."""
     if dendrite_config is not None and (dendrite_args.restart_at_epochs or dendrite_args.restart_on_plateau):
         raise ValueError("--restart_at_epochs and --restart_on_plateau are for plain runs (--dendrites none)")
     if dendrite_args.restart_at_epochs and dendrite_args.restart_on_plateau:
         raise ValueError("give --restart_at_epochs or --restart_on_plateau, not both")
     check_ignored_flags(dendrite_args, distill_args)
-    resume = resume_target(training_args.resume_from_checkpoint)  # before anything is loaded
-    restarts = None
-    distillation = (
-        DistillationConfig(alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature)
-        if distill_args.enabled
-        else None
-    )
-    check_model_arguments(model_args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    training_args.metric_for_best_model = training_args.metric_for_best_model or "accuracy"
-    if training_args.greater_is_better is None:
-        training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
 
-    full = load_full_data(data_args)
-    raw = apply_limits(full, data_args)
-    distillation_info = None
-    if distillation is not None:
-        train_set, distillation_info, held_out_logits = distillation_train_set(
-            full, raw, distill_args, model_args.max_seq_length
-        )
-    model_path, overrides = resolve_model(model_args.model_name_or_path)
-    transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
+
+def build_model(model_args, model_path: str, overrides: dict, raw: datasets.DatasetDict) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, compression record): the classifier, compressed and wrapped in LoRA as asked."""
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = load_classifier(model_args.model_name_or_path, model_path, overrides, num_labels(raw))
     model, compression = compress(model, model_args)
@@ -738,66 +720,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             task_type="SEQ_CLS",
         )
         model = get_peft_model(model, lora)
+    return model, tokenizer, compression
+
+
+def encode(raw: datasets.DatasetDict, tokenizer: Any, max_length: int, train_set: datasets.Dataset | None):
+    """Tokenized splits with a `labels` column; `train_set` (the distillation pool) replaces the training split."""
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(batch["text"], truncation=True, max_length=model_args.max_seq_length)
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
 
     encoded = raw.map(tokenize, batched=True, remove_columns=["id", "text"]).rename_column("label", "labels")
-    if distillation is not None:
+    if train_set is not None:
         encoded["train"] = train_set.map(tokenize, batched=True, remove_columns=["text"]).rename_column(
             "label", "labels"
         )
-    holdout = None
-    if dendrite_args.candidate_holdout_fraction:
-        neuron_part, held_out = holdout_split(
-            len(encoded["train"]), dendrite_args.candidate_holdout_fraction, training_args.seed
-        )
-        holdout = {
-            "fraction": dendrite_args.candidate_holdout_fraction,
-            "train": len(neuron_part),
-            "held_out": len(held_out),
-        }
-        if dendrite_config is None:  # the plain control trains on what a holdout run's neuron phases see
-            encoded["train"] = encoded["train"].select(neuron_part)
-    base_parameters = parameter_report(model)["total"]
-    common = dict(
-        model=model,
-        args=training_args,
-        train_dataset=encoded["train"],
-        eval_dataset=encoded["validation"],
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=build_compute_metrics(METRICS),
-    )
+    return encoded
+
+
+def apply_holdout(encoded, dendrite_args, dendrite_config, seed: int) -> dict[str, Any] | None:
+    """The holdout record; a plain control trains only on what a holdout run's neuron phases see."""
+    if not dendrite_args.candidate_holdout_fraction:
+        return None
+    neuron_part, held_out = holdout_split(len(encoded["train"]), dendrite_args.candidate_holdout_fraction, seed)
+    if dendrite_config is None:
+        encoded["train"] = encoded["train"].select(neuron_part)
+    return {"fraction": dendrite_args.candidate_holdout_fraction, "train": len(neuron_part), "held_out": len(held_out)}
+
+
+def build_trainer(common: dict[str, Any], training_args, dendrite_args, dendrite_config, distillation):
+    """(trainer, restart callback or None): DendriteTrainer with dendrites, else a plain (distillation) Trainer
+    with early stopping or one of the restart controls."""
     if distillation is not None:
         common["distillation"] = distillation
-    if dendrite_config is None:
-        training_args.load_best_model_at_end = True
-        trainer_class = Trainer if distillation is None else DistillationTrainer
-        trainer = trainer_class(**common)
-        if dendrite_args.restart_on_plateau:  # it stops the run itself, when a restart no longer helps
-            growth_settings = dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
-            restarts = RestartOnPlateauCallback(trainer, growth_settings)
-        else:
-            trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
-        if dendrite_args.restart_at_epochs:
-            restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
-        if restarts is not None:
-            trainer.add_callback(restarts)
-    else:
+    if dendrite_config is not None:
         trainer = DendriteTrainer(
             **common, dendrite_config=dendrite_config, error_alignment_steps=dendrite_args.error_alignment_steps
         )
-    if distillation is not None:
-        samples = agreement_samples(encoded, held_out_logits["validation"])
-        trainer.add_callback(TeacherAgreementCallback(trainer, samples, common["data_collator"]))
+        return trainer, None
+    training_args.load_best_model_at_end = True
+    trainer = (Trainer if distillation is None else DistillationTrainer)(**common)
+    restarts = None
+    if dendrite_args.restart_on_plateau:  # it stops the run itself, when a restart no longer helps
+        growth_settings = dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
+        restarts = RestartOnPlateauCallback(trainer, growth_settings)
+    else:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
+    if dendrite_args.restart_at_epochs:
+        restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
+    if restarts is not None:
+        trainer.add_callback(restarts)
+    return trainer, restarts
 
-    start = time.time()
-    trainer.train(resume_from_checkpoint=resume)
-    seconds = time.time() - start
-    evaluations = evaluation_history(trainer.state.log_history)  # before the final evaluations below
-    if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
-        trainer.save_model()
+
+def evaluate_final_model(trainer, encoded, dendrite_config) -> tuple[dict, dict, dict]:
+    """(validation metrics, test metrics, per-example test outcomes) of the model training ended with."""
     validation = trainer.evaluate(metric_key_prefix="eval")
     test, test_outcome = {}, {}
     if "test" in encoded:  # predictions kept, so runs can be compared example by example (paired intervals)
@@ -809,34 +785,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         if dendrite_config is not None and num_dendrites(trainer.model):
             test_outcome["test_without_dendrites"] = metrics_without_dendrites(trainer, encoded["test"])
-    report = parameter_report(trainer.model)
-    results = {
-        "validation": split_metrics(validation, "eval_"),
-        "test": split_metrics(test, "test_"),
-        "parameters": {
-            "base": base_parameters,
-            "dendrites": report["dendrites"],
-            "total": report["total"],
-            "trainable": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        },
-        "dendrites_per_layer": report["dendrites_per_layer"],
-        **({"compression": compression} if compression else {}),
-        **({"distillation": distillation_info} if distillation_info else {}),
-        "epochs": trainer.state.epoch,
-        "seconds": seconds,
-        "evaluations": evaluations,
-        "dataset": dataset_record(data_args),
-        "base_model": hub_id_of(model_args.model_name_or_path),  # for the model card: a Hub id, or null
-        "config": {
-            "model": dataclasses.asdict(model_args),
-            "data": dataclasses.asdict(data_args),
-            "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
-            "distillation": dataclasses.asdict(distill_args) if distillation is not None else None,
-            "training": training_args.to_dict(),
-        },
-        "versions": versions(),
-        **test_outcome,
-    }
+    return validation, test, test_outcome
+
+
+def parameters_record(model: Any, base_parameters: int, report: dict[str, Any]) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"base": base_parameters, "dendrites": report["dendrites"], "total": report["total"], "trainable": trainable}
+
+
+def growth_results(trainer, restarts) -> dict[str, Any]:
+    """What the growth (or the restart control) did: history, timings per phase, diagnostics."""
+    results: dict[str, Any] = {}
     if isinstance(trainer, DendriteTrainer):
         callback = trainer.dendrite_callback
         results["dendrite_history"] = trainer.tracker.history
@@ -856,8 +815,87 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["restarts"] = restarts.restarts
     if isinstance(restarts, RestartOnPlateauCallback):
         results["completed_reason"] = restarts.tracker.completed_reason or "training budget used up"
-    if holdout is not None:
-        results["holdout"] = holdout
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    if requested_task(argv) == "masked_lm":
+        import masked_lm  # scripts/masked_lm.py, beside this file
+
+        return masked_lm.main(argv)
+    model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(argv)
+    dendrite_config = dendrite_config_from(dendrite_args)
+    check_run_arguments(model_args, dendrite_args, distill_args, dendrite_config)
+    resume = resume_target(training_args.resume_from_checkpoint)  # before anything is loaded
+    distillation = None
+    if distill_args.enabled:
+        distillation = DistillationConfig(
+            alpha=distill_args.distill_alpha, temperature=distill_args.distill_temperature
+        )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_metric_defaults(training_args)
+    full = load_full_data(data_args)
+    raw = apply_limits(full, data_args)
+    train_set = distillation_info = None
+    if distillation is not None:
+        train_set, distillation_info, held_out_logits = distillation_train_set(
+            full, raw, distill_args, model_args.max_seq_length
+        )
+    model_path, overrides = resolve_model(model_args.model_name_or_path)
+    transformers.set_seed(training_args.seed)  # the new classifier head is drawn now, before the Trainer seeds
+    model, tokenizer, compression = build_model(model_args, model_path, overrides, raw)
+    encoded = encode(raw, tokenizer, model_args.max_seq_length, train_set)
+    holdout = apply_holdout(encoded, dendrite_args, dendrite_config, training_args.seed)
+    base_parameters = parameter_report(model)["total"]
+    collator = DataCollatorWithPadding(tokenizer)
+    common = dict(
+        model=model,
+        args=training_args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
+        processing_class=tokenizer,
+        data_collator=collator,
+        compute_metrics=build_compute_metrics(METRICS),
+    )
+    trainer, restarts = build_trainer(common, training_args, dendrite_args, dendrite_config, distillation)
+    if distillation is not None:
+        samples = agreement_samples(encoded, held_out_logits["validation"])
+        trainer.add_callback(TeacherAgreementCallback(trainer, samples, collator))
+
+    start = time.time()
+    trainer.train(resume_from_checkpoint=resume)
+    seconds = time.time() - start
+    evaluations = evaluation_history(trainer.state.log_history)  # before the final evaluations below
+    if not training_args.push_to_hub:  # with it, save_model would push before results.json exists
+        trainer.save_model()
+    validation, test, test_outcome = evaluate_final_model(trainer, encoded, dendrite_config)
+    report = parameter_report(trainer.model)
+    results = {
+        "validation": split_metrics(validation, "eval_"),
+        "test": split_metrics(test, "test_"),
+        "parameters": parameters_record(trainer.model, base_parameters, report),
+        "dendrites_per_layer": report["dendrites_per_layer"],
+        **({"compression": compression} if compression else {}),
+        **({"distillation": distillation_info} if distillation_info else {}),
+        "epochs": trainer.state.epoch,
+        "seconds": seconds,
+        "evaluations": evaluations,
+        "dataset": dataset_record(data_args),
+        "base_model": hub_id_of(model_args.model_name_or_path),  # for the model card: a Hub id, or null
+        "config": {
+            "model": dataclasses.asdict(model_args),
+            "data": dataclasses.asdict(data_args),
+            "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
+            "distillation": dataclasses.asdict(distill_args) if distillation is not None else None,
+            "training": training_args.to_dict(),
+        },
+        "versions": versions(),
+        **test_outcome,
+        **growth_results(trainer, restarts),
+        **({"holdout": holdout} if holdout is not None else {}),
+    }
     print_table(results, save_results(trainer, training_args, results))
     return results
 
