@@ -95,7 +95,6 @@ def rebuild_optimizer(trainer: Trainer) -> None:
     def schedule(prepared: torch.optim.Optimizer) -> Any:
         if in_dendrite_phase(model):
             return constant_schedule(prepared)
-        trainer.lr_scheduler = None
         scheduler = trainer.create_scheduler(num_training_steps=trainer.state.max_steps, optimizer=prepared)
         advance_schedule(scheduler, trainer.state.global_step)
         return scheduler
