@@ -97,7 +97,7 @@ SETTINGS: dict[str, list[str]] = {
     "distilled-gd": [*DISTILLATION, "--dendrites", "gd"],
     # A control: the plain student without early stopping, the whole budget and its best evaluation,
     # as long as a PB or GD run may train, so a gain of theirs is not just more training.
-    "distilled-none-full": [*DISTILLATION, "--dendrites", "none", "--patience", "1000"],
+    "distilled-none-full": [*DISTILLATION, "--dendrites", "none", "--early_stopping_patience", "1000"],
 }
 EVERY_SETTING = tuple(SETTINGS)
 

@@ -37,7 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,14 @@ def batches(task: ControlTask, x: torch.Tensor, y: torch.Tensor, generator: torc
         yield {"x": x[index], "y": y[index]}
 
 
-def train(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], epochs: int, seed: int) -> None:
+def train(
+    task: ControlTask,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    epochs: int,
+    seed: int,
+    arguments: hd.DendriteTrainingArguments | None = None,
+) -> None:
     """Adam over everything trainable; installed dendrites at their own rate (as the trainer does)."""
     dendrite = {id(p) for p in hd.model.dendrite_parameters(model)}
     base = [p for p in model.parameters() if p.requires_grad and id(p) not in dendrite]
@@ -146,7 +153,8 @@ def train(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], ep
     config = getattr(model, "dendrite_config", None)
     extra = [p for p in model.parameters() if p.requires_grad and id(p) in dendrite]
     if extra:
-        groups.append({"params": extra, "lr": config.resolved_dendrite_learning_rate()})
+        rate = (arguments or hd.DendriteTrainingArguments()).resolved_dendrite_learning_rate(config.mode)
+        groups.append({"params": extra, "lr": rate})
     optimizer = torch.optim.Adam(groups)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -157,10 +165,16 @@ def train(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], ep
             optimizer.step()
 
 
-def streaming_phase(task: ControlTask, model: nn.Module, data: dict[str, torch.Tensor], seed: int) -> float:
+def streaming_phase(
+    task: ControlTask,
+    model: nn.Module,
+    data: dict[str, torch.Tensor],
+    seed: int,
+    arguments: hd.DendriteTrainingArguments,
+) -> float:
     """The streaming learner at its former defaults: one epoch of per-batch correlation steps."""
-    hd.model.start_candidates(model, generator=torch.Generator().manual_seed(seed))
-    optimizer = candidate_optimizer(model)
+    hd.model.start_candidates(model, generator=torch.Generator().manual_seed(seed), arguments=arguments)
+    optimizer = candidate_optimizer(model, arguments)
     generator = torch.Generator().manual_seed(seed)
     for batch in batches(task, data["x_train"], data["y_train"], generator):
         loss = loss_of(task, model, batch["x"], batch["y"])
@@ -170,17 +184,22 @@ def streaming_phase(task: ControlTask, model: nn.Module, data: dict[str, torch.T
     return hd.model.mean_candidate_score(model)
 
 
-def dendrite_config(arm: str) -> hd.DendriteConfig:
-    config = hd.DendriteConfig(target_modules=["0", "2"], mode="gd" if arm == "gd" else "pb")
-    if arm == "untrained_candidates":
-        return replace(config, candidate_epochs=0)
-    if arm == "shuffled_errors":
-        return replace(config, candidate_shuffled_errors=True)
-    if arm == "pb_streaming":
-        return replace(config, candidate_learner="streaming", candidate_learning_rate=1e-3)
-    if arm == "pb_lowrank":
-        return replace(config, dendrite_rank=LOW_RANK)
-    return config
+# What each arm changes in the candidate learner's defaults.
+ARM_TRAINING = {
+    "untrained_candidates": {"candidate_epochs": 0},
+    "shuffled_errors": {"candidate_shuffled_errors": True},
+    "pb_streaming": {"candidate_learner": "streaming", "candidate_learning_rate": 1e-3},
+}
+
+
+def dendrite_setup(arm: str) -> tuple[hd.DendriteConfig, hd.DendriteTrainingArguments]:
+    """The arm's model config (which layers, mode, rank) and its candidate-training settings."""
+    config = hd.DendriteConfig(
+        target_modules=["0", "2"],
+        mode="gd" if arm == "gd" else "pb",
+        dendrite_rank=LOW_RANK if arm == "pb_lowrank" else None,
+    )
+    return config, hd.DendriteTrainingArguments(**ARM_TRAINING.get(arm, {}))
 
 
 def exact_error_correlation(
@@ -221,13 +240,14 @@ def run_arm(task: ControlTask, arm: str, seed: int, data: dict[str, torch.Tensor
         record["width"] = width
     else:
         model = copy.deepcopy(plateau)
+        arguments = None
         if arm != "no_dendrite":
-            config = dendrite_config(arm)
+            config, arguments = dendrite_setup(arm)
             hd.add_dendrites(model, config)
             if arm == "gd":
                 hd.grow(model, generator=torch.Generator().manual_seed(seed))
             elif arm == "pb_streaming":
-                record["candidate_correlation"] = streaming_phase(task, model, data, seed)
+                record["candidate_correlation"] = streaming_phase(task, model, data, seed, arguments)
                 record["chance_correlation"] = None
                 hd.grow(model)
             else:
@@ -237,13 +257,14 @@ def run_arm(task: ControlTask, arm: str, seed: int, data: dict[str, torch.Tensor
                     phase_batches,
                     lambda b: loss_of(task, model, b["x"], b["y"]),
                     generator=torch.Generator().manual_seed(seed),
+                    arguments=arguments,
                 )
                 record["candidate_correlation"] = report.score
                 record["chance_correlation"] = report.chance_score
                 record["phase"] = report.to_dict()
                 hd.grow(model)
             record["exact_error_correlation"] = exact_error_correlation(task, model, data)
-        train(task, model, data, task.epochs_after, seed + 1)
+        train(task, model, data, task.epochs_after, seed + 1, arguments)
     validation = evaluate(task, model, data["x_val"], data["y_val"])
     record.update(
         val_loss=validation["loss"],
@@ -264,7 +285,7 @@ def parameters(model: nn.Module) -> int:
 def plateau_parameters(task: ControlTask, plateau: nn.Module) -> int:
     """Parameters of the plateau student with one full PB dendrite set on both layers."""
     model = copy.deepcopy(plateau)
-    hd.add_dendrites(model, dendrite_config("gd"))
+    hd.add_dendrites(model, dendrite_setup("gd")[0])
     hd.grow(model)
     return parameters(model)
 

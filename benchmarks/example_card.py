@@ -39,7 +39,7 @@ def render() -> str:
     path, overrides = resolve_model(results["config"]["model"]["model_name_or_path"])
     config = AutoConfig.from_pretrained(path, num_labels=2, **overrides)
     model = AutoModelForSequenceClassification.from_config(config)
-    hd.add_dendrites(model, hd.DendriteConfig.from_dict(results["config"]["dendrites"]))
+    hd.add_dendrites(model, hd.DendriteConfig.from_saved(results["config"]["dendrites"]))
     apply_structure(model, {"layers": {name: {"dendrites": n} for name, n in results["dendrites_per_layer"].items()}})
     card = hd.hub.model_card(model, REPO_ID, results=results, history_plot="dendrite_history.png", license="apache-2.0")
     return str(card) + "\n"

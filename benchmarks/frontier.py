@@ -160,13 +160,18 @@ class KeepBest(TrainerCallback):
 
 
 def dendrite_config(regime: Regime, arm: str) -> hd.DendriteConfig:
-    """The growth settings of an arm (`restarts` follows the same policy without dendrites)."""
+    """The dendrites of an arm: which layers, mode and rank."""
     return hd.DendriteConfig(
         target_modules=None if regime.target_modules is None else list(regime.target_modules),
         mode="gd" if arm == "gd" else "pb",
-        candidate_shuffled_errors=arm == "shuffled_errors",
         dendrite_rank=regime.low_rank if arm == "pb_lowrank" else None,
-        first_growth_epoch=regime.first_growth_epoch,
+    )
+
+
+def growth_arguments(regime: Regime, arm: str) -> hd.DendriteTrainingArguments:
+    """The growth settings of an arm (`restarts` follows the same policy without dendrites)."""
+    return hd.DendriteTrainingArguments(
+        candidate_shuffled_errors=arm == "shuffled_errors", first_growth_epoch=regime.first_growth_epoch
     )
 
 
@@ -175,7 +180,7 @@ def restart_callback(regime: Regime, trainer: Trainer) -> TrainerCallback:
     of that epoch (one restart; PB may grow again after a later stall, which this arm does not copy)."""
     if regime.first_growth_epoch is not None:
         return hd.RestartFromBestCallback(trainer, [regime.first_growth_epoch])
-    return hd.RestartOnPlateauCallback(trainer, dendrite_config(regime, "restarts"))
+    return hd.RestartOnPlateauCallback(trainer, growth_arguments(regime, "restarts"))
 
 
 def training_arguments(regime: Regime, seed: int, output_dir: str) -> TrainingArguments:
@@ -358,7 +363,11 @@ def train_run(regime: Regime, arm: str, width: int, seed: int, data: dict[str, A
             trainer.add_callback(KeepBest(trainer, regime.growth_metric, greater_is_better=False))
         else:
             trainer = task.dendrite_trainer_class(
-                model, dendrite_config=dendrite_config(regime, arm), plot_history=False, **common
+                model,
+                dendrite_config=dendrite_config(regime, arm),
+                dendrite_args=growth_arguments(regime, arm),
+                plot_history=False,
+                **common,
             )
         trainer.remove_callback(PrinterCallback)  # one line per run is printed instead
         trainer.train()

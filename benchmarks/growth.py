@@ -111,13 +111,13 @@ VARIANTS["gd_keep_optimizer"] = ["--dendrites", "gd", "--reset_optimizer_on_grow
 VARIANTS["baseline_all_train"] = ["--dendrites", "none", "--max_train_samples", "1000000"]
 VARIANTS["pb_all_train"] = ["--dendrites", "pb", "--max_train_samples", "1000000"]
 # Plain fine-tunes over the whole budget (no early stop): the control for the restarts below.
-VARIANTS["baseline_full"] = ["--dendrites", "none", "--patience", "1000"]
+VARIANTS["baseline_full"] = ["--dendrites", "none", "--early_stopping_patience", "1000"]
 # The plain fine-tune restarted (best model reloaded, fresh AdamW, schedule continued) where another
 # run of the same seed changed structure: where the reference library restructured, and where our PB
 # grew a dendrite (the task benchmark's run, and pb_all_train on every movie-review training sentence).
 # What the restarts alone do, without dendrites. RESTART_FLAGS: the whole budget, restarting at the
 # epochs that follow on the command line.
-RESTART_FLAGS = ["--patience", "1000", "--restart_at_epochs"]
+RESTART_FLAGS = ["--early_stopping_patience", "1000", "--restart_at_epochs"]
 RESTARTS = ["--dendrites", "none", *RESTART_FLAGS]
 
 

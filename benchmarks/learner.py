@@ -80,7 +80,7 @@ def run_seed(seed: int) -> dict[str, Any]:
     started = time.perf_counter()
     model, batches = fine_tuned_model(seed)
     tuned = time.perf_counter() - started
-    config = model.dendrite_config
+    config = hd.DendriteTrainingArguments()  # the candidate learner's defaults
     layers = hd.dendrite_layers(model)
     started = time.perf_counter()
     cached = collect_candidate_rows(

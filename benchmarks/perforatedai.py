@@ -3,14 +3,18 @@
 
     .venv-perforatedai/bin/python -m benchmarks.perforatedai configs/trec6.yaml --seed 1
     .venv-perforatedai/bin/python -m benchmarks.perforatedai configs/trec6.yaml --output_dir runs/pai_tiny
-        --max_train_samples 300 --num_train_epochs 4 --patience 1 --max_dendrites 1
+        --max_train_samples 300 --num_train_epochs 4 --n_epochs_to_switch 1 --max_dendrites 1
 
 `perforatedai==3.2.9` (open source, gradient-trained dendrites) is a benchmark peer, installed only
 in its own environment (`.venv-perforatedai`), never as a dependency of the package. Arguments are
 train.py's, parsed by train.py (a YAML recipe first, flags after it override), so both runs see the
 same model, data split, tokenization, batch sizes, AdamW settings, learning-rate schedule, gradient
-clipping, seed and epoch budget. Of the dendrite flags only `--patience` (perforatedai's
-`n_epochs_to_switch`) and `--max_dendrites` are used. One flag of its own:
+clipping, seed and epoch budget. Of the dendrite flags only `--max_dendrites` is used. Two flags of
+its own:
+
+    --n_epochs_to_switch N  perforatedai's epochs without improvement before it restructures
+                            (default: the recipe's `patience`, PB's growth stall, so both runs of a
+                            recipe wait equally long)
 
     --final_model as_left   evaluate what perforatedai leaves (default): its restored best model
                             when it reports training complete, else the last epoch's weights
@@ -91,6 +95,7 @@ def parse_arguments(argv: list[str]) -> tuple[Any, Any, TrainingArguments, Any, 
     """
     own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     own.add_argument("--final_model", "--final-model", choices=FINAL_MODEL_CHOICES, default="as_left")
+    own.add_argument("--n_epochs_to_switch", type=int, default=None)
     own_args, rest = own.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print(__doc__)  # then train.py's parser prints the flags it shares with train.py, and exits
@@ -103,6 +108,12 @@ def parse_arguments(argv: list[str]) -> tuple[Any, Any, TrainingArguments, Any, 
     if training_args.greater_is_better is None:
         training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
     check_supported(training_args)
+    if own_args.n_epochs_to_switch is not None:
+        if own_args.n_epochs_to_switch < 1:
+            raise ValueError(f"--n_epochs_to_switch must be >= 1, got {own_args.n_epochs_to_switch}")
+        dendrite_args.n_epochs_to_switch = own_args.n_epochs_to_switch
+    else:
+        dendrite_args.n_epochs_to_switch = dendrite_args.patience
     return model_args, data_args, training_args, dendrite_args, own_args.final_model
 
 
@@ -251,7 +262,7 @@ def output_ranks(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, 
     return ranks
 
 
-def configure_perforatedai(patience: int, max_dendrites: int, maximizing: bool) -> dict[str, Any]:
+def configure_perforatedai(n_epochs_to_switch: int, max_dendrites: int, maximizing: bool) -> dict[str, Any]:
     """Set perforatedai's globals so it runs without prompts; returns what was set, for results.json."""
     settings = {
         "configuration_confirmed": True,  # else an interactive screen, or an error without a terminal
@@ -259,7 +270,7 @@ def configure_perforatedai(patience: int, max_dendrites: int, maximizing: bool) 
         "output_dimensions": [-1, -1, 0],  # [batch, seq, hidden]; 2-D outputs are fixed per module
         "module_names_to_track": ["Embedding", "LayerNorm"],
         "unwrapped_modules_confirmed": True,  # else it stops in the debugger over the tracked modules
-        "n_epochs_to_switch": patience,
+        "n_epochs_to_switch": n_epochs_to_switch,
         "max_dendrites": max_dendrites,
         "maximizing_score": maximizing,
         "dashboard_events_enabled": False,  # its default; it would post events to localhost:3002
@@ -555,7 +566,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with perforatedai_guard(), working_folder(output_dir) as save_name:
         maximizing = bool(training_args.greater_is_better)
-        settings = configure_perforatedai(dendrite_args.patience, dendrite_args.max_dendrites, maximizing)
+        settings = configure_perforatedai(dendrite_args.n_epochs_to_switch, dendrite_args.max_dendrites, maximizing)
         model, settings["output_dimensions_per_layer"] = perforate(model, save_name, ranks, maximizing)
         run = run_training(model, loaders, training_args, compute_metrics, final_model, save_name)
         best_score = float(GPA.pai_tracker.member_vars["global_best_validation_score"])

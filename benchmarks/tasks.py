@@ -79,7 +79,7 @@ METHOD_FLAGS = {
     "lora": [*LORA, "--dendrites", "none"],
     "lora_pb": [*LORA, "--dendrites", "pb"],
     "lora_gd": [*LORA, "--dendrites", "gd"],
-    "lora_full": [*LORA, "--dendrites", "none", "--patience", "1000"],
+    "lora_full": [*LORA, "--dendrites", "none", "--early_stopping_patience", "1000"],
 }
 # The same-seed run each method's paired test difference is taken against: LoRA with dendrites
 # (and over the whole budget) against LoRA alone, the rest against the plain fine-tune.

@@ -170,7 +170,7 @@ def load_adapter_with_dendrites(
             raise ValueError(
                 f"PEFT cannot apply the adapter in {folder} to this base model ({_describe(base_model)}): {error}"
             ) from error
-        wrap_target_layers(model, DendriteConfig.from_dict(record["config"]), layer_names=list(record["layers"]))
+        wrap_target_layers(model, DendriteConfig.from_saved(record["config"]), layer_names=list(record["layers"]))
         apply_structure(model, record)
         load_adapter_state(model, folder, record)
     except BaseException as error:

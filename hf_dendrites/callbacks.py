@@ -35,6 +35,7 @@ from .diagnostics import SignalDiagnostics
 from .model import (
     ModelSnapshot,
     candidate_scores,
+    configure_candidate_rows,
     dendrite_layers,
     grow,
     mean_candidate_score,
@@ -57,6 +58,7 @@ from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
 from .step_timer import StepTimer
 from .tracker import Action, Decision, DendriteTracker, Phase
+from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +81,13 @@ class DendriteCallback(TrainerCallback):
     Args:
         trainer: the trainer whose model has dendrites (`add_dendrites` was called on it).
         plot: draw `dendrite_history.png` in `output_dir` after every evaluation.
+        dendrite_args: how to grow and train candidates; default: the training fields given to the
+            model's `DendriteConfig` the deprecated way, over `DendriteTrainingArguments()`.
     """
 
-    def __init__(self, trainer: Trainer, plot: bool = True) -> None:
+    def __init__(
+        self, trainer: Trainer, plot: bool = True, dendrite_args: DendriteTrainingArguments | None = None
+    ) -> None:
         model = trainer.accelerator.unwrap_model(trainer.model)
         if getattr(model, "dendrite_config", None) is None:
             raise ValueError("DendriteCallback needs a model prepared with add_dendrites(model, config)")
@@ -94,9 +100,13 @@ class DendriteCallback(TrainerCallback):
         # it averages across processes the gradients of parameters created after DDP wrapped the model
         # (dendrites, candidates), and it computes the errors of the error signals other than backprop.
         self.dendrite_training_step = False
-        self.config = model.dendrite_config
+        if dendrite_args is not None and not isinstance(dendrite_args, DendriteTrainingArguments):
+            raise TypeError(f"dendrite_args must be a DendriteTrainingArguments, got {type(dendrite_args).__name__}")
+        self.dendrite_args = dendrite_args or model.dendrite_config.legacy_training_arguments()
         self.metric_key = metric_key(trainer.args)
-        self.tracker = DendriteTracker(self.config, greater_is_better=greater_is_better(trainer.args))
+        self.tracker = DendriteTracker(
+            self.dendrite_args, mode=model.dendrite_config.mode, greater_is_better=greater_is_better(trainer.args)
+        )
         self.best: ModelSnapshot | None = None
         self.phase_start_epoch = 0.0
         self.phases_started = 0
@@ -136,7 +146,7 @@ class DendriteCallback(TrainerCallback):
     # ------------------------------------------------------------------ decisions
 
     def _neuron_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
-        first = self.config.first_growth_epoch
+        first = self.dendrite_args.first_growth_epoch
         scheduled = first is not None and self.phases_started == 0 and float(state.epoch or 0.0) >= first - 1e-9
         decision = self.tracker.step(score, step=state.global_step, force_growth=scheduled)
         if decision.new_best:
@@ -144,24 +154,24 @@ class DendriteCallback(TrainerCallback):
         if decision.restore_best:
             self._restore_best()
         if decision.action == Action.START_DENDRITE_PHASE:
-            if self.config.grow_from == "best" and not decision.restore_best:
+            if self.dendrite_args.grow_from == "best" and not decision.restore_best:
                 self._restore_best()
-            if self.config.candidate_learner == "cached":
+            if self.dendrite_args.candidate_learner == "cached":
                 return self._cached_dendrite_phase(decision, score, state)
-            start_candidates(self.model, generator=self._candidate_generator())
+            start_candidates(self.model, generator=self._candidate_generator(), arguments=self.dendrite_args)
             self.phases_started += 1
             self.phase_start_epoch = float(state.epoch or 0.0)
         elif decision.action == Action.GROW:  # gd: no dendrite phase
-            if self.config.grow_from == "best" and not decision.restore_best:
+            if self.dendrite_args.grow_from == "best" and not decision.restore_best:
                 self._restore_best()
-            grow(self.model, generator=self._candidate_generator())
+            grow(self.model, generator=self._candidate_generator(), init_scale=self.dendrite_args.candidate_init_scale)
             self.phases_started += 1
         return decision
 
     def _cached_dendrite_phase(self, start: Decision, score: float, state: TrainerState) -> Decision:
         """The whole dendrite phase at this evaluation (`dendrite_phase.py`), then growth: one decision
         that carries the stall's bookkeeping (new best, restore) and the growth."""
-        report = trainer_dendrite_phase(self.trainer, self.model, self.config, self._candidate_generator())
+        report = trainer_dendrite_phase(self.trainer, self.model, self.dendrite_args, self._candidate_generator())
         self.phases_started += 1
         self.phase_start_epoch = float(state.epoch or 0.0)
         self.candidate_scores_per_layer.append(
@@ -191,7 +201,7 @@ class DendriteCallback(TrainerCallback):
             {"dendrite_phase": self.phases_started, "step": state.global_step, "scores": layer_scores}
         )
         epochs = float(state.epoch or 0.0) - self.phase_start_epoch
-        capped = epochs >= self.config.max_candidate_epochs - 1e-9
+        capped = epochs >= self.dendrite_args.max_candidate_epochs - 1e-9
         decision = self.tracker.candidate_step(
             candidate_score, task_score=score, step=state.global_step, force_grow=capped
         )
@@ -216,7 +226,7 @@ class DendriteCallback(TrainerCallback):
         if self.tracker.phase == Phase.DENDRITE:
             decision = self._dendrite_phase_evaluation(score, state)
         else:
-            if not self.config.reset_optimizer_on_growth:
+            if not self.dendrite_args.reset_optimizer_on_growth:
                 names = {id(parameter): name for name, parameter in self.model.named_parameters()}
             decision = self._neuron_phase_evaluation(score, state)
         candidate_score = self.tracker.history[-1]["candidate_score"] if self.tracker.history else None
@@ -234,7 +244,7 @@ class DendriteCallback(TrainerCallback):
         a neuron phase) the old one's state is kept aside for the next neuron phase's optimizer, by name."""
         if names is not None:
             self.kept_optimizer_state = optimizer_state_by_name(self.trainer.optimizer, names)
-        rebuild_optimizer(self.trainer)
+        rebuild_optimizer(self.trainer, self.dendrite_args)
         if self.kept_optimizer_state is not None and not in_dendrite_phase(self.model):
             restored = load_optimizer_state_by_name(self.trainer.optimizer, self.model, self.kept_optimizer_state)
             logger.info("dendrites: the optimizer state of %d parameter(s) carries over", restored)
@@ -269,7 +279,7 @@ class DendriteCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
-        signal = self.config.error_signal
+        signal = self.dendrite_args.error_signal
         if signal != "backprop" and not self.dendrite_training_step:
             raise ValueError(
                 f"error_signal={signal!r} needs DendriteTrainer; a plain Trainer trains candidates by backprop"
@@ -280,8 +290,8 @@ class DendriteCallback(TrainerCallback):
                 "model was wrapped); a plain Trainer with DendriteCallback runs in one process"
             )
         if (
-            self.config.mode == "pb"
-            and self.config.candidate_learner == "streaming"
+            self.model.dendrite_config.mode == "pb"
+            and self.dendrite_args.candidate_learner == "streaming"
             and args.per_device_train_batch_size < 2
         ):
             raise ValueError(
@@ -292,6 +302,7 @@ class DendriteCallback(TrainerCallback):
             )
         if not self.dendrite_training_step and state.global_step > 0:
             self._check_plain_trainer_resume(state.global_step)
+        configure_candidate_rows(self.model, self.dendrite_args)  # a resume inside a dendrite phase included
         return control
 
     def _check_plain_trainer_resume(self, step: int) -> None:
@@ -412,7 +423,7 @@ class DendriteCallback(TrainerCallback):
         if missing:
             raise ValueError(f"{state_file}: the dendrite state is missing {sorted(missing)}")
         self.tracker.check_state_dict(state["tracker"])
-        if not self.config.reset_optimizer_on_growth:
+        if not self.dendrite_args.reset_optimizer_on_growth:
             state["kept_optimizer_state"] = read_kept_optimizer_state(folder)
         return state, best
 

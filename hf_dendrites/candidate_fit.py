@@ -44,7 +44,7 @@ CHECKS = 10
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How candidates train on the cache (the `candidate_*` fields of `DendriteConfig`)."""
+    """How candidates train on the cache (the `candidate_*` fields of `DendriteTrainingArguments`)."""
 
     num_candidates: int
     epochs: int
@@ -52,6 +52,7 @@ class FitSettings:
     learning_rate: float
     score_fraction: float
     shuffled_errors: bool = False
+    init_scale: float | None = None  # spread of the initial candidates (None: the layer's)
     early_stopping: str = "none"  # or "layer": one check for the layer; "candidate": per candidate (benchmarks.learner)
 
 
@@ -145,7 +146,7 @@ def _permuted(tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def fit_layer(layer: DendriteLinear, rows: LayerRows, settings: FitSettings, generator: torch.Generator) -> LayerFit:
     """Train `settings.num_candidates` candidates per neuron of `layer` on `rows` and choose among them."""
-    weight, bias, cascade, basis = layer.random_input_weights(settings.num_candidates, generator)
+    weight, bias, cascade, basis = layer.random_input_weights(settings.num_candidates, generator, settings.init_scale)
     device = rows.inputs.device
     weight, bias = weight.to(device), bias.to(device)
     cascade = cascade.to(device) if layer.cascade else None  # [C, 0, out] before the first dendrite

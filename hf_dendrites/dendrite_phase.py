@@ -20,8 +20,8 @@ from torch import nn
 
 from .candidate_cache import collect_candidate_rows, rows_per_layer
 from .candidate_fit import FitSettings, LayerFit, fit_layer
-from .config import DendriteConfig
 from .model import dendrite_layers, paused_parameters
+from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +60,15 @@ class DendritePhaseReport:
         }
 
 
-def fit_settings(config: DendriteConfig) -> FitSettings:
+def fit_settings(arguments: DendriteTrainingArguments) -> FitSettings:
     return FitSettings(
-        num_candidates=config.num_candidates,
-        epochs=config.candidate_epochs,
-        batch_size=config.candidate_batch_size,
-        learning_rate=config.candidate_learning_rate,
-        score_fraction=config.candidate_score_fraction,
-        shuffled_errors=config.candidate_shuffled_errors,
+        num_candidates=arguments.num_candidates,
+        epochs=arguments.candidate_epochs,
+        batch_size=arguments.candidate_batch_size,
+        learning_rate=arguments.candidate_learning_rate,
+        score_fraction=arguments.candidate_score_fraction,
+        shuffled_errors=arguments.candidate_shuffled_errors,
+        init_scale=arguments.candidate_init_scale,
     )
 
 
@@ -77,7 +78,7 @@ def run_dendrite_phase(
     compute_loss: Callable[[Mapping[str, Any]], torch.Tensor],
     *,
     generator: torch.Generator | None = None,
-    config: DendriteConfig | None = None,
+    arguments: DendriteTrainingArguments | None = None,
 ) -> DendritePhaseReport:
     """Train candidates for every dendrite layer of `model` on the errors of `batches`; `grow(model)` installs them.
 
@@ -86,27 +87,29 @@ def run_dendrite_phase(
         batches: the training batches, on the model's device, in a fixed order (one pass).
         compute_loss: runs the model on a batch and returns the scalar training loss.
         generator: seeds candidate weights, row sampling and the scoring split (reproducible phases).
-        config: the settings; default `model.dendrite_config`.
+        arguments: the candidate settings (`DendriteTrainingArguments`); default: those given to the model's
+            `DendriteConfig` the deprecated way, over the defaults.
     """
-    config = config if config is not None else getattr(model, "dendrite_config", None)
+    config = getattr(model, "dendrite_config", None)
     if config is None:
         raise ValueError("run_dendrite_phase needs a model prepared with add_dendrites(model, config)")
     if config.mode != "pb":
         raise ValueError(f"a dendrite phase trains PB candidates; mode={config.mode!r} grows without one")
+    arguments = arguments if arguments is not None else config.legacy_training_arguments()
     if paused_parameters(model) is not None:
         raise RuntimeError("a streaming dendrite phase is running (start_candidates); call grow() or stop_candidates()")
     layers = dendrite_layers(model)
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    budget = config.candidate_cache_gib * 2**30
+    budget = arguments.candidate_cache_gib * 2**30
     started = time.perf_counter()
     cached = collect_candidate_rows(
         model,
         batches,
         compute_loss,
-        max_rows=rows_per_layer(layers, budget, config.candidate_cache_rows),
+        max_rows=rows_per_layer(layers, budget, arguments.candidate_cache_rows),
         generator=generator,
-        error_signal=config.error_signal,
-        positions=config.candidate_positions,
+        error_signal=arguments.error_signal,
+        positions=arguments.candidate_positions,
     )
     cache_seconds = time.perf_counter() - started
     missing = sorted(set(layers) - set(cached))
@@ -115,7 +118,7 @@ def run_dendrite_phase(
             f"the dendrite phase's pass found no row with a finite, non-zero error for {missing[:3]}"
             f"{'...' if len(missing) > 3 else ''}: check that the loss reaches these layers and is finite"
         )
-    settings = fit_settings(config)
+    settings = fit_settings(arguments)
     fits: dict[str, LayerFit] = {}
     started = time.perf_counter()
     for name, layer in layers.items():

@@ -37,6 +37,7 @@ from .plotting import HISTORY_PLOT
 from .remote_code import auto_class_for
 from .serialization import save_pretrained
 from .tracker import Action
+from .training_args import TRAINING_FIELDS
 
 __all__ = ["model_card", "push_to_hub"]
 
@@ -99,6 +100,16 @@ def _base_model(model: nn.Module, results: dict[str, Any] | None, recipe: dict[s
 
 def _format_count(count: int) -> str:
     return f"{count:,}"
+
+
+def _training_settings(results: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's `DendriteTrainingArguments` from the recipe in `results.json` (`config.dendrite_training`;
+    results written before the settings split hold them in `config.dendrites`, beside the model's fields)."""
+    recipe = (results or {}).get("config") or {}
+    if recipe.get("dendrite_training"):
+        return dict(recipe["dendrite_training"])
+    legacy = {name: value for name, value in (recipe.get("dendrites") or {}).items() if name in TRAINING_FIELDS}
+    return legacy or None
 
 
 def _phases(history: list[dict[str, Any]] | None, completed_reason: str | None) -> dict[str, Any] | None:
@@ -196,6 +207,7 @@ def model_card(
     base_model = base_model or _base_model(model, results, recipe)
     dataset = _dataset(results)
     dendrite_config = model.dendrite_config.to_dict()
+    training = _training_settings(results)
     metric_names = [m for m in SCORED if any(m in ((results or {}).get(s) or {}) for s in ("validation", "test"))]
     architecture = architecture_of(model)
     pipeline = pipeline_of(architecture)
@@ -215,7 +227,7 @@ def model_card(
         compression=COMPRESSION_NAMES.get(compression.get("architecture"), "compressed"),
         mode_name=MODE_NAMES.get(dendrite_config["mode"], dendrite_config["mode"]),
         layer_count=len(report["dendrites_per_layer"]),
-        max_dendrites=dendrite_config["max_dendrites"],
+        num_dendrites=max(report["dendrites_per_layer"].values(), default=0),
         task=dataset[2] if results else None,
         num_labels=getattr(config, "num_labels", None) if pipeline == CLASSIFICATION else None,
         parameters={key: _format_count(report[key]) for key in ("base", "dendrites", "total")},
@@ -232,6 +244,7 @@ def model_card(
         else None,
         metric_names=metric_names,
         dendrite_config=dendrite_config,
+        training=training,
         phases=_phases((results or {}).get("dendrite_history"), (results or {}).get("completed_reason")),
         recipe=_recipe_summary(recipe),
         history_plot=history_plot,

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CANDIDATE_POSITIONS
 from .correlation import CorrelationStats, capture_error
 from .dendrite_modeling import ACTIVATIONS, StaticDendriteLinear
+from .training_args import CANDIDATE_POSITIONS
 
 CANDIDATE_PARAMETERS = ("candidate_basis", "candidate_weight", "candidate_bias", "candidate_cascade")
 
@@ -183,10 +183,14 @@ class DendriteLinear(StaticDendriteLinear):
             f"num_dendrites={self.num_dendrites}, num_candidates={self.num_candidates}"
         )
 
-    def random_input_weights(self, count: int, generator: torch.Generator | None) -> RandomWeights:
+    def random_input_weights(
+        self, count: int, generator: torch.Generator | None, init_scale: float | None = None
+    ) -> RandomWeights:
         """Input weights for `count` new dendrites or candidates per neuron (and, with a rank, the one
-        basis they share), scaled so that every pre-activation has the same spread as a full-rank one's."""
-        std = self.init_scale / math.sqrt(self.in_features)
+        basis they share), scaled so that every pre-activation has the same spread as a full-rank one's.
+        `init_scale` (default: the layer's) is the spread in units of 1/sqrt(in_features)."""
+        scale = self.init_scale if init_scale is None else init_scale
+        std = scale / math.sqrt(self.in_features)
         shape = (count, self.out_features)
         basis = None
         weight_std = std
@@ -194,7 +198,7 @@ class DendriteLinear(StaticDendriteLinear):
             # V ~ N(0, 1/in) keeps the spread of x in each of V x's r components, and U ~ N(0, s^2/r)
             # then gives U V x the spread of a full W ~ N(0, s^2/in) applied to x.
             basis = torch.randn(self.rank, self.in_features, generator=generator) / math.sqrt(self.in_features)
-            weight_std = self.init_scale / math.sqrt(self.rank)
+            weight_std = scale / math.sqrt(self.rank)
         weight = torch.randn(*shape, self.dendrite_inputs, generator=generator) * weight_std
         bias = torch.randn(*shape, generator=generator) * std
         cascade = torch.randn(count, self.num_dendrites, self.out_features, generator=generator) * std
@@ -260,12 +264,24 @@ class DendriteLinear(StaticDendriteLinear):
 
     # ------------------------------------------------------------------ candidates and growth
 
-    def start_candidates(self, num_candidates: int, generator: torch.Generator | None = None) -> None:
-        """Create `num_candidates` fresh candidates per neuron and empty correlation statistics."""
+    def start_candidates(
+        self,
+        num_candidates: int,
+        generator: torch.Generator | None = None,
+        *,
+        init_scale: float | None = None,
+        rows: CandidateRows | None = None,
+    ) -> None:
+        """Create `num_candidates` fresh candidates per neuron and empty correlation statistics.
+
+        `init_scale` and `rows` (which output rows they train on) are the run's settings
+        (`DendriteTrainingArguments`); left out, the layer's own are kept."""
         if num_candidates < 1:
             raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+        if rows is not None:
+            self.candidate_rows = rows
         self.candidate_rows.first_position_only = False
-        weight, bias, cascade, basis = self.random_input_weights(num_candidates, generator)
+        weight, bias, cascade, basis = self.random_input_weights(num_candidates, generator, init_scale)
         self.candidate_basis = None if basis is None else self._new_parameter(basis, True)
         self.candidate_weight = self._new_parameter(weight, True)
         self.candidate_bias = self._new_parameter(bias, True)
@@ -333,11 +349,12 @@ class DendriteLinear(StaticDendriteLinear):
         return 0 if self.candidate_stats is None else self.candidate_stats.skipped_batches
 
     @torch.no_grad()
-    def grow(self, generator: torch.Generator | None = None) -> None:
+    def grow(self, generator: torch.Generator | None = None, init_scale: float | None = None) -> None:
         """Add one dendrite per neuron with output weight zero, so the layer's output is unchanged.
 
         PB mode installs each neuron's best candidate (highest absolute correlation; with a rank, the
-        candidates' shared basis comes along); GD mode draws small random input weights.
+        candidates' shared basis comes along); GD mode draws small random input weights (spread
+        `init_scale`, default the layer's).
         """
         out = self.out_features
         if self.mode == "pb":
@@ -355,7 +372,7 @@ class DendriteLinear(StaticDendriteLinear):
             new_cascade = self.candidate_cascade[best, :, neurons].T if self.cascade else None
             new_basis = self.candidate_basis
         else:
-            weight, bias, cascade, new_basis = self.random_input_weights(1, generator)
+            weight, bias, cascade, new_basis = self.random_input_weights(1, generator, init_scale)
             new_weight, new_bias, new_cascade = weight[0], bias[0], cascade[0] if self.cascade else None
 
         k = self.num_dendrites

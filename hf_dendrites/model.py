@@ -18,8 +18,9 @@ from torch import nn
 
 from .config import DendriteConfig
 from .dendrite_modeling import DENDRITE_PARAMETERS, StaticDendriteLinear
-from .layer import DendriteLinear
+from .layer import CandidateRows, DendriteLinear
 from .targets import resolve_target_modules
+from .training_args import DendriteTrainingArguments
 
 _PAUSED_ATTRIBUTE = "_dendrite_paused_parameters"
 
@@ -61,6 +62,8 @@ def wrap_target_layers(
         wrong = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
         if wrong:
             raise ValueError(f"recorded dendrite layers {wrong} are not nn.Linear modules of this model")
+    # Only the deprecated spelling `DendriteConfig(candidate_...=)` sets these; a trainer passes its own per phase.
+    legacy = config.legacy_training_arguments()
     wrappers: dict[int, DendriteLinear] = {}
     for name in names:
         base = model.get_submodule(name)
@@ -70,9 +73,9 @@ def wrap_target_layers(
                 mode=config.mode,
                 activation=config.activation,
                 cascade=config.cascade,
-                init_scale=config.candidate_init_scale,
-                candidate_token_fraction=config.candidate_token_fraction,
-                candidate_positions=config.candidate_positions,
+                init_scale=legacy.candidate_init_scale,
+                candidate_token_fraction=legacy.candidate_token_fraction,
+                candidate_positions=legacy.candidate_positions,
                 rank=_rank_for(config, base, name),
             )
     # A Linear registered under several names is wrapped once, and every name sees the wrapper.
@@ -179,24 +182,47 @@ def _require_layers(model: nn.Module) -> dict[str, DendriteLinear]:
 
 
 def start_candidates(
-    model: nn.Module, num_candidates: int | None = None, generator: torch.Generator | None = None
+    model: nn.Module,
+    num_candidates: int | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    arguments: DendriteTrainingArguments | None = None,
 ) -> None:
     """Begin a dendrite phase: freeze every existing weight and create fresh candidates.
 
-    Which parameters were trainable is remembered, so `grow`/`stop_candidates` give them back.
+    `arguments` gives the candidates' count, initial spread and training rows (a trainer passes
+    its own); without them the count is `num_candidates` (default 4) and each layer keeps its
+    own settings. Which parameters were trainable is remembered, so `grow`/`stop_candidates` give
+    them back.
     """
     layers = _require_layers(model)
     if getattr(model, _PAUSED_ATTRIBUTE, None) is not None:
         raise RuntimeError("candidates are already being trained; call grow() or stop_candidates() first")
-    count = num_candidates if num_candidates is not None else model.dendrite_config.num_candidates
+    if num_candidates is not None:
+        count = num_candidates
+    elif arguments is not None:
+        count = arguments.num_candidates
+    else:
+        count = model.dendrite_config.legacy_training_arguments().num_candidates
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"num_candidates must be an int >= 1, got {count!r}")
     paused = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     for layer in layers.values():
-        layer.start_candidates(count, generator=generator)
+        if arguments is None:
+            layer.start_candidates(count, generator=generator)
+        else:
+            rows = CandidateRows(arguments.candidate_token_fraction, arguments.candidate_positions)
+            layer.start_candidates(count, generator=generator, init_scale=arguments.candidate_init_scale, rows=rows)
     setattr(model, _PAUSED_ATTRIBUTE, paused)
+
+
+def configure_candidate_rows(model: nn.Module, arguments: DendriteTrainingArguments) -> None:
+    """Give every dendrite layer the run's choice of the output rows streaming candidates train on
+    (`candidate_token_fraction`, `candidate_positions`), e.g. after a resume rebuilt the candidates."""
+    for layer in dendrite_layers(model).values():
+        layer.candidate_rows = CandidateRows(arguments.candidate_token_fraction, arguments.candidate_positions)
 
 
 def stop_candidates(model: nn.Module) -> None:
@@ -254,12 +280,13 @@ def _first_names(names: list[str]) -> str:
     return f"{names[:3]}{'...' if len(names) > 3 else ''}"
 
 
-def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
+def grow(model: nn.Module, generator: torch.Generator | None = None, *, init_scale: float | None = None) -> int:
     """Add one dendrite to every dendrite layer; returns the new number of dendrites per neuron.
 
     The model's outputs do not change (new output weights are zero). In PB mode each neuron gets
     its best trained candidate, and a model without trained candidates raises before any layer
-    is touched.
+    is touched. In GD mode the new input weights are random with spread `init_scale`
+    (`DendriteTrainingArguments.candidate_init_scale`; default each layer's own).
     """
     layers = _require_layers(model)
     if model.dendrite_config.mode == "pb":
@@ -283,7 +310,7 @@ def grow(model: nn.Module, generator: torch.Generator | None = None) -> int:
                 "finite (NaN or inf reached their statistics); no layer was changed"
             )
     for layer in layers.values():
-        layer.grow(generator=generator)
+        layer.grow(generator=generator, init_scale=init_scale)
     _resume_parameters(model)
     return num_dendrites(model)
 

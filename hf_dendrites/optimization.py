@@ -24,21 +24,29 @@ from transformers import Trainer
 
 from .model import candidate_parameters, dendrite_parameters, paused_parameters
 from .trainer_internals import replace_optimizer
+from .training_args import DendriteTrainingArguments
 
 
 def in_dendrite_phase(model: nn.Module) -> bool:
     return paused_parameters(model) is not None
 
 
-def candidate_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    """Adam over the candidates: their objective is a correlation, with no weight decay."""
+def _arguments(model: nn.Module, arguments: DendriteTrainingArguments | None) -> DendriteTrainingArguments:
+    """The run's settings; without them, those given to the model's config the deprecated way (or the defaults)."""
+    return arguments if arguments is not None else model.dendrite_config.legacy_training_arguments()
+
+
+def candidate_optimizer(model: nn.Module, arguments: DendriteTrainingArguments | None = None) -> torch.optim.Optimizer:
+    """Adam over the candidates at `candidate_learning_rate`: their objective is a correlation, with no weight decay."""
     parameters = candidate_parameters(model)
     if not parameters:
         raise RuntimeError("no candidates to optimise: start a dendrite phase first")
-    return torch.optim.Adam(parameters, lr=model.dendrite_config.candidate_learning_rate)
+    return torch.optim.Adam(parameters, lr=_arguments(model, arguments).candidate_learning_rate)
 
 
-def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+def apply_dendrite_learning_rate(
+    optimizer: torch.optim.Optimizer, model: nn.Module, arguments: DendriteTrainingArguments | None = None
+) -> None:
     """Move the installed dendrites' parameters into groups of their own at `dendrite_learning_rate`.
 
     Called on a freshly created optimizer, before its schedule exists (a schedule reads every
@@ -47,7 +55,7 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
     config = getattr(model, "dendrite_config", None)
     if config is None:
         return
-    rate = config.resolved_dendrite_learning_rate()
+    rate = _arguments(model, arguments).resolved_dendrite_learning_rate(config.mode)
     dendrite_ids = {id(parameter) for parameter in dendrite_parameters(model)}
     moved = []
     for group in optimizer.param_groups:
@@ -63,7 +71,9 @@ def apply_dendrite_learning_rate(optimizer: torch.optim.Optimizer, model: nn.Mod
 
 
 def phase_optimizer(
-    model: nn.Module, create_trainer_optimizer: Callable[[], torch.optim.Optimizer]
+    model: nn.Module,
+    create_trainer_optimizer: Callable[[], torch.optim.Optimizer],
+    arguments: DendriteTrainingArguments | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer for the model's current phase; the one place both the trainer and a rebuild get it.
 
@@ -72,9 +82,9 @@ def phase_optimizer(
     dendrites moved to their own learning rate.
     """
     if in_dendrite_phase(model):
-        return candidate_optimizer(model)
+        return candidate_optimizer(model, arguments)
     optimizer = create_trainer_optimizer()
-    apply_dendrite_learning_rate(optimizer, model)
+    apply_dendrite_learning_rate(optimizer, model, arguments)
     return optimizer
 
 
@@ -82,15 +92,16 @@ def constant_schedule(optimizer: torch.optim.Optimizer) -> torch.optim.lr_schedu
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def rebuild_optimizer(trainer: Trainer) -> None:
-    """Give `trainer` a fresh optimizer and schedule for the model's current trainable parameters."""
+def rebuild_optimizer(trainer: Trainer, arguments: DendriteTrainingArguments | None = None) -> None:
+    """Give `trainer` a fresh optimizer and schedule for the model's current trainable parameters
+    (`arguments`: the run's dendrite settings, for the candidates' and dendrites' learning rates)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.zero_grad(set_to_none=True)
     old = trainer.optimizer
     # Trainer's own create_optimizer (which builds only when none is set), not an override that
     # would apply the phase logic a second time
     trainer.optimizer, trainer.lr_scheduler = None, None
-    optimizer = phase_optimizer(model, lambda: Trainer.create_optimizer(trainer))
+    optimizer = phase_optimizer(model, lambda: Trainer.create_optimizer(trainer), arguments)
 
     def schedule(prepared: torch.optim.Optimizer) -> Any:
         if in_dendrite_phase(model):

@@ -16,10 +16,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from transformers import Trainer
 
-from .config import DendriteConfig
 from .dendrite_phase import DendritePhaseReport, run_dendrite_phase
 from .holdout import holdout_split
 from .trainer_internals import prepare_inputs, training_columns
+from .training_args import DendriteTrainingArguments
 
 DESCRIPTION = "Dendrite phase"
 
@@ -56,8 +56,8 @@ def phase_loss(trainer: Trainer, model: torch.nn.Module) -> Callable[[Mapping[st
 
 
 def trainer_dendrite_phase(
-    trainer: Trainer, model: torch.nn.Module, config: DendriteConfig, generator: torch.Generator
+    trainer: Trainer, model: torch.nn.Module, arguments: DendriteTrainingArguments, generator: torch.Generator
 ) -> DendritePhaseReport:
     """`run_dendrite_phase` on the trainer's training batches and loss (`model`: the unwrapped one)."""
-    batches = phase_batches(trainer, config.candidate_holdout_fraction)
-    return run_dendrite_phase(model, batches, phase_loss(trainer, model), generator=generator, config=config)
+    batches = phase_batches(trainer, arguments.candidate_holdout_fraction)
+    return run_dendrite_phase(model, batches, phase_loss(trainer, model), generator=generator, arguments=arguments)

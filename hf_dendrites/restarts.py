@@ -51,6 +51,7 @@ from .optimization import rebuild_optimizer
 from .tracker import Action, DendriteTracker
 from .trainer import DendriteTrainer
 from .trainer_internals import checkpoint_folder, load_checkpoint_weights, wrap_save_checkpoint
+from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ class RestartFromBestCallback(_RestartCallback):
 class RestartOnPlateauCallback(_RestartCallback):
     """Restart wherever PB would grow, and stop when restarting no longer helps.
 
-    A `DendriteTracker` in `gd` mode decides, with `config`'s growth settings: after `patience`
+    A `DendriteTracker` in `gd` mode decides, with the growth settings of `dendrite_args`: after `patience`
     evaluations without improvement, restart (best model, fresh optimizer); a restart that never
     beats the score it started from is retried `max_tries` times, then training stops, as it does
     after `max_dendrites` restarts that helped. The final model is the best one (pair it with
@@ -420,21 +421,26 @@ class RestartOnPlateauCallback(_RestartCallback):
 
     Args:
         trainer: the plain `Trainer` to act on (the optimizer is swapped on it); evaluation must be on.
-        config: the growth settings to follow (default: `DendriteConfig()`'s); its other fields
-            are ignored.
+        dendrite_args: the growth settings to follow (default: `DendriteTrainingArguments()`'s); its
+            candidate fields are ignored. A `DendriteConfig` (the spelling before the settings split)
+            gives the training fields it was given.
     """
 
-    def __init__(self, trainer: Trainer, config: DendriteConfig | None = None) -> None:
+    def __init__(
+        self, trainer: Trainer, dendrite_args: DendriteTrainingArguments | DendriteConfig | None = None
+    ) -> None:
         super().__init__(trainer)
-        self.config = dataclasses.replace(config or DendriteConfig(), mode="gd", first_growth_epoch=None)
-        self.tracker = DendriteTracker(self.config, greater_is_better=self.greater_is_better)
+        if isinstance(dendrite_args, DendriteConfig):
+            dendrite_args = dendrite_args.legacy_training_arguments()
+        self.dendrite_args = dataclasses.replace(dendrite_args or DendriteTrainingArguments(), first_growth_epoch=None)
+        self.tracker = DendriteTracker(self.dendrite_args, mode="gd", greater_is_better=self.greater_is_better)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "tracker": self.tracker.state_dict()}
 
     def _checked_state(self, state: Any) -> dict[str, Any]:
         checked = super()._checked_state(state)
-        tracker = DendriteTracker(self.config, greater_is_better=self.greater_is_better)
+        tracker = DendriteTracker(self.dendrite_args, mode="gd", greater_is_better=self.greater_is_better)
         tracker.load_state_dict(_field(state, "tracker", (dict,), "an object"))
         return {**checked, "tracker": tracker}
 

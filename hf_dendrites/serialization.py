@@ -168,7 +168,7 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     model = model_class(config)
     if dtype is not None:
         model = model.to(dtype)
-    wrap_target_layers(model, DendriteConfig.from_dict(record["config"]), layer_names=record["layers"])
+    wrap_target_layers(model, DendriteConfig.from_saved(record["config"]), layer_names=record["layers"])
     apply_structure(model, record)
     return model
 

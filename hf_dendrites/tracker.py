@@ -4,7 +4,8 @@ The tracker is a pure-Python state machine: the trainer feeds it one evaluation
 score at a time and acts on the returned :class:`Decision` (snapshot, restore,
 start a dendrite phase, grow, stop).  It never touches a model, so the policy
 can be tested without torch and checkpointed as plain JSON.  Its settings are
-the growth fields of :class:`~hf_dendrites.config.DendriteConfig`.
+the growth fields of :class:`~hf_dendrites.training_args.DendriteTrainingArguments`
+and the dendrite mode.
 
 Policy
 ------
@@ -58,6 +59,7 @@ from .tracker_types import (
     fmt,
     validated_state,
 )
+from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +74,21 @@ class DendriteTracker:
     through :meth:`load_state_dict`, which validates it.
     """
 
-    def __init__(self, config: DendriteConfig | None = None, *, greater_is_better: bool = True) -> None:
-        config = DendriteConfig() if config is None else config
-        self.settings = TrackerSettings.from_config(config, greater_is_better)
+    def __init__(
+        self,
+        arguments: DendriteTrainingArguments | DendriteConfig | None = None,
+        *,
+        mode: str | None = None,
+        greater_is_better: bool = True,
+    ) -> None:
+        """`arguments`: the growth settings (default: `DendriteTrainingArguments()`); `mode` is the model's
+        `DendriteConfig.mode` (default 'pb'). A `DendriteConfig` in place of `arguments` (the spelling
+        before the settings split) gives both: its mode and the training fields it was given."""
+        if isinstance(arguments, DendriteConfig):
+            mode = arguments.mode if mode is None else mode
+            arguments = arguments.legacy_training_arguments()
+        arguments = DendriteTrainingArguments() if arguments is None else arguments
+        self.settings = TrackerSettings.from_arguments(arguments, mode or "pb", greater_is_better)
         self.state = TrackerState()
 
     phase = property(lambda self: self.state.phase, doc="The current :class:`Phase`.")

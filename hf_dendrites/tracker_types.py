@@ -1,6 +1,6 @@
 """The tracker's vocabulary: actions, phases, decisions, its settings and its state.
 
-Plain data, no policy (that is `tracker.py`): the settings are `DendriteConfig`'s growth fields
+Plain data, no policy (that is `tracker.py`): the settings are `DendriteTrainingArguments`' growth fields
 plus the score's direction, and a checkpointed state is validated here before a tracker takes it.
 """
 
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .config import DendriteConfig
+from .checks import check_choice
+from .config import MODES
+from .training_args import DendriteTrainingArguments
 
 STATE_FORMAT_VERSION = 1
 _FIXED_SETTINGS = ("greater_is_better", "mode")  # a resumed run cannot turn the score around, nor change the mode
@@ -67,7 +69,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """The policy's settings: the score's direction, and `DendriteConfig`'s growth fields (it validates them)."""
+    """The policy's settings: the score's direction, the dendrite mode, and the growth fields of
+    `DendriteTrainingArguments` (which validate them)."""
 
     greater_is_better: bool
     mode: str
@@ -82,16 +85,22 @@ class TrackerSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.greater_is_better, bool):
             raise ValueError(f"greater_is_better must be a bool, got {self.greater_is_better!r}")
-        DendriteConfig(**{name: getattr(self, name) for name in _CONFIG_FIELDS})  # ValueError naming a bad one
+        check_choice("DendriteConfig", "mode", self.mode, MODES)
+        DendriteTrainingArguments(
+            **{name: getattr(self, name) for name in _GROWTH_FIELDS}
+        )  # ValueError naming a bad one
         for name in ("improvement_threshold", "improvement_threshold_abs"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     @classmethod
-    def from_config(cls, config: DendriteConfig, greater_is_better: bool) -> TrackerSettings:
-        return cls(greater_is_better, **{name: getattr(config, name) for name in _CONFIG_FIELDS})
+    def from_arguments(
+        cls, arguments: DendriteTrainingArguments, mode: str, greater_is_better: bool
+    ) -> TrackerSettings:
+        return cls(greater_is_better, mode, **{name: getattr(arguments, name) for name in _GROWTH_FIELDS})
 
 
 _CONFIG_FIELDS = tuple(f.name for f in dataclasses.fields(TrackerSettings) if f.name != "greater_is_better")
+_GROWTH_FIELDS = tuple(name for name in _CONFIG_FIELDS if name != "mode")
 
 
 @dataclass
@@ -163,7 +172,7 @@ def validated_state(
     if not isinstance(state["config"], Mapping):
         raise ValueError("invalid tracker state: 'config' must be a mapping")
     _check_keys("config", state["config"], {"greater_is_better", *_CONFIG_FIELDS})
-    stored = dataclasses.asdict(TrackerSettings(**state["config"]))  # validated by DendriteConfig
+    stored = dataclasses.asdict(TrackerSettings(**state["config"]))  # validated on construction
     changed = {k: (stored[k], v) for k, v in dataclasses.asdict(settings).items() if stored[k] != v}
     fixed = [f"{k}: checkpoint {changed[k][0]!r}, now {changed[k][1]!r}" for k in _FIXED_SETTINGS if k in changed]
     if fixed:

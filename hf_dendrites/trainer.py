@@ -48,6 +48,7 @@ from .plotting import HISTORY_PLOT
 from .run_lock import RunLock
 from .serialization import CONFIG_NAME, apply_structure, load_weights, read_dendrite_config_file, resolve_weight_files
 from .trainer_internals import checkpoint_folder, unregistered_evaluation
+from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ class DendriteTrainer(DistillationMixin, Trainer):
         args: `TrainingArguments`; evaluation must be enabled, and `metric_for_best_model` /
             `greater_is_better` choose the score (evaluation loss if unset).
         dendrite_config: the `DendriteConfig` to add dendrites with.
+        dendrite_args: `DendriteTrainingArguments`, how dendrites grow and candidates train (default:
+            `DendriteTrainingArguments()`, or the training fields given to the `DendriteConfig` the
+            deprecated way).
         plot_history: draw `dendrite_history.png` in `output_dir` as training goes.
         distillation: train against the `teacher_logits` column of the training set with this
             `DistillationConfig` (see `hf_dendrites.distillation`); candidates then learn from
@@ -82,6 +86,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         args: TrainingArguments | None = None,
         *,
         dendrite_config: DendriteConfig | None = None,
+        dendrite_args: DendriteTrainingArguments | None = None,
         plot_history: bool = True,
         distillation: DistillationConfig | None = None,
         error_alignment_steps: int = 0,
@@ -111,7 +116,8 @@ class DendriteTrainer(DistillationMixin, Trainer):
             )
         diagnostics = SignalDiagnostics(error_alignment_steps)  # checks the value before anything changes
         config = dendrite_config if dendrite_config is not None else model.dendrite_config
-        if error_alignment_steps and config.candidate_learner != "streaming":
+        dendrite_args = _training_arguments(config, dendrite_args)
+        if error_alignment_steps and dendrite_args.candidate_learner != "streaming":
             raise ValueError(
                 "error_alignment_steps measures the steps of a streaming dendrite phase; a cached phase takes none "
                 "(set candidate_learner='streaming' to use it)"
@@ -125,7 +131,8 @@ class DendriteTrainer(DistillationMixin, Trainer):
         # BERT's forward takes **kwargs, so Trainer would assume the loss is already scaled for
         # gradient accumulation; it is not.
         self.model_accepts_loss_kwargs = False
-        self.dendrite_callback = DendriteCallback(self, plot=plot_history)
+        self.dendrite_args = dendrite_args
+        self.dendrite_callback = DendriteCallback(self, plot=plot_history, dendrite_args=dendrite_args)
         self.dendrite_callback.save_in_on_save = False  # written inside _save_checkpoint instead
         self.dendrite_callback.dendrite_training_step = True  # see training_step
         self.dendrite_callback.diagnostics = diagnostics
@@ -218,7 +225,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> torch.utils.data.Sampler | None:
         """With `candidate_holdout_fraction`, neuron phases and dendrite phases draw from disjoint parts."""
-        fraction = self.dendrite_callback.config.candidate_holdout_fraction
+        fraction = self.dendrite_args.candidate_holdout_fraction
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not fraction:
             return super()._get_train_sampler(train_dataset)
@@ -233,7 +240,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None):
         unwrapped = self.accelerator.unwrap_model(model)
         dendrite_phase = in_dendrite_phase(unwrapped)
-        signal = unwrapped.dendrite_config.error_signal if dendrite_phase else "backprop"
+        signal = self.dendrite_args.error_signal if dendrite_phase else "backprop"
         if dendrite_phase and self.dendrite_callback.diagnostics.steps:
             prepared = self._prepare_inputs(inputs)
             callback = self.dendrite_callback
@@ -292,7 +299,9 @@ class DendriteTrainer(DistillationMixin, Trainer):
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is None:
             unwrapped = self.accelerator.unwrap_model(model if model is not None else self.model)
-            self.optimizer = phase_optimizer(unwrapped, lambda: super(DendriteTrainer, self).create_optimizer(model))
+            self.optimizer = phase_optimizer(
+                unwrapped, lambda: super(DendriteTrainer, self).create_optimizer(model), self.dendrite_args
+            )
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
@@ -372,7 +381,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
 
     @staticmethod
     def _check_compatible(folder: os.PathLike, record: dict[str, Any], model: torch.nn.Module) -> None:
-        saved = DendriteConfig.from_dict(record["config"])
+        saved = DendriteConfig.from_saved(record["config"])
         current = model.dendrite_config
         different = [
             f"{name}: checkpoint {getattr(saved, name)!r}, model {getattr(current, name)!r}"
@@ -430,3 +439,19 @@ class DendriteTrainer(DistillationMixin, Trainer):
             revision=revision if revision is not None else self.args.hub_revision,
             **kwargs,
         )
+
+
+def _training_arguments(
+    config: DendriteConfig, dendrite_args: DendriteTrainingArguments | None
+) -> DendriteTrainingArguments:
+    """The run's settings: `dendrite_args`, else the training fields given to `config` the deprecated way."""
+    if dendrite_args is None:
+        return config.legacy_training_arguments()
+    if not isinstance(dendrite_args, DendriteTrainingArguments):
+        raise TypeError(f"dendrite_args must be a DendriteTrainingArguments, got {type(dendrite_args).__name__}")
+    if config.deprecated_training_arguments:
+        raise ValueError(
+            f"training settings given twice: dendrite_args, and {sorted(config.deprecated_training_arguments)} in the "
+            "DendriteConfig (the deprecated spelling); give them in dendrite_args only"
+        )
+    return dendrite_args

@@ -171,13 +171,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         training_args.load_best_model_at_end = True
         trainer = masked_lm.MaskedLMTrainer(**common)
         if dendrite_args.restart_on_plateau:
-            growth = train.dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
-            restarts = RestartOnPlateauCallback(trainer, growth)
+            restarts = RestartOnPlateauCallback(trainer, train.training_arguments_from(dendrite_args))
             trainer.add_callback(restarts)
         else:
-            trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
+            trainer.add_callback(
+                EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience(dendrite_args))
+            )
     else:
-        trainer = masked_lm.MaskedLMDendriteTrainer(**common, dendrite_config=dendrite_config)
+        trainer = masked_lm.MaskedLMDendriteTrainer(
+            **common, dendrite_config=dendrite_config, dendrite_args=train.training_arguments_from(dendrite_args)
+        )
 
     start = time.time()
     trainer.train(resume_from_checkpoint=train.resume_target(training_args.resume_from_checkpoint))
@@ -215,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {
             "model": {"architecture": "BertForMaskedLM, from scratch", **dataclasses.asdict(args)},
             "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
+            "dendrite_training": train.training_arguments_from(dendrite_args).to_dict(),
             "training": training_args.to_dict(),
         },
         "versions": versions(),

@@ -7,8 +7,8 @@
     python scripts/train.py configs/mlm_from_scratch.yaml   # masked-LM from scratch (scripts/masked_lm.py)
 
 Every key of the YAML file is a flag; flags given after the file override it. Flags are those of
-`ModelArguments`, `DataArguments`, `transformers.TrainingArguments` and `hf_dendrites.DendriteConfig`
-(plus `--dendrites pb|gd|none`). Writes `results.json`, the trained model and
+`ModelArguments`, `DataArguments`, `transformers.TrainingArguments`, `hf_dendrites.DendriteConfig` and
+`hf_dendrites.DendriteTrainingArguments` (plus `--dendrites pb|gd|none`). Writes `results.json`, the trained model and
 `dendrite_history.png` to `output_dir` and prints a short result table.
 """
 
@@ -52,7 +52,13 @@ from experiments.metrics import METRICS, build_compute_metrics  # noqa: E402
 from experiments.pretrained import SHIPPED_MODELS, hub_id_of, resolve_model  # noqa: E402
 from experiments.teacher import check_teacher, load_teacher, teacher_logits  # noqa: E402
 from experiments.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file  # noqa: E402
-from hf_dendrites import DendriteConfig, DendriteTrainer, DistillationConfig, DistillationTrainer  # noqa: E402
+from hf_dendrites import (  # noqa: E402
+    DendriteConfig,
+    DendriteTrainer,
+    DendriteTrainingArguments,
+    DistillationConfig,
+    DistillationTrainer,
+)
 from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network  # noqa: E402
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback  # noqa: E402
 from hf_dendrites.holdout import holdout_split  # noqa: E402
@@ -186,7 +192,8 @@ MODE_HELP = DendriteConfig.__dataclass_fields__["mode"].metadata["help"]
 
 
 def _dendrite_arguments_class() -> type:
-    """`DendriteConfig` as flags: the same fields and help, with target lists as plain lists.
+    """`DendriteConfig` and `DendriteTrainingArguments` as flags: the same fields and help, with target lists
+    as plain lists.
 
     argparse cannot express "a list or a regex"; a single value that is not a plain module-name
     suffix (letters, digits, '_' and '.') is taken as the regex.
@@ -225,6 +232,19 @@ def _dendrite_arguments_class() -> type:
             ),
         ),
         (
+            "early_stopping_patience",
+            int | None,
+            field(
+                default=None,
+                metadata={
+                    "help": "--dendrites none only: stop after this many evaluations without a better metric "
+                    "(transformers' EarlyStoppingCallback; --restart_on_plateau stops by its own policy instead). "
+                    "Default: --patience, the growth stall, so the plain run of a recipe waits as long as its "
+                    "dendrite run before acting."
+                },
+            ),
+        ),
+        (
             "error_alignment_steps",
             int,
             field(
@@ -238,7 +258,7 @@ def _dendrite_arguments_class() -> type:
             ),
         ),
     ]
-    for item in dataclasses.fields(DendriteConfig):
+    for item in (*dataclasses.fields(DendriteConfig), *dataclasses.fields(DendriteTrainingArguments)):
         if item.name == "mode":  # --dendrites sets it (and also offers 'none')
             continue
         kind = item.type if item.name not in ("target_modules", "exclude_modules") else list[str] | None
@@ -248,6 +268,22 @@ def _dendrite_arguments_class() -> type:
 
 
 DendriteArguments = _dendrite_arguments_class()
+
+
+def early_stopping_patience(arguments: Any) -> int:
+    """The plain run's early stopping: its own flag, else the growth stall of the same recipe."""
+    if arguments.early_stopping_patience is None:
+        return arguments.patience
+    if arguments.early_stopping_patience < 1:
+        raise ValueError(f"--early_stopping_patience must be >= 1, got {arguments.early_stopping_patience}")
+    return arguments.early_stopping_patience
+
+
+def training_arguments_from(arguments: Any) -> DendriteTrainingArguments:
+    """The run's growth and candidate settings among the flags."""
+    return DendriteTrainingArguments(
+        **{f.name: getattr(arguments, f.name) for f in dataclasses.fields(DendriteTrainingArguments)}
+    )
 
 
 def dendrite_config_from(arguments: Any) -> DendriteConfig | None:
@@ -647,7 +683,17 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def check_ignored_flags(dendrite_args: Any, distill_args: DistillationArguments) -> None:
     """Refuse a setting the run would silently ignore."""
-    defaults = {item.name: item.default for item in dataclasses.fields(DendriteConfig)}
+    defaults = {
+        item.name: item.default
+        for item in (*dataclasses.fields(DendriteConfig), *dataclasses.fields(DendriteTrainingArguments))
+    }
+    if dendrite_args.dendrites == "none":
+        early_stopping_patience(dendrite_args)  # a ValueError naming a bad value
+    elif dendrite_args.early_stopping_patience is not None:
+        raise ValueError(
+            "--early_stopping_patience is the plain run's early stopping (--dendrites none); growth stops by "
+            "--patience, --max_dendrites and --max_tries"
+        )
     if dendrite_args.dendrites == "none":
         candidate_settings = (
             "error_signal",
@@ -754,17 +800,19 @@ def build_trainer(common: dict[str, Any], training_args, dendrite_args, dendrite
         common["distillation"] = distillation
     if dendrite_config is not None:
         trainer = DendriteTrainer(
-            **common, dendrite_config=dendrite_config, error_alignment_steps=dendrite_args.error_alignment_steps
+            **common,
+            dendrite_config=dendrite_config,
+            dendrite_args=training_arguments_from(dendrite_args),
+            error_alignment_steps=dendrite_args.error_alignment_steps,
         )
         return trainer, None
     training_args.load_best_model_at_end = True
     trainer = (Trainer if distillation is None else DistillationTrainer)(**common)
     restarts = None
     if dendrite_args.restart_on_plateau:  # it stops the run itself, when a restart no longer helps
-        growth_settings = dendrite_config_from(dataclasses.replace(dendrite_args, dendrites="gd"))
-        restarts = RestartOnPlateauCallback(trainer, growth_settings)
+        restarts = RestartOnPlateauCallback(trainer, training_arguments_from(dendrite_args))
     else:
-        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=dendrite_args.patience))
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=early_stopping_patience(dendrite_args)))
     if dendrite_args.restart_at_epochs:
         restarts = RestartFromBestCallback(trainer, dendrite_args.restart_at_epochs)
     if restarts is not None:
@@ -888,6 +936,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),
             "dendrites": None if dendrite_config is None else dendrite_config.to_dict(),
+            "dendrite_training": training_arguments_from(dendrite_args).to_dict(),
             "distillation": dataclasses.asdict(distill_args) if distillation is not None else None,
             "training": training_args.to_dict(),
         },

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the studies' helpers (experiments/)
 
-from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args  # noqa: E402
+from test_trainer import TRAIN, VALIDATION, dendrite_setup, training_args  # noqa: E402
 from tiny_models import tiny_model  # noqa: E402
 
 from experiments.metrics import build_compute_metrics  # noqa: E402
@@ -52,7 +52,7 @@ def main(output_dir: str, mode: str) -> None:
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(mode=mode),
+        **dendrite_setup(mode=mode),
     )
     digests = DigestAfterEachEvaluation()
     trainer.add_callback(digests)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+from test_trainer import TRAIN, VALIDATION, dendrite_setup, training_args
 from tiny_models import tiny_model, token_batch
 
 import hf_dendrites as hd
@@ -77,7 +77,7 @@ def test_growth_inside_a_peft_model(tmp_path):
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(),
+        **dendrite_setup(),
     )
     trainer.train()
     assert "grow" in [record["action"] for record in trainer.tracker.history]
@@ -92,7 +92,7 @@ def test_growth_inside_a_peft_model(tmp_path):
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(),
+        **dendrite_setup(),
     )
     resumed.train(resume_from_checkpoint=str(checkpoint))
     expected, actual = trainer.model.state_dict(), resumed.model.state_dict()

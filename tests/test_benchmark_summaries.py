@@ -197,7 +197,7 @@ def test_runs_without_predictions_have_no_correctness():
 
 def test_the_restart_control_restarts_where_the_reference_run_of_the_same_seed_restructured():
     flags = growth.variant_flags("trec6", "baseline_restarts_pai", 0)
-    assert flags[:4] == ["--dendrites", "none", "--patience", "1000"]
+    assert flags[:4] == ["--dendrites", "none", "--early_stopping_patience", "1000"]
     epochs = [int(value) for value in flags[flags.index("--restart_at_epochs") + 1 :]]
     log = growth.json.loads((growth.RUNS / "trec6" / "perforatedai" / "seed0.json").read_text())["epoch_log"]
     assert epochs and epochs == [entry["epoch"] for entry in log if entry["restructured"]]
@@ -221,7 +221,7 @@ def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its
     write_pb_run(tmp_path / "trec6" / "pb" / "seed0.json", evaluations, history)
     monkeypatch.setattr(growth, "RUNS", tmp_path)
     flags = growth.variant_flags("trec6", "baseline_restarts_pb", 0)
-    assert flags == ["--dendrites", "none", "--patience", "1000", "--restart_at_epochs", "3", "5"]
+    assert flags == ["--dendrites", "none", "--early_stopping_patience", "1000", "--restart_at_epochs", "3", "5"]
     assert growth.CONTROLS["baseline_restarts_pb"] == "baseline_full"
 
 
@@ -235,7 +235,7 @@ def test_the_all_train_restart_control_trains_on_every_sentence_and_restarts_whe
     flags = growth.variant_flags("movie_reviews", "baseline_all_train_restarts_pb", 1)
     assert flags == [
         *["--dendrites", "none", "--max_train_samples", "1000000"],
-        *["--patience", "1000", "--restart_at_epochs", "3"],
+        *["--early_stopping_patience", "1000", "--restart_at_epochs", "3"],
     ]
     assert growth.CONTROLS["baseline_all_train_restarts_pb"] == "baseline_all_train"
 
@@ -292,7 +292,7 @@ def test_the_growth_table_shows_the_spread_over_seeds_only_when_there_are_severa
 def test_lora_over_the_whole_budget_differs_from_lora_only_by_the_early_stop(tmp_path):
     lora = benchmark.run_command("trec6", "lora", 0, tmp_path, "python")
     full = benchmark.run_command("trec6", "lora_full", 0, tmp_path, "python")
-    assert full[: len(lora)] == lora and full[len(lora) :] == ["--patience", "1000"]
+    assert full[: len(lora)] == lora and full[len(lora) :] == ["--early_stopping_patience", "1000"]
     assert benchmark.PAIRED_WITH["lora_full"] == "lora"
 
 

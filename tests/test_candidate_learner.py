@@ -186,8 +186,8 @@ def test_the_cached_phase_leaves_predictions_unchanged_and_growth_keeps_them():
     ],
 )
 def test_a_wrong_candidate_setting_is_refused_by_name(field, value):
-    with pytest.raises(ValueError, match=f"DendriteConfig.{field}"):
-        replace(hd.DendriteConfig(), **{field: value})
+    with pytest.raises(ValueError, match=f"DendriteTrainingArguments.{field}"):
+        replace(hd.DendriteTrainingArguments(), **{field: value})
 
 
 def test_the_small_control_learns_what_the_error_holds(tmp_path):

@@ -195,7 +195,7 @@ def test_parameter_report_counts_match_the_parameters(family):
 
 
 def test_a_summing_network_grows_in_the_trainer_and_resumes_from_a_checkpoint(tmp_path):
-    from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+    from test_trainer import TRAIN, VALIDATION, dendrite_setup, training_args
     from tiny_models import tiny_summing_network
 
     from experiments.metrics import build_compute_metrics
@@ -208,7 +208,7 @@ def test_a_summing_network_grows_in_the_trainer_and_resumes_from_a_checkpoint(tm
             eval_dataset=VALIDATION,
             compute_metrics=build_compute_metrics(["accuracy"]),
             # streaming: its dendrite phases span checkpoints, the harder resume
-            dendrite_config=dendrite_config(candidate_learner="streaming"),
+            **dendrite_setup(candidate_learner="streaming"),
         )
         trainer.train(resume_from_checkpoint=resume)
         return trainer

@@ -7,7 +7,7 @@ import math
 import datasets
 import pytest
 import torch
-from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+from test_trainer import TRAIN, VALIDATION, dendrite_setup, training_args
 from tiny_models import tiny_model
 from transformers import Trainer
 
@@ -155,7 +155,7 @@ def test_dendrite_trainer_distils_and_grows(tmp_path, distilled_train):
         train_dataset=distilled_train,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(improvement_threshold_abs=10.0, max_dendrites=1),
+        **dendrite_setup(improvement_threshold_abs=10.0, max_dendrites=1),
         distillation=DistillationConfig(alpha=1.0),
     )
     seen = []

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
 import torch
-from test_trainer import TRAIN, VALIDATION, dendrite_config, training_args
+from test_trainer import TRAIN, VALIDATION, dendrite_setup, training_args
 from tiny_models import FAMILIES, tiny_model, tiny_summing_network, token_batch
 
 import hf_dendrites as hd
 from experiments.metrics import build_compute_metrics
-from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites import DendriteConfig, DendriteTrainer, DendriteTrainingArguments
 from hf_dendrites.candidate_cache import collect_candidate_rows
 from hf_dendrites.error_signals import FORWARD_ONLY_SIGNALS, feedback_matrix, linear_activation_gradients
 
@@ -20,20 +21,23 @@ SIGNALS = ("backprop", "linear_backprop", "feedback_alignment", "forward_forward
 
 def test_a_bad_error_signal_names_the_allowed_values():
     with pytest.raises(ValueError, match="error_signal must be one of .*feedback_alignment"):
-        DendriteConfig(error_signal="hebbian")
+        DendriteTrainingArguments(error_signal="hebbian")
 
 
-def candidate_gradients(model: torch.nn.Module, signal: str, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+def candidate_gradients(
+    model: torch.nn.Module, signal: str, labels: torch.Tensor, positions: str = "all"
+) -> dict[str, torch.Tensor]:
     """One dendrite-phase training step of `signal` on a fixed batch: each layer's candidate weight gradient."""
+    arguments = DendriteTrainingArguments(error_signal=signal, candidate_positions=positions)
     trainer = DendriteTrainer(
         model,
         training_args("unused", save_strategy="no"),
         eval_dataset=VALIDATION,
         train_dataset=TRAIN,
-        dendrite_config=None if hd.dendrite_layers(model) else DendriteConfig(error_signal=signal),
+        dendrite_config=None if hd.dendrite_layers(model) else DendriteConfig(),
+        dendrite_args=arguments,
     )
-    trainer.model.dendrite_config.error_signal = signal
-    hd.model.start_candidates(trainer.model, 2, generator=torch.Generator().manual_seed(0))
+    hd.model.start_candidates(trainer.model, 2, generator=torch.Generator().manual_seed(0), arguments=arguments)
     batch = {**token_batch(batch=6, length=7), "labels": labels}
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
     torch.manual_seed(0)  # the same dropout masks for every signal
@@ -106,14 +110,14 @@ def test_forward_only_signals_run_no_backward_pass_through_the_network(signal):
 @pytest.mark.parametrize("signal", FORWARD_ONLY_SIGNALS)
 def test_forward_only_signals_train_the_candidates_of_every_family(family, signal):
     model = tiny_summing_network(num_labels=3) if family == "summing_network" else tiny_model(family, num_labels=3)
-    hd.add_dendrites(model, DendriteConfig(error_signal=signal))
+    hd.add_dendrites(model, DendriteConfig())
     gradients = candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]))
     assert gradients and all(torch.isfinite(g).all() and float(g.abs().sum()) > 0 for g in gradients.values())
 
 
 def test_bad_candidate_positions_name_the_allowed_values():
     with pytest.raises(ValueError, match="candidate_positions must be one of .*'first'"):
-        DendriteConfig(candidate_positions="cls")
+        DendriteTrainingArguments(candidate_positions="cls")
 
 
 @pytest.mark.parametrize("signal", SIGNALS)
@@ -121,8 +125,8 @@ def test_first_position_candidates_train_on_one_row_per_example(signal):
     """batch 6 x 7 positions (3 rows with 2 padded): 36 real tokens per token-level layer, or 6 first ones."""
     counts = {}
     for positions in ("all", "first"):
-        model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(candidate_positions=positions))
-        candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]))
+        model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig())
+        candidate_gradients(model, signal, torch.tensor([0, 1, 2, 0, 1, 2]), positions)
         layers = hd.dendrite_layers(model)
         assert all(float(layer.candidate_weight.grad.abs().sum()) > 0 for layer in layers.values())
         counts[positions] = {name: int(layer.candidate_stats.count) for name, layer in layers.items()}
@@ -135,8 +139,8 @@ def test_forward_forward_leaves_out_unlabelled_rows_in_both_learners():
     """A row labelled -100 (a distillation pool's) is neither right nor wrong: no candidate row comes from it."""
     labels = torch.tensor([0, 1, -100, -100, 1, 2])
     labelled = torch.tensor([0, 1, 4, 5])
-    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(candidate_positions="first"))
-    candidate_gradients(model, "forward_forward", labels)
+    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig())
+    candidate_gradients(model, "forward_forward", labels, "first")
     assert {int(layer.candidate_stats.count) for layer in hd.dendrite_layers(model).values()} == {4}
 
     cached_model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig())
@@ -154,10 +158,13 @@ def test_forward_forward_leaves_out_unlabelled_rows_in_both_learners():
 
 
 def assert_saves_and_reloads(trainer, tmp_path, signal: str) -> None:
-    """The grown model saves, reloads with its error signal recorded, and gives the same logits."""
+    """The grown model saves, reloads and gives the same logits; the error signal was the run's setting, and the
+    saved model holds only what it computes with."""
+    assert trainer.dendrite_args.error_signal == signal
     trainer.save_model(tmp_path / "saved")
     loaded = hd.from_pretrained(tmp_path / "saved")
-    assert loaded.dendrite_config.error_signal == signal
+    assert loaded.dendrite_config == trainer.model.dendrite_config
+    assert "error_signal" not in json.loads((tmp_path / "saved" / "config.json").read_text())["dendrites"]["config"]
     batch = token_batch()
     trainer.model.eval()
     with torch.no_grad():
@@ -172,7 +179,7 @@ def test_each_signal_trains_cached_candidates_grows_and_saves(tmp_path, signal):
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(error_signal=signal, max_dendrites=1),
+        **dendrite_setup(error_signal=signal, max_dendrites=1),
     )
     trainer.train()
     grown = [r for r in trainer.tracker.history if r["action"] == "grow"]
@@ -189,7 +196,7 @@ def test_error_alignment_diagnostics_need_the_streaming_learner(tmp_path):
             training_args(tmp_path / "out", max_steps=32, save_strategy="no"),
             train_dataset=TRAIN,
             eval_dataset=VALIDATION,
-            dendrite_config=dendrite_config(error_signal="feedback_alignment"),
+            **dendrite_setup(error_signal="feedback_alignment"),
             error_alignment_steps=4,
         )
 
@@ -202,7 +209,7 @@ def test_each_signal_trains_streaming_candidates_grows_and_saves(tmp_path, signa
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=dendrite_config(
+        **dendrite_setup(
             error_signal=signal,
             max_dendrites=1,
             candidate_patience=3,
@@ -237,9 +244,11 @@ def test_each_signal_trains_streaming_candidates_grows_and_saves(tmp_path, signa
 def test_a_plain_trainer_refuses_an_error_signal_it_cannot_compute(tmp_path):
     from transformers import Trainer
 
-    model = hd.add_dendrites(tiny_model(num_labels=2), DendriteConfig(error_signal="feedback_alignment"))
+    model = hd.add_dendrites(tiny_model(num_labels=2), DendriteConfig())
     trainer = Trainer(model, training_args(tmp_path, max_steps=2), train_dataset=TRAIN, eval_dataset=VALIDATION)
-    trainer.add_callback(hd.DendriteCallback(trainer))
+    trainer.add_callback(
+        hd.DendriteCallback(trainer, dendrite_args=DendriteTrainingArguments(error_signal="feedback_alignment"))
+    )
     with pytest.raises(ValueError, match="needs DendriteTrainer"):
         trainer.train()
 
@@ -250,7 +259,7 @@ def test_error_alignment_is_one_for_linear_backprop_without_activations_and_belo
     batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
 
     def alignment(model: torch.nn.Module, signal: str) -> dict[str, float]:
-        hd.add_dendrites(model, DendriteConfig(error_signal=signal))
+        hd.add_dendrites(model, DendriteConfig())
         return error_alignment(model, signal, lambda: model(**batch).loss, batch["labels"])
 
     linear = alignment(without_activation_functions(tiny_model(num_labels=3)), "linear_backprop")
@@ -271,7 +280,7 @@ def test_the_candidates_correlation_with_the_exact_error_matches_a_plain_computa
 
     from hf_dendrites.error_signals import candidate_exact_correlation, exact_layer_errors
 
-    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig(error_signal="feedback_alignment"))
+    model = hd.add_dendrites(tiny_model(num_labels=3), DendriteConfig())
     hd.model.start_candidates(model, 3, generator=torch.Generator().manual_seed(0))
     batch = {**token_batch(batch=6, length=7), "labels": torch.tensor([0, 1, 2, 0, 1, 2])}
     scores, chance = candidate_exact_correlation(model, [lambda: model(**batch).loss])

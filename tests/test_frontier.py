@@ -102,5 +102,5 @@ def test_a_scheduled_first_growth_reaches_the_dendrite_config_and_the_restarts_a
     regime = frontier.REGIMES["masked_lm"]
     assert regime.first_growth_epoch is not None
     for arm in frontier.DENDRITE_ARMS:
-        assert frontier.dendrite_config(regime, arm).first_growth_epoch == regime.first_growth_epoch
-    assert frontier.dendrite_config(REGIME, "pb").first_growth_epoch is None  # mnist1d grows on a stall
+        assert frontier.growth_arguments(regime, arm).first_growth_epoch == regime.first_growth_epoch
+    assert frontier.growth_arguments(REGIME, "pb").first_growth_epoch is None  # mnist1d grows on a stall

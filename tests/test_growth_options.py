@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from test_trainer import dendrite_config, make_trainer
+from test_trainer import dendrite_setup, make_trainer
 from tiny_models import tiny_model, token_batch
 from transformers import TrainerCallback
 
@@ -36,7 +36,7 @@ class AdamSteps(TrainerCallback):
 
 def adam_steps(tmp_path, reset: bool, learner: str = "cached") -> tuple[list[tuple[bool, int | None]], object]:
     probe = AdamSteps()
-    config = dendrite_config(reset_optimizer_on_growth=reset, candidate_learner=learner)
+    config = dendrite_setup(reset_optimizer_on_growth=reset, candidate_learner=learner)
     trainer = make_trainer(tmp_path, config, args={"save_strategy": "no"}, callbacks=[probe])
     probe.trainer = trainer
     trainer.train()
@@ -62,7 +62,7 @@ def test_without_reset_the_neuron_phase_state_carries_through_growth(tmp_path, l
 
 
 def test_without_reset_a_resume_inside_a_dendrite_phase_restores_the_kept_state(tmp_path):
-    config = dendrite_config(reset_optimizer_on_growth=False, candidate_learner="streaming")
+    config = dendrite_setup(reset_optimizer_on_growth=False, candidate_learner="streaming")
     full = make_trainer(tmp_path / "full", config)
     full.train()
     inside = [
@@ -98,7 +98,7 @@ def test_without_reset_a_resume_inside_a_dendrite_phase_restores_the_kept_state(
 
 def test_reset_optimizer_on_growth_must_be_a_bool():
     with pytest.raises(ValueError, match="reset_optimizer_on_growth must be a bool"):
-        dendrite_config(reset_optimizer_on_growth="no")
+        dendrite_setup(reset_optimizer_on_growth="no")
 
 
 @pytest.mark.parametrize("mode", ["pb", "gd"])
@@ -106,7 +106,7 @@ def test_the_first_growth_happens_at_first_growth_epoch_without_a_stall(tmp_path
     """8 steps an epoch, an evaluation every 4; patience 10 means no stall in 24 steps."""
     starts = {}
     for first in (None, 1.0):
-        config = dendrite_config(mode=mode, patience=10, first_growth_epoch=first)
+        config = dendrite_setup(mode=mode, patience=10, first_growth_epoch=first)
         trainer = make_trainer(tmp_path / str(first), config, args={"save_strategy": "no", "max_steps": 24})
         trainer.train()
         growth = [r for r in trainer.tracker.history if r["action"] in ("start_dendrite_phase", "grow")]
@@ -118,7 +118,7 @@ def test_the_first_growth_happens_at_first_growth_epoch_without_a_stall(tmp_path
 
 def test_first_growth_epoch_must_be_a_number_at_least_zero():
     with pytest.raises(ValueError, match="first_growth_epoch must be a finite number >= 0"):
-        dendrite_config(first_growth_epoch=-1.0)
+        dendrite_setup(first_growth_epoch=-1.0)
 
 
 def test_a_batch_of_one_example_grows_with_the_cached_learner(tmp_path):
@@ -133,7 +133,7 @@ def test_a_batch_of_one_example_grows_with_the_cached_learner(tmp_path):
 def test_a_batch_of_one_example_with_the_streaming_learner_is_refused_before_training(tmp_path):
     trainer = make_trainer(
         tmp_path,
-        dendrite_config(candidate_learner="streaming"),
+        dendrite_setup(candidate_learner="streaming"),
         args=dict(per_device_train_batch_size=1, max_steps=24, eval_steps=4, save_steps=8),
     )
     with pytest.raises(ValueError, match=r"per_device_train_batch_size=1.*candidate_learner='cached'"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_trainer import dendrite_config, make_trainer
+from test_trainer import dendrite_setup, make_trainer
 
 import hf_dendrites as hd
 from hf_dendrites.holdout import PhaseSampler, holdout_split
@@ -41,7 +41,7 @@ def test_the_sampler_draws_from_the_part_of_the_current_phase():
 
 
 def test_dendrite_trainer_trains_candidates_only_on_the_held_aside_examples(tmp_path, monkeypatch):
-    config = dendrite_config(candidate_holdout_fraction=0.25, candidate_learner="streaming")
+    config = dendrite_setup(candidate_holdout_fraction=0.25, candidate_learner="streaming")
     trainer = make_trainer(tmp_path, config, args={"save_strategy": "no"})
     seen: dict[bool, set[int]] = {False: set(), True: set()}
     original_iter = PhaseSampler.__iter__
@@ -63,7 +63,7 @@ def test_dendrite_trainer_trains_candidates_only_on_the_held_aside_examples(tmp_
 def test_a_cached_dendrite_phase_caches_only_the_held_aside_examples(tmp_path, monkeypatch):
     import hf_dendrites.dendrite_phase as dendrite_phase
 
-    trainer = make_trainer(tmp_path, dendrite_config(candidate_holdout_fraction=0.25), args={"save_strategy": "no"})
+    trainer = make_trainer(tmp_path, dendrite_setup(candidate_holdout_fraction=0.25), args={"save_strategy": "no"})
     passes = []
     original = dendrite_phase.collect_candidate_rows
 

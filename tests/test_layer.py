@@ -334,7 +334,7 @@ def test_first_positions_only_whatever_the_error():
 def test_a_token_fraction_outside_zero_to_one_is_refused(fraction):
     with pytest.raises(ValueError, match="candidate_token_fraction"):
         DendriteLinear(nn.Linear(6, 5), candidate_token_fraction=fraction)
-    from hf_dendrites import DendriteConfig
+    from hf_dendrites import DendriteTrainingArguments
 
     with pytest.raises(ValueError, match="candidate_token_fraction"):
-        DendriteConfig(candidate_token_fraction=fraction)
+        DendriteTrainingArguments(candidate_token_fraction=fraction)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from test_trainer import dendrite_config, make_trainer, steps_taken
+from test_trainer import dendrite_setup, make_trainer, steps_taken
 from tiny_models import tiny_model, token_batch
 from torch import nn
 from transformers import AutoModelForSequenceClassification
@@ -29,11 +29,12 @@ def logits(model, batch):
 def grown_low_rank(rank: int = 4, mode: str = "pb", cascade: bool = False, dendrites: int = 2) -> nn.Module:
     """A tiny BERT with `dendrites` low-rank dendrite sets (PB: grown by the cached phase) and non-zero output weights."""
     model = tiny_model()
-    hd.add_dendrites(model, hd.DendriteConfig(mode=mode, cascade=cascade, dendrite_rank=rank, candidate_epochs=3))
+    hd.add_dendrites(model, hd.DendriteConfig(mode=mode, cascade=cascade, dendrite_rank=rank))
     batch = dict(token_batch(), labels=LABELS)
+    arguments = hd.DendriteTrainingArguments(candidate_epochs=3)
     for _ in range(dendrites):
         if mode == "pb":
-            hd.run_dendrite_phase(model, [batch] * 3, lambda b: model(**b).loss)
+            hd.run_dendrite_phase(model, [batch] * 3, lambda b: model(**b).loss, arguments=arguments)
         hd.grow(model)
     with torch.no_grad():
         for layer in hd.dendrite_layers(model).values():
@@ -161,7 +162,7 @@ def test_a_rank_wider_than_a_target_layer_is_refused_and_the_model_is_unchanged(
 
 def test_the_streaming_learner_and_gd_mode_train_the_basis():
     model = tiny_model()
-    hd.add_dendrites(model, hd.DendriteConfig(dendrite_rank=4, candidate_learner="streaming"))
+    hd.add_dendrites(model, hd.DendriteConfig(dendrite_rank=4))
     hd.model.start_candidates(model, num_candidates=2)
     layer = hd.dendrite_layers(model)["classifier"]
     assert layer.candidate_basis.shape == (4, 32) and layer.candidate_weight.shape == (2, 3, 4)
@@ -185,7 +186,7 @@ def test_the_streaming_learner_and_gd_mode_train_the_basis():
 
 @pytest.mark.parametrize("learner", ["cached", "streaming"])
 def test_resume_inside_a_low_rank_run_makes_the_same_decisions(tmp_path, learner):
-    config = dendrite_config(dendrite_rank=4, candidate_learner=learner)
+    config = dendrite_setup(dendrite_rank=4, candidate_learner=learner)
     trainer = make_trainer(tmp_path / "full", config)
     trainer.train()
     assert "grow" in [r["action"] for r in trainer.tracker.history]

@@ -9,7 +9,8 @@ import torch
 from tiny_models import FAMILIES, tiny_model, token_batch
 
 import hf_dendrites as hd
-from hf_dendrites import DendriteConfig
+from hf_dendrites import DendriteConfig, DendriteTrainingArguments
+from hf_dendrites.training_args import TRAINING_FIELDS
 
 
 def logits(model, batch):
@@ -168,8 +169,8 @@ def test_candidates_skip_padding_and_learn_exactly_what_they_would_from_every_po
     labels = torch.tensor([0, 1, 2, 1])
     results = []
     for skip_padding in (True, False):
-        model = hd.add_dendrites(tiny_model(family), DendriteConfig(num_candidates=2))
-        hd.model.start_candidates(model, generator=torch.Generator().manual_seed(0))
+        model = hd.add_dendrites(tiny_model(family), DendriteConfig())
+        hd.model.start_candidates(model, 2, generator=torch.Generator().manual_seed(0))
         if not skip_padding:  # the same model computing candidates for every position
             model._forward_pre_hooks.clear()
             model._forward_pre_hooks_with_kwargs.clear()
@@ -206,12 +207,13 @@ def test_candidates_skip_padding_and_learn_exactly_what_they_would_from_every_po
     ],
 )
 def test_bad_config_values_name_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
-        DendriteConfig(**{field: value})
+    owner = DendriteTrainingArguments if field in TRAINING_FIELDS else DendriteConfig
+    with pytest.raises(ValueError, match=rf"{owner.__name__}\.{field}"):
+        owner(**{field: value})
 
 
 def test_config_json_round_trip_and_unknown_keys(tmp_path):
-    config = DendriteConfig(target_modules=["query"], mode="gd", cascade=True, num_candidates=8)
+    config = DendriteConfig(target_modules=["query"], mode="gd", cascade=True, dendrite_rank=2)
     path = tmp_path / "dendrites.json"
     config.to_json_file(path)
     assert DendriteConfig.from_json_file(path) == config

@@ -81,7 +81,7 @@ def test_readme_compression_snippet_builds_both_compressed_models():
 def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatch):
     import datasets
     from test_distillation import small_vocabulary_teacher
-    from test_trainer import dendrite_config, training_args
+    from test_trainer import dendrite_setup, training_args
     from transformers import AutoTokenizer
 
     import experiments.unlabeled
@@ -111,9 +111,10 @@ def test_readme_distillation_snippet_distils_with_dendrites(tmp_path, monkeypatc
     }
     monkeypatch.chdir(tmp_path)
     snippet = in_code_snippet("distillation-code").replace(
-        "hd.DendriteConfig()", "dendrite_config(improvement_threshold_abs=10.0)"
+        "dendrite_config=hd.DendriteConfig(),", "**dendrite_setup(improvement_threshold_abs=10.0),"
     )
-    scope = {**namespace, "dendrite_config": dendrite_config}
+    assert "dendrite_setup" in snippet
+    scope = {**namespace, "dendrite_setup": dendrite_setup}
     exec(compile(snippet, "README.md", "exec"), scope)
     record, trainer = scope["record"], scope["trainer"]
     held_out = set(texts[16:32])

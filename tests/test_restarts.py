@@ -76,7 +76,7 @@ def scripted_trainer(output_dir: Path, **args) -> Trainer:
     return trainer
 
 
-PLATEAU = hd.DendriteConfig(patience=2, min_evals_per_phase=1, max_dendrites=2, max_tries=1)
+PLATEAU = hd.DendriteTrainingArguments(patience=2, min_evals_per_phase=1, max_dendrites=2, max_tries=1)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_resume_true_without_a_complete_restart_checkpoint_says_so(tmp_path):
 
 # Scored by evaluation loss, which falls at every evaluation here: the newest checkpoint is always the best,
 # so with save_total_limit=1 transformers' rotation keeps nothing else. The threshold makes restarts happen.
-LOSS_PLATEAU = hd.DendriteConfig(
+LOSS_PLATEAU = hd.DendriteTrainingArguments(
     patience=1, min_evals_per_phase=1, max_dendrites=2, max_tries=1, improvement_threshold_abs=0.05
 )
 

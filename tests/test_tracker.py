@@ -16,6 +16,7 @@ import hf_dendrites
 import hf_dendrites.tracker as tracker_module
 from hf_dendrites.config import DendriteConfig
 from hf_dendrites.tracker import Action, Decision, DendriteTracker, Phase, TrackerSettings, TrackerState
+from hf_dendrites.training_args import DendriteTrainingArguments
 
 # Event DSL: ("n", score) -> step(score); ("c", cand) -> candidate_step(cand);
 # ("f", cand) -> candidate_step(cand, force_grow=True); ("N", score) -> step(score, force_growth=True).
@@ -26,9 +27,9 @@ _CODES = {Action.CONTINUE: "C", Action.START_DENDRITE_PHASE: "S", Action.GROW: "
 FAST = {"patience": 1, "min_evals_per_phase": 1, "candidate_patience": 2}
 
 
-def make_tracker(greater_is_better: bool = True, **config_fields: Any) -> DendriteTracker:
-    """A tracker whose settings are a `DendriteConfig` with `config_fields`, the rest its defaults."""
-    return DendriteTracker(DendriteConfig(**config_fields), greater_is_better=greater_is_better)
+def make_tracker(greater_is_better: bool = True, mode: str = "pb", **growth_fields: Any) -> DendriteTracker:
+    """A tracker whose settings are `DendriteTrainingArguments` with `growth_fields`, the rest its defaults."""
+    return DendriteTracker(DendriteTrainingArguments(**growth_fields), mode=mode, greater_is_better=greater_is_better)
 
 
 def code(decision: Decision) -> str:
@@ -503,12 +504,14 @@ def test_bad_settings_raise(name: str, value: Any) -> None:
 
 
 def test_a_config_made_invalid_after_construction_is_refused() -> None:
-    config = DendriteConfig()
-    config.max_tries = -2  # DendriteConfig validates in __post_init__ only
-    with pytest.raises(ValueError, match="DendriteConfig.max_tries"):
-        DendriteTracker(config)
+    arguments = DendriteTrainingArguments()
+    arguments.max_tries = -2  # DendriteTrainingArguments validates in __post_init__ only
+    with pytest.raises(ValueError, match="DendriteTrainingArguments.max_tries"):
+        DendriteTracker(arguments)
+    with pytest.raises(ValueError, match="DendriteConfig.mode"):
+        DendriteTracker(DendriteTrainingArguments(), mode="pbb")
     with pytest.raises(ValueError, match="greater_is_better"):
-        DendriteTracker(DendriteConfig(), greater_is_better=1)  # type: ignore[arg-type]
+        DendriteTracker(DendriteTrainingArguments(), greater_is_better=1)  # type: ignore[arg-type]
 
 
 def test_decision_is_frozen_and_validated() -> None:
@@ -565,9 +568,8 @@ def test_phase_is_a_phase_and_history_holds_plain_strings() -> None:
 # ---------------------------------------------------------------------------- settings
 
 
-def test_settings_come_from_the_config() -> None:
-    config = DendriteConfig(
-        mode="gd",
+def test_settings_come_from_the_training_arguments() -> None:
+    arguments = DendriteTrainingArguments(
         patience=4,
         min_evals_per_phase=3,
         improvement_threshold=0.01,
@@ -577,25 +579,32 @@ def test_settings_come_from_the_config() -> None:
         candidate_patience=6,
         num_candidates=9,  # not a tracker setting
     )
-    t = DendriteTracker(config, greater_is_better=False)
+    t = DendriteTracker(arguments, mode="gd", greater_is_better=False)
     assert t.settings == TrackerSettings(False, "gd", 4, 3, 0.01, 0.0, 5, 2, 6)
-    assert t.settings == TrackerSettings.from_config(config, greater_is_better=False)
+    assert t.settings == TrackerSettings.from_arguments(arguments, "gd", greater_is_better=False)
     assert type(t.settings.improvement_threshold_abs) is float  # state_dict writes 0.0, as it always did
     with pytest.raises(FrozenInstanceError):
         t.settings.patience = 1  # type: ignore[misc]
-    assert make_tracker(patience=7).settings.max_dendrites == DendriteConfig().max_dendrites
+    assert make_tracker(patience=7).settings.max_dendrites == DendriteTrainingArguments().max_dendrites
 
 
-def test_settings_defaults_are_dendrite_configs() -> None:
-    # The tracker holds no defaults of its own: every one comes from DendriteConfig.
+def test_the_deprecated_config_spelling_gives_the_same_settings() -> None:
+    with pytest.warns(FutureWarning, match=r"DendriteTrainingArguments\(patience=4, max_dendrites=5\)"):
+        config = DendriteConfig(mode="gd", patience=4, max_dendrites=5)
+    expected = DendriteTracker(DendriteTrainingArguments(patience=4, max_dendrites=5), mode="gd").settings
+    assert DendriteTracker(config).settings == expected
+
+
+def test_settings_defaults_are_the_training_arguments() -> None:
+    # The tracker holds no defaults of its own: every one comes from DendriteTrainingArguments (mode: DendriteConfig).
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(TrackerSettings))
-    defaults = DendriteConfig()
+    defaults = {**DendriteTrainingArguments().to_dict(), "mode": DendriteConfig().mode}
     settings = DendriteTracker().settings
-    assert settings == TrackerSettings.from_config(defaults, greater_is_better=True)
+    assert settings == TrackerSettings.from_arguments(DendriteTrainingArguments(), "pb", greater_is_better=True)
     assert settings.greater_is_better is True
     for f in dataclasses.fields(TrackerSettings):
         if f.name != "greater_is_better":
-            assert getattr(settings, f.name) == getattr(defaults, f.name), f.name
+            assert getattr(settings, f.name) == defaults[f.name], f.name
 
 
 def test_state_starts_empty_and_is_what_state_dict_writes() -> None:
@@ -694,7 +703,7 @@ def test_check_state_dict_changes_nothing() -> None:
     [
         (lambda s: s.update(surprise=1), "surprise"),
         (lambda s: s["config"].pop("patience"), "patience"),
-        (lambda s: s["config"].update(patience=0), "DendriteConfig.patience"),
+        (lambda s: s["config"].update(patience=0), "DendriteTrainingArguments.patience"),
         (lambda s: s["config"].update(mode=[]), "DendriteConfig.mode"),
         (lambda s: s["config"].update(greater_is_better="yes"), "greater_is_better"),
         (lambda s: s.update(config=[]), "config"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from script_modules import load_script
@@ -107,6 +108,24 @@ def test_bad_yaml_value_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.parse_arguments([str(recipe)])
     assert "--num_candidates" in capsys.readouterr().err
+
+
+def test_patience_is_the_growth_stall_and_early_stopping_has_its_own_flag(tmp_path):
+    recipe = str(ROOT / "configs" / "trec6.yaml")  # patience: 2, a PB recipe
+
+    def checked(*flags: str) -> Any:
+        model_args, _, _, dendrite_args, distill_args = train.parse_arguments([recipe, *flags])
+        train.check_run_arguments(model_args, dendrite_args, distill_args, train.dendrite_config_from(dendrite_args))
+        return dendrite_args
+
+    assert train.early_stopping_patience(checked("--dendrites", "none")) == 2  # the recipe's plain run waits as long
+    assert train.early_stopping_patience(checked("--dendrites", "none", "--early_stopping_patience", "7")) == 7
+    assert train.training_arguments_from(checked("--dendrites", "pb")).patience == 2
+    assert train.early_stopping_patience(checked("--dendrites", "none", "--restart_on_plateau", "true")) == 2
+    with pytest.raises(ValueError, match="--early_stopping_patience is the plain run's early stopping"):
+        checked("--dendrites", "pb", "--early_stopping_patience", "7")
+    with pytest.raises(ValueError, match="--early_stopping_patience must be >= 1"):
+        checked("--dendrites", "none", "--early_stopping_patience", "0")
 
 
 def test_invalid_dendrite_value_is_named(tmp_path):
@@ -296,15 +315,16 @@ def test_every_benchmark_method_and_growth_variant_is_a_valid_training_command()
     import benchmarks.tasks as tasks
 
     commands = {**tasks.METHOD_FLAGS, **growth.VARIANTS, "restarts": [*growth.RESTARTS, "3", "7"]}
-    configs = {}
+    configs, growth_settings = {}, {}
     for name, flags in commands.items():
         arguments = train.parse_arguments([str(ROOT / "configs" / "trec6.yaml"), *flags])
         configs[name] = train.dendrite_config_from(arguments[3])
+        growth_settings[name] = train.training_arguments_from(arguments[3])
     assert configs["pb"].mode == "pb" and configs["baseline"] is None
     # the kept-state variants say so whichever the option's default is
-    assert configs["pb_keep_optimizer"].reset_optimizer_on_growth is False
-    assert configs["gd_keep_optimizer"].reset_optimizer_on_growth is False
-    assert configs["pb_holdout0.2"].candidate_holdout_fraction == 0.2
+    assert growth_settings["pb_keep_optimizer"].reset_optimizer_on_growth is False
+    assert growth_settings["gd_keep_optimizer"].reset_optimizer_on_growth is False
+    assert growth_settings["pb_holdout0.2"].candidate_holdout_fraction == 0.2
 
 
 @pytest.mark.parametrize("length", ["0", "-4"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pytest
@@ -15,8 +16,9 @@ from transformers import PreTrainedModel, Trainer, TrainerState, TrainingArgumen
 
 import hf_dendrites as hd
 from experiments.metrics import build_compute_metrics
-from hf_dendrites import DendriteConfig, DendriteTrainer
+from hf_dendrites import DendriteConfig, DendriteTrainer, DendriteTrainingArguments
 from hf_dendrites.run_lock import LOCK_FILE, OutputDirLockedError, RunLock
+from hf_dendrites.training_args import TRAINING_FIELDS
 
 
 def synthetic(n: int, seed: int) -> datasets.Dataset:
@@ -53,20 +55,26 @@ def training_args(output_dir: Path, **overrides) -> TrainingArguments:
     return TrainingArguments(**values)
 
 
-def dendrite_config(**overrides) -> DendriteConfig:
-    values = dict(
-        patience=1, min_evals_per_phase=1, max_dendrites=3, candidate_learning_rate=1e-2, max_candidate_epochs=1.0
-    )
-    values.update(overrides)
-    return DendriteConfig(**values)
+FAST_GROWTH = dict(
+    patience=1, min_evals_per_phase=1, max_dendrites=3, candidate_learning_rate=1e-2, max_candidate_epochs=1.0
+)
 
 
-def make_trainer(output_dir: Path, config: DendriteConfig | None = None, args: dict | None = None, **kwargs):
+def dendrite_setup(**overrides: Any) -> dict[str, Any]:
+    """`DendriteTrainer` keywords for the tests' fast growth with `overrides`: each field where it belongs,
+    the model's in `dendrite_config`, the run's in `dendrite_args`."""
+    values = {**FAST_GROWTH, **overrides}
+    training = {name: value for name, value in values.items() if name in TRAINING_FIELDS}
+    model = {name: value for name, value in values.items() if name not in TRAINING_FIELDS}
+    return {"dendrite_config": DendriteConfig(**model), "dendrite_args": DendriteTrainingArguments(**training)}
+
+
+def make_trainer(output_dir: Path, setup: dict[str, Any] | None = None, args: dict | None = None, **kwargs):
     return DendriteTrainer(
         tiny_model(num_labels=2),
         training_args(output_dir, **(args or {})),
         compute_metrics=build_compute_metrics(["accuracy"]),
-        dendrite_config=config or dendrite_config(),
+        **(setup or dendrite_setup()),
         **{"train_dataset": TRAIN, "eval_dataset": VALIDATION, **kwargs},
     )
 
@@ -84,7 +92,7 @@ def full_run(tmp_path_factory):
 def streaming_run(tmp_path_factory):
     """The same run with the streaming candidate learner: dendrite phases that span training steps."""
     output_dir = tmp_path_factory.mktemp("streaming")
-    trainer = make_trainer(output_dir, dendrite_config(candidate_learner="streaming"))
+    trainer = make_trainer(output_dir, dendrite_setup(candidate_learner="streaming"))
     trainer.train()
     return trainer, output_dir
 
@@ -163,7 +171,7 @@ def test_the_metric_is_flat_through_a_streaming_dendrite_phase(tmp_path):
     trainer = make_trainer(
         tmp_path,
         # an absolute threshold no loss change can pass: the neuron phase stalls at once
-        dendrite_config(
+        dendrite_setup(
             candidate_learner="streaming",
             grow_from="last",
             max_candidate_epochs=2.0,
@@ -206,7 +214,7 @@ def test_resume_reaches_the_same_structure_and_weights(full_run, streaming_run, 
             chosen = checkpoint
             break
     assert chosen is not None, f"no checkpoint in a {checkpoint_phase} phase after growth started"
-    resumed = make_trainer(tmp_path, dendrite_config(candidate_learner=learner))
+    resumed = make_trainer(tmp_path, dendrite_setup(candidate_learner=learner))
     resumed.train(resume_from_checkpoint=str(chosen))
     expected, actual = trainer.model.state_dict(), resumed.model.state_dict()
     assert actual.keys() == expected.keys()
@@ -216,7 +224,7 @@ def test_resume_reaches_the_same_structure_and_weights(full_run, streaming_run, 
 
 
 def test_gd_mode_grows_without_a_dendrite_phase(tmp_path):
-    trainer = make_trainer(tmp_path, dendrite_config(mode="gd", max_dendrites=2), args={"save_strategy": "no"})
+    trainer = make_trainer(tmp_path, dendrite_setup(mode="gd", max_dendrites=2), args={"save_strategy": "no"})
     trainer.train()
     history = trainer.tracker.history
     assert "grow" in [r["action"] for r in history]
@@ -274,17 +282,19 @@ def test_before_its_first_growth_a_dendrite_run_matches_the_plain_trainer(tmp_pa
         return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
     plain = losses(Trainer)
-    with_dendrites = losses(DendriteTrainer, dendrite_config=dendrite_config())
+    with_dendrites = losses(DendriteTrainer, **dendrite_setup())
     assert len(plain) == 2
     assert with_dendrites == plain
 
 
 def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp_path):
-    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode="gd", dendrite_learning_rate=0.05))
+    setup = dendrite_setup(mode="gd", dendrite_learning_rate=0.05)
+    model = hd.add_dendrites(tiny_model(num_labels=2), setup["dendrite_config"])
     hd.grow(model)
     trainer = DendriteTrainer(
         model,
         training_args(tmp_path, learning_rate=1e-3, lr_scheduler_type="linear", max_steps=10),
+        dendrite_args=setup["dendrite_args"],
         train_dataset=TRAIN,
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
@@ -308,7 +318,8 @@ def test_dendrites_train_at_their_own_learning_rate_on_the_trainers_schedule(tmp
 
 @pytest.mark.parametrize(("mode", "expected"), [("pb", 1e-2), ("gd", 1e-3)])
 def test_installed_dendrites_train_at_their_modes_default_rate_not_the_fine_tuning_rate(tmp_path, mode, expected):
-    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(mode=mode))
+    setup = dendrite_setup(mode=mode)
+    model = hd.add_dendrites(tiny_model(num_labels=2), setup["dendrite_config"])
     if mode == "pb":
         hd.model.start_candidates(model)
         model.train()
@@ -359,7 +370,7 @@ def test_no_evaluation_is_refused(tmp_path):
 def test_resume_from_a_checkpoint_of_a_different_structure(full_run, tmp_path):
     _, output_dir = full_run
     checkpoint = sorted(output_dir.glob("checkpoint-*"))[0]
-    other = make_trainer(tmp_path, dendrite_config(cascade=True))
+    other = make_trainer(tmp_path, dendrite_setup(cascade=True))
     before = {k: v.clone() for k, v in other.model.state_dict().items()}
     with pytest.raises(ValueError, match=r"dendrite structure differs \(cascade"):
         other.train(resume_from_checkpoint=str(checkpoint))
@@ -369,7 +380,8 @@ def test_resume_from_a_checkpoint_of_a_different_structure(full_run, tmp_path):
 
 
 def test_callback_works_with_a_plain_trainer(tmp_path):
-    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config(max_dendrites=1))
+    setup = dendrite_setup(max_dendrites=1)
+    model = hd.add_dendrites(tiny_model(num_labels=2), setup["dendrite_config"])
     trainer = Trainer(
         model,
         training_args(tmp_path, save_strategy="no"),
@@ -377,7 +389,7 @@ def test_callback_works_with_a_plain_trainer(tmp_path):
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
     )
-    callback = hd.DendriteCallback(trainer)
+    callback = hd.DendriteCallback(trainer, dendrite_args=setup["dendrite_args"])
     trainer.add_callback(callback)
     trainer.train()
     assert "grow" in [r["action"] for r in callback.tracker.history]
@@ -385,7 +397,8 @@ def test_callback_works_with_a_plain_trainer(tmp_path):
 
 
 def plain_trainer_with_callback(output_dir: Path):
-    model = hd.add_dendrites(tiny_model(num_labels=2), dendrite_config())
+    setup = dendrite_setup()
+    model = hd.add_dendrites(tiny_model(num_labels=2), setup["dendrite_config"])
     trainer = Trainer(
         model,
         training_args(output_dir),
@@ -393,7 +406,7 @@ def plain_trainer_with_callback(output_dir: Path):
         eval_dataset=VALIDATION,
         compute_metrics=build_compute_metrics(["accuracy"]),
     )
-    callback = hd.DendriteCallback(trainer)
+    callback = hd.DendriteCallback(trainer, dendrite_args=setup["dendrite_args"])
     trainer.add_callback(callback)
     return trainer, callback
 
@@ -487,7 +500,7 @@ def test_a_failed_resume_leaves_the_model_as_it_was(streaming_run, tmp_path):
     shutil.copytree(inside_phase, broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    trainer = make_trainer(tmp_path / "run", dendrite_config(candidate_learner="streaming"))
+    trainer = make_trainer(tmp_path / "run", dendrite_setup(candidate_learner="streaming"))
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(ValueError, match="model.safetensors"):
         trainer.train(resume_from_checkpoint=str(broken))
@@ -503,14 +516,16 @@ def test_a_failed_resume_leaves_the_model_as_it_was(streaming_run, tmp_path):
 def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full_run, tmp_path, caplog):
     _, output_dir = full_run
     first = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
-    trainer = make_trainer(tmp_path, dendrite_config(patience=3))
+    trainer = make_trainer(tmp_path, dendrite_setup(patience=3))
     with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
         trainer.train(resume_from_checkpoint=str(first))
     assert "resuming with patience=3 (the checkpoint was trained with 1)" in caplog.text
     assert trainer.tracker.settings.patience == 3
-    trainer.save_model(str(tmp_path / "final"))
+    newest = max(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert json.loads((newest / "dendrite_state.json").read_text())["tracker"]["config"]["patience"] == 3
+    trainer.save_model(str(tmp_path / "final"))  # a run's setting, not the model's: the saved model has none
     saved = json.loads((tmp_path / "final" / "config.json").read_text())
-    assert saved["dendrites"]["config"]["patience"] == 3
+    assert "patience" not in saved["dendrites"]["config"]
 
 
 # ---------------------------------------------------------------- one writer per output_dir; a finished run stays finished
