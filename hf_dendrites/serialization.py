@@ -37,6 +37,7 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
+from .architectures import register_architectures
 from .config import DendriteConfig
 from .dendrite_modeling import (
     FOLDER_NOTE_KEY,
@@ -57,20 +58,12 @@ from .model import (
     stop_candidates,
     wrap_target_layers,
 )
-from .modeling_summing import SummingNetworkConfig, SummingNetworkForSequenceClassification
-from .remote_code import REMOTE_CLASS_PREFIX, write_remote_code
+from .remote_code import REMOTE_CLASS_PREFIX, auto_class_for, write_remote_code
 from .version import __version__
 
 logger = logging.getLogger(__name__)
 
 DENDRITE_MODEL_TYPE = "hf_dendrites"
-# Architectures this package defines (transformers does not know them): model_type -> (config, classes).
-OWN_ARCHITECTURES: dict[str, tuple[type, dict[str, type]]] = {
-    SummingNetworkConfig.model_type: (
-        SummingNetworkConfig,
-        {SummingNetworkForSequenceClassification.__name__: SummingNetworkForSequenceClassification},
-    )
-}
 FORMAT_VERSION = 2  # 2: settings records in the weights file
 READABLE_FORMAT_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
@@ -147,6 +140,21 @@ def read_dendrite_config_file(path: str | os.PathLike) -> tuple[dict[str, Any], 
     return values, record
 
 
+def _untrained_model(config: Any, architectures: list[str]) -> nn.Module:
+    """A model of the recorded architecture: a transformers class, else one registered with its Auto class."""
+    name = architectures[0] if architectures else None
+    model_class = getattr(transformers, name, None) if name else None
+    if model_class is not None:
+        return model_class(config)
+    try:
+        model = getattr(transformers, auto_class_for(name)).from_config(config) if name else None
+    except ValueError:  # no Auto class loads it, or none is registered for this config
+        model = None
+    if model is None or type(model).__name__ != name:
+        raise ValueError(f"cannot rebuild the model: unknown architectures {architectures!r} in config.json")
+    return model
+
+
 def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: torch.dtype | None = None) -> nn.Module:
     """An untrained model with exactly the recorded architecture and dendrite structure."""
     base_values = dict(values)
@@ -156,16 +164,9 @@ def build_from_record(values: dict[str, Any], record: dict[str, Any], dtype: tor
     architectures = [name.removeprefix(REMOTE_CLASS_PREFIX) for name in base_values.get("architectures") or []]
     if architectures:
         base_values["architectures"] = architectures
-    own = OWN_ARCHITECTURES.get(model_type)
-    if own is not None:
-        config = own[0](**base_values)
-        model_class = own[1].get(architectures[0]) if architectures else None
-    else:
-        config = AutoConfig.for_model(model_type, **base_values)
-        model_class = getattr(transformers, architectures[0], None) if architectures else None
-    if model_class is None:
-        raise ValueError(f"cannot rebuild the model: unknown architectures {architectures!r} in config.json")
-    model = model_class(config)
+    register_architectures()  # the model types this package defines are Auto-loadable
+    config = AutoConfig.for_model(model_type, **base_values)
+    model = _untrained_model(config, architectures)
     if dtype is not None:
         model = model.to(dtype)
     wrap_target_layers(model, DendriteConfig.from_saved(record["config"]), layer_names=record["layers"])

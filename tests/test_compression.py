@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,6 +155,20 @@ def test_a_summing_network_without_dendrites_saves_and_loads_like_any_model(tmp_
     assert (tmp_path / "modeling_summing.py").is_file()  # remote code for AutoModel* with trust_remote_code
     loaded = SummingNetworkForSequenceClassification.from_pretrained(tmp_path)
     assert torch.equal(logits(loaded, token_batch()), logits(model, token_batch()))
+
+
+def test_the_summing_network_registers_itself_with_the_auto_classes(tmp_path):
+    """Registered, it loads like a transformers model: the loaders never name it (test_structure checks that)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    model = summing_network(SummingNetworkConfig(vocab_size=VOCAB, embedding_size=8, hidden_sizes=[4], dropout=0.0))
+    model.save_pretrained(tmp_path)
+    assert type(AutoConfig.for_model("summing_network")) is SummingNetworkConfig
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)  # no trust_remote_code needed
+    assert type(loaded) is SummingNetworkForSequenceClassification
+    assert torch.equal(logits(loaded, token_batch()), logits(model, token_batch()))
+    serialization = (Path(hd.__file__).parent / "serialization.py").read_text()
+    assert "summing" not in serialization.lower() and "Summing" not in serialization
 
 
 def test_summing_network_embeddings_project_the_pretrained_ones():
