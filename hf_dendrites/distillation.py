@@ -14,9 +14,11 @@ the column will do), so no training step runs the teacher.
 Rows without a label carry `labels = -100`. Evaluation sets need no teacher column: without it the
 loss is the model's own (cross-entropy on the labels), and metrics are computed as usual.
 
-`DistillationMixin` adds this to any `Trainer`; `DistillationTrainer` is the plain one and
-`DendriteTrainer(..., distillation=DistillationConfig())` grows dendrites on the same loss (their
-candidates then learn from the distillation loss's error).
+`DistillationTrainer` is a `Trainer` with this loss. It composes with any other `Trainer`
+subclass by inheritance, `DistillationTrainer` first: `DistilledDendriteTrainer` (trainer.py) is
+`(DistillationTrainer, DendriteTrainer)` and grows dendrites on the same loss (their candidates then
+learn from the distillation loss's error); `class Mine(DistillationTrainer, MyTrainer)` does the same
+for a trainer of your own.
 """
 
 from __future__ import annotations
@@ -114,33 +116,33 @@ def distillation_loss(
     return loss
 
 
-class DistillationMixin:
-    """Adds a teacher term to a `Trainer`'s loss when the batch carries `teacher_logits`.
+class DistillationTrainer(Trainer):
+    """A `Trainer` that distils: `DistillationTrainer(model, args, distillation=DistillationConfig(), ...)`.
 
-    Put it before `Trainer` in the bases. With `distillation=None` it changes nothing; with a
-    `DistillationConfig`, the training set must have a `teacher_logits` column.
+    The training set needs a `teacher_logits` column (`experiments.teacher.add_teacher_logits`).
+    Batches without the column (evaluation) get the model's own loss. Cooperative: put it first in
+    the bases of a class that also derives from another `Trainer` subclass to add distillation to it.
     """
 
     def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:
-        if distillation is not None and not isinstance(distillation, DistillationConfig):
+        distillation = DistillationConfig() if distillation is None else distillation
+        if not isinstance(distillation, DistillationConfig):
             raise TypeError(f"distillation must be a DistillationConfig or None, got {type(distillation).__name__}")
         self.distillation = distillation
         super().__init__(*args, **kwargs)
-        if distillation is not None:
-            # a per-batch mean: the Trainer divides it by the gradient accumulation steps itself
-            self.loss_is_scaled_for_ga = False
-            self.model_accepts_loss_kwargs = False
+        # a per-batch mean: the Trainer divides it by the gradient accumulation steps itself
+        self.loss_is_scaled_for_ga = False
+        self.model_accepts_loss_kwargs = False
 
     def train(self, *args: Any, **kwargs: Any):
-        if self.distillation is not None:
-            columns = getattr(self.train_dataset, "column_names", None)
-            if columns is not None and TEACHER_LOGITS not in columns:
-                raise ValueError(
-                    f"distillation needs a {TEACHER_LOGITS!r} column in train_dataset (it has {sorted(columns)}): "
-                    "add it with experiments.teacher.add_teacher_logits"
-                )
-            if columns is not None:
-                self._check_teacher_logit_sizes()
+        columns = getattr(self.train_dataset, "column_names", None)
+        if columns is not None and TEACHER_LOGITS not in columns:
+            raise ValueError(
+                f"distillation needs a {TEACHER_LOGITS!r} column in train_dataset (it has {sorted(columns)}): "
+                "add it with experiments.teacher.add_teacher_logits"
+            )
+        if columns is not None:
+            self._check_teacher_logit_sizes()
         return super().train(*args, **kwargs)
 
     def _check_teacher_logit_sizes(self) -> None:
@@ -161,7 +163,7 @@ class DistillationMixin:
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        if self.distillation is not None and TEACHER_LOGITS not in self._signature_columns:
+        if TEACHER_LOGITS not in self._signature_columns:
             self._signature_columns.append(TEACHER_LOGITS)
 
     def compute_loss(
@@ -171,7 +173,7 @@ class DistillationMixin:
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ):
-        if self.distillation is None or TEACHER_LOGITS not in inputs:
+        if TEACHER_LOGITS not in inputs:
             inputs = {key: value for key, value in inputs.items() if key != TEACHER_LOGITS}
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)
@@ -187,16 +189,6 @@ class DistillationMixin:
             temperature=self.distillation.temperature,
         )
         return (loss, outputs) if return_outputs else loss
-
-
-class DistillationTrainer(DistillationMixin, Trainer):
-    """A plain `Trainer` that distils: `DistillationTrainer(model, args, distillation=DistillationConfig(), ...)`.
-
-    The training set needs a `teacher_logits` column (`experiments.teacher.add_teacher_logits`).
-    """
-
-    def __init__(self, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, distillation=distillation or DistillationConfig(), **kwargs)
 
 
 class TeacherAgreementCallback(TrainerCallback):

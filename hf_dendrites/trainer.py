@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from .callbacks import DendriteCallback, metric_key
 from .checkpoints import STATE_FILE, last_complete_checkpoint, remove_incomplete_checkpoints
 from .config import DendriteConfig
 from .diagnostics import SignalDiagnostics
-from .distillation import DistillationConfig, DistillationMixin
+from .distillation import DistillationConfig, DistillationTrainer
 from .error_signals import (
     FORWARD_ONLY_SIGNALS,
     forward_only_capture,
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 STRUCTURAL_FIELDS = ("mode", "activation", "cascade")
 
 
-class DendriteTrainer(DistillationMixin, Trainer):
+class DendriteTrainer(Trainer):
     """`transformers.Trainer` with dendrite growth driven by the evaluation metric.
 
     Args:
@@ -69,9 +70,8 @@ class DendriteTrainer(DistillationMixin, Trainer):
             `DendriteTrainingArguments()`, or the training fields given to the `DendriteConfig` the
             deprecated way).
         plot_history: draw `dendrite_history.png` in `output_dir` as training goes.
-        distillation: train against the `teacher_logits` column of the training set with this
-            `DistillationConfig` (see `hf_dendrites.distillation`); candidates then learn from
-            the distillation loss's error.
+        distillation: deprecated; use `DistilledDendriteTrainer(..., distillation=...)`, which this
+            then builds (with a `FutureWarning`).
         error_alignment_steps: research diagnostics (`hf_dendrites.diagnostics`): with an `error_signal`
             other than backprop, compare its error with the exact backprop error on this many steps at
             the start of each dendrite phase, and at every dendrite-phase evaluation measure the
@@ -79,6 +79,20 @@ class DendriteTrainer(DistillationMixin, Trainer):
             recorded per layer in `dendrite_callback.diagnostics`. 0: off.
         **kwargs: everything `Trainer` accepts.
     """
+
+    def __new__(cls, *args: Any, distillation: DistillationConfig | None = None, **kwargs: Any) -> DendriteTrainer:
+        """`DendriteTrainer(..., distillation=...)`, the spelling from before distillation was its own trainer,
+        builds the composed trainer (`DistillationTrainer` first) and warns with the new spelling."""
+        if distillation is not None and not issubclass(cls, DistillationTrainer):
+            warnings.warn(
+                f"{cls.__name__}(..., distillation=...) is deprecated: distillation is its own trainer; use "
+                f"DistilledDendriteTrainer(..., distillation=...) (or compose DistillationTrainer with {cls.__name__}). "
+                "The old spelling works until version 1.0.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            cls = type(f"Distilled{cls.__name__}", (DistillationTrainer, cls), {"__module__": cls.__module__})
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -88,7 +102,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
         dendrite_config: DendriteConfig | None = None,
         dendrite_args: DendriteTrainingArguments | None = None,
         plot_history: bool = True,
-        distillation: DistillationConfig | None = None,
+        distillation: None = None,
         error_alignment_steps: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -124,7 +138,7 @@ class DendriteTrainer(DistillationMixin, Trainer):
             )
         if dendrite_config is not None:
             add_dendrites(model, dendrite_config)
-        super().__init__(model=model, args=args, distillation=distillation, **kwargs)
+        super().__init__(model=model, args=args, **kwargs)
         self.args.ddp_find_unused_parameters = True
         if self.args.eval_strategy == IntervalStrategy.NO:
             raise ValueError("DendriteTrainer grows from evaluation scores: set eval_strategy to 'epoch' or 'steps'")
@@ -455,3 +469,9 @@ def _training_arguments(
             "DendriteConfig (the deprecated spelling); give them in dendrite_args only"
         )
     return dendrite_args
+
+
+class DistilledDendriteTrainer(DistillationTrainer, DendriteTrainer):
+    """`DendriteTrainer` on the distillation loss: the training set has a `teacher_logits` column and
+    `distillation=DistillationConfig(...)` weighs it (see `hf_dendrites.distillation`); candidates then
+    learn from the distillation loss's error. The composition is the whole class."""

@@ -58,6 +58,7 @@ from hf_dendrites import (  # noqa: E402
     DendriteTrainingArguments,
     DistillationConfig,
     DistillationTrainer,
+    DistilledDendriteTrainer,
 )
 from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network  # noqa: E402
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback  # noqa: E402
@@ -794,12 +795,12 @@ def apply_holdout(encoded, dendrite_args, dendrite_config, seed: int) -> dict[st
 
 
 def build_trainer(common: dict[str, Any], training_args, dendrite_args, dendrite_config, distillation):
-    """(trainer, restart callback or None): DendriteTrainer with dendrites, else a plain (distillation) Trainer
-    with early stopping or one of the restart controls."""
+    """(trainer, restart callback or None): a (distilled) DendriteTrainer with dendrites, else a plain (distillation)
+    Trainer with early stopping or one of the restart controls."""
     if distillation is not None:
         common["distillation"] = distillation
     if dendrite_config is not None:
-        trainer = DendriteTrainer(
+        trainer = (DendriteTrainer if distillation is None else DistilledDendriteTrainer)(
             **common,
             dendrite_config=dendrite_config,
             dendrite_args=training_arguments_from(dendrite_args),

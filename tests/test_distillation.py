@@ -149,7 +149,7 @@ def test_distillation_without_teacher_logits_is_refused(tmp_path):
 
 
 def test_dendrite_trainer_distils_and_grows(tmp_path, distilled_train):
-    trainer = hd.DendriteTrainer(
+    trainer = hd.DistilledDendriteTrainer(
         tiny_model(num_labels=2),
         training_args(tmp_path),
         train_dataset=distilled_train,
@@ -172,6 +172,35 @@ def test_dendrite_trainer_distils_and_grows(tmp_path, distilled_train):
     grown = [r for r in trainer.tracker.history if r["action"] == "grow"]
     assert all(r["candidate_score"] > 0 for r in grown)
     assert sum(seen) == trainer.state.global_step  # every training step, both phases, distilled
+
+
+def test_distillation_is_its_own_trainer_and_composes_with_dendrites():
+    from transformers import Trainer
+
+    assert hd.DendriteTrainer.__bases__ == (Trainer,)  # no distillation inside the dendrite trainer
+    assert hd.DistilledDendriteTrainer.__mro__[1:3] == (DistillationTrainer, hd.DendriteTrainer)
+
+
+def test_the_deprecated_distillation_keyword_builds_the_composed_trainer(tmp_path, distilled_train):
+    with pytest.warns(FutureWarning, match=r"DistilledDendriteTrainer\(\.\.\., distillation=\.\.\.\)"):
+        trainer = hd.DendriteTrainer(
+            tiny_model(num_labels=2),
+            training_args(tmp_path, save_strategy="no"),
+            train_dataset=distilled_train,
+            eval_dataset=VALIDATION,
+            **dendrite_setup(),
+            distillation=DistillationConfig(alpha=0.5),
+        )
+    assert isinstance(trainer, DistillationTrainer) and isinstance(trainer, hd.DendriteTrainer)
+    assert trainer.distillation.alpha == 0.5 and trainer.dendrite_args.patience == 1
+    plain = hd.DendriteTrainer(
+        tiny_model(num_labels=2),
+        training_args(tmp_path, save_strategy="no"),
+        train_dataset=TRAIN,
+        eval_dataset=VALIDATION,
+        **dendrite_setup(),
+    )
+    assert not isinstance(plain, DistillationTrainer)
 
 
 # ---------------------------------------------------------------------- the teacher-logits cache
