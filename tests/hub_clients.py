@@ -131,6 +131,73 @@ def load_without_library(repo_id: str) -> None:
     )
 
 
+def push_masked_lm(repo_id: str, workdir: str) -> None:
+    """Push a tiny masked-LM BERT with one GD dendrite and masked-LM results; load it back, fill a mask."""
+    import math
+
+    import torch
+    from transformers import pipeline
+
+    import hf_dendrites as hd
+    from benchmarks.masked_lm import masked_lm_model
+
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer(folder)
+    model = masked_lm_model(len(TOKENS), hidden_size=32, num_attention_heads=2, max_seq_length=32, seed=0)
+    hd.add_dendrites(model, hd.DendriteConfig(mode="gd"))
+    hd.grow(model)
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-zero dendrite output weights, so dendrites change the logits
+        for name, parameter in model.named_parameters():
+            if name.endswith("dendrite_scale"):
+                parameter.normal_()
+    model.eval()
+    report_ = hd.parameter_report(model)
+    results = {
+        "task": "masked_lm",
+        "validation": {"loss": 4.5, "perplexity": math.exp(4.5)},
+        "test": {"loss": 4.6, "perplexity": math.exp(4.6)},
+        "parameters": {key: report_[key] for key in ("base", "dendrites", "total")},
+        "dendrites_per_layer": report_["dendrites_per_layer"],
+        "dataset": {"name": "offline English corpus (film dialogue and rated snippets)"},
+        "config": {"model": {"architecture": "BertForMaskedLM, from scratch"}},
+    }
+    model.push_to_hub(repo_id, tokenizer=tokenizer, results=results)
+    loaded = hd.from_pretrained(repo_id)
+    batch = tokenizer(sentences(), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits, loaded_logits = model(**batch).logits, loaded(**batch).logits
+    filler = pipeline("fill-mask", model=loaded, tokenizer=tokenizer)
+    filled = filler(f"w1 w2 {tokenizer.mask_token} w4")
+    report(
+        same_logits=bool(torch.equal(logits, loaded_logits)),
+        model_class=type(loaded).__name__,
+        dendrites=hd.num_dendrites(loaded),
+        filled=[candidate["token_str"] for candidate in filled],
+        scores=[candidate["score"] for candidate in filled],
+        logits=logits.tolist(),
+    )
+
+
+def load_masked_lm_without_library(repo_id: str) -> None:
+    """Load the pushed masked-LM model with transformers' remote code, without hf_dendrites."""
+    import importlib.util
+
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "hf_dendrites" not in repr(finder)]
+    sys.path[:] = [entry for entry in sys.path if entry not in ("", ROOT)]
+    assert importlib.util.find_spec("hf_dendrites") is None, "hf_dendrites is still importable"
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    model = AutoModelForMaskedLM.from_pretrained(repo_id, trust_remote_code=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=True)
+    batch = tokenizer(sentences(), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    report(model_class=type(model).__name__, logits=logits.tolist())
+
+
 def push_lora(repo_id: str) -> None:
     """Push a tiny LoRA model with dendrites (adapter + dendrites only), load it back onto its base."""
     import torch

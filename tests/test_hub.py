@@ -203,6 +203,22 @@ def test_compressed_models_push_and_load_both_ways(hub, tmp_path, family, model_
         assert "a summing network built from it" in card
 
 
+def test_a_masked_lm_model_pushes_with_a_fill_mask_card_and_loads_both_ways(hub, tmp_path):
+    repo = "user/tiny-mlm-dendrites"
+    pushed = client(hub, f"push_masked_lm({repo!r}, {str(tmp_path)!r})")
+    assert pushed["same_logits"] and pushed["dendrites"] == 1 and pushed["model_class"] == "BertForMaskedLM"
+    assert len(pushed["filled"]) == 5 and all(0 <= score <= 1 for score in pushed["scores"])  # the pipeline ran
+    remote = client(hub, f"load_masked_lm_without_library({repo!r})")
+    assert remote["model_class"] == "HfDendritesBertForMaskedLM"
+    assert torch.equal(torch.tensor(remote["logits"]), torch.tensor(pushed["logits"]))
+    config = json.loads(hub.read_file(repo, "config.json"))
+    assert config["auto_map"]["AutoModelForMaskedLM"].startswith("modeling_hf_dendrites.")
+    text = hub.read_file(repo, "README.md").decode()
+    front_matter = yaml.safe_load(text.split("---")[1])
+    assert front_matter["pipeline_tag"] == "fill-mask" and "fill-mask" in front_matter["tags"]
+    assert "AutoModelForMaskedLM.from_pretrained" in text and "perplexity" in text
+
+
 def test_a_lora_adapter_with_dendrites_pushes_alone_and_loads_back_onto_its_base(hub):
     repo = "user/tiny-lora-dendrites"
     result = client(hub, f"push_lora({repo!r})")
