@@ -31,9 +31,7 @@ from transformers import EarlyStoppingCallback, HfArgumentParser, TrainingArgume
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the studies' package, beside this script
 
 from benchmarks import masked_lm  # noqa: E402
-from hf_dendrites import DendriteTrainer  # noqa: E402
-from hf_dendrites.model import parameter_report  # noqa: E402
-from hf_dendrites.restarts import RestartOnPlateauCallback  # noqa: E402
+from hf_dendrites import DendriteTrainer, RestartOnPlateauCallback, parameter_report  # noqa: E402
 from hf_dendrites.version import versions  # noqa: E402
 
 logger = logging.getLogger("masked_lm")
@@ -129,23 +127,57 @@ def prepare(args: MaskedLMArguments, seed: int):
     return tokenizer, tokenized["train"], evaluation, summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import train
-
-    args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
-    dendrite_config = train.dendrite_config_from(dendrite_args)
+def check_arguments(training_args: TrainingArguments, dendrite_args: Any, dendrite_config: Any) -> None:
+    """Refuse what masked-LM runs do not offer, and score every run on validation loss."""
     if dendrite_args.restart_at_epochs or dendrite_args.error_alignment_steps:
         raise ValueError("--restart_at_epochs and --error_alignment_steps are not offered for masked-LM runs")
     if dendrite_config is not None and dendrite_args.restart_on_plateau:
         raise ValueError("--restart_on_plateau is for plain runs (--dendrites none)")
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
     if training_args.metric_for_best_model not in (None, "loss", "eval_loss"):
         raise ValueError(
             f"masked-LM runs grow and keep the best model on validation loss, not {training_args.metric_for_best_model!r}"
         )
     training_args.metric_for_best_model, training_args.greater_is_better = "loss", False
     training_args.prediction_loss_only = True  # no vocabulary-sized logits gathered at each evaluation
+
+
+def build_trainer(common: dict[str, Any], dendrite_args: Any, dendrite_config: Any, train: Any) -> tuple[Any, Any]:
+    """(trainer, restart callback or None): with dendrites, the masked-LM DendriteTrainer; else a plain one with
+    early stopping or the restart control."""
+    if dendrite_config is not None:
+        trainer = masked_lm.MaskedLMDendriteTrainer(
+            **common, dendrite_config=dendrite_config, dendrite_args=train.training_arguments_from(dendrite_args)
+        )
+        return trainer, None
+    common["args"].load_best_model_at_end = True
+    trainer = masked_lm.MaskedLMTrainer(**common)
+    if not dendrite_args.restart_on_plateau:
+        trainer.add_callback(
+            EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience(dendrite_args))
+        )
+        return trainer, None
+    restarts = RestartOnPlateauCallback(trainer, train.training_arguments_from(dendrite_args))
+    trainer.add_callback(restarts)
+    return trainer, restarts
+
+
+def final_scores(trainer: Any, evaluation: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Masked-LM loss and perplexity of the final model on each held-out split."""
+    scores = {}
+    for name, split in evaluation.items():
+        loss = trainer.evaluate(split, metric_key_prefix=name)[f"{name}_loss"]
+        scores[name] = {"loss": loss, "perplexity": masked_lm.perplexity(loss)}
+    return scores
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import train
+
+    args, training_args, dendrite_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    dendrite_config = train.dendrite_config_from(dendrite_args)
+    check_arguments(training_args, dendrite_args, dendrite_config)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
 
     tokenizer, train_blocks, evaluation, corpus = prepare(args, training_args.seed)
     model = masked_lm.masked_lm_model(
@@ -166,21 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         processing_class=tokenizer,
         data_collator=masked_lm.MaskedLMCollator(tokenizer, args.mlm_probability, seed=training_args.seed),
     )
-    restarts = None
-    if dendrite_config is None:
-        training_args.load_best_model_at_end = True
-        trainer = masked_lm.MaskedLMTrainer(**common)
-        if dendrite_args.restart_on_plateau:
-            restarts = RestartOnPlateauCallback(trainer, train.training_arguments_from(dendrite_args))
-            trainer.add_callback(restarts)
-        else:
-            trainer.add_callback(
-                EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience(dendrite_args))
-            )
-    else:
-        trainer = masked_lm.MaskedLMDendriteTrainer(
-            **common, dendrite_config=dendrite_config, dendrite_args=train.training_arguments_from(dendrite_args)
-        )
+    trainer, restarts = build_trainer(common, dendrite_args, dendrite_config, train)
 
     start = time.time()
     trainer.train(resume_from_checkpoint=train.resume_target(training_args.resume_from_checkpoint))
@@ -192,10 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     if not training_args.push_to_hub:
         trainer.save_model()
-    scores = {}
-    for name, split in evaluation.items():
-        loss = trainer.evaluate(split, metric_key_prefix=name)[f"{name}_loss"]
-        scores[name] = {"loss": loss, "perplexity": masked_lm.perplexity(loss)}
+    scores = final_scores(trainer, evaluation)
     report = parameter_report(trainer.model)
     results = {
         "task": TASK,

@@ -53,21 +53,30 @@ from experiments.pretrained import SHIPPED_MODELS, hub_id_of, resolve_model  # n
 from experiments.teacher import check_teacher, load_teacher, teacher_logits  # noqa: E402
 from experiments.unlabeled import builtin_unlabeled_texts, distillation_pool, read_unlabeled_file  # noqa: E402
 from hf_dendrites import (  # noqa: E402
+    Action,
     DendriteConfig,
     DendriteTrainer,
     DendriteTrainingArguments,
     DistillationConfig,
     DistillationTrainer,
     DistilledDendriteTrainer,
+    RestartFromBestCallback,
+    RestartOnPlateauCallback,
+    SummingNetworkConfig,
+    disable_dendrites,
+    narrow_model,
+    num_dendrites,
+    parameter_report,
+    summing_network,
 )
-from hf_dendrites.compression import NARROW_INITS, narrow_model, summing_network  # noqa: E402
+
+# Public names of the library's modules that the top level does not repeat: choices for flags' help,
+# the teacher column's name, the holdout split a plain control mirrors, the history plot's file name.
+from hf_dendrites.compression import NARROW_INITS  # noqa: E402
 from hf_dendrites.distillation import TEACHER_LOGITS, TeacherAgreementCallback  # noqa: E402
 from hf_dendrites.holdout import holdout_split  # noqa: E402
-from hf_dendrites.model import disable_dendrites, num_dendrites, parameter_report  # noqa: E402
-from hf_dendrites.modeling_summing import POOLINGS, SummingNetworkConfig  # noqa: E402
+from hf_dendrites.modeling_summing import POOLINGS  # noqa: E402
 from hf_dendrites.plotting import HISTORY_PLOT  # noqa: E402
-from hf_dendrites.restarts import RestartFromBestCallback, RestartOnPlateauCallback  # noqa: E402
-from hf_dendrites.tracker import Action  # noqa: E402
 from hf_dendrites.version import versions  # noqa: E402
 
 logger = logging.getLogger("train")
