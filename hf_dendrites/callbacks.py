@@ -365,6 +365,7 @@ class DendriteCallback(TrainerCallback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "dendrite_args": self.dendrite_args.to_dict(),  # the run's settings (the model keeps none of them)
             "tracker": self.tracker.state_dict(),
             "phase_start_epoch": self.phase_start_epoch,
             "phases_started": self.phases_started,
@@ -378,7 +379,8 @@ class DendriteCallback(TrainerCallback):
         missing = {"tracker", "phase_start_epoch", "phases_started"} - set(state)
         if missing:
             raise ValueError(f"dendrite state is missing {sorted(missing)}")
-        self.tracker.load_state_dict(state["tracker"])
+        self.tracker.load_state_dict(state["tracker"])  # logs growth settings that changed
+        self._log_changed_candidate_settings(state.get("dendrite_args") or {})
         self.phase_start_epoch = float(state["phase_start_epoch"])
         self.phases_started = int(state["phases_started"])
         self.timer.load_state_dict(state.get("step_time", {}))
@@ -386,6 +388,16 @@ class DendriteCallback(TrainerCallback):
         self.diagnostics.load_state_dict(state)
         self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
         self.kept_optimizer_state = state.get("kept_optimizer_state")  # read_state adds it, from its own file
+
+    def _log_changed_candidate_settings(self, stored: dict[str, Any]) -> None:
+        """Resuming follows this run's settings; say which differ from the checkpoint's (the tracker says so for
+        the growth policy's own)."""
+        tracked = set(self.tracker.settings.__dataclass_fields__)
+        for name, current in self.dendrite_args.to_dict().items():
+            if name in stored and name not in tracked and stored[name] != current:
+                logger.warning(
+                    "dendrites: resuming with %s=%r (the checkpoint was trained with %r)", name, current, stored[name]
+                )
 
     def save_state(self, folder: str | os.PathLike) -> None:
         """Write the best snapshot, then the tracker state, into a checkpoint folder.

@@ -516,10 +516,13 @@ def test_a_failed_resume_leaves_the_model_as_it_was(streaming_run, tmp_path):
 def test_resuming_with_a_changed_patience_follows_the_new_value_and_says_so(full_run, tmp_path, caplog):
     _, output_dir = full_run
     first = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
-    trainer = make_trainer(tmp_path, dendrite_setup(patience=3))
-    with caplog.at_level("WARNING", logger="hf_dendrites.tracker"):
+    assert json.loads((first / "dendrite_state.json").read_text())["dendrite_args"]["candidate_epochs"] == 50
+    trainer = make_trainer(tmp_path, dendrite_setup(patience=3, candidate_epochs=7))
+    with caplog.at_level("WARNING"):
         trainer.train(resume_from_checkpoint=str(first))
     assert "resuming with patience=3 (the checkpoint was trained with 1)" in caplog.text
+    assert "resuming with candidate_epochs=7 (the checkpoint was trained with 50)" in caplog.text
+    assert caplog.text.count("resuming with patience=3") == 1  # the tracker says it, the callback does not repeat it
     assert trainer.tracker.settings.patience == 3
     newest = max(tmp_path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert json.loads((newest / "dendrite_state.json").read_text())["tracker"]["config"]["patience"] == 3
