@@ -1,10 +1,11 @@
-"""`DendriteCallback`: evaluation metrics in, restructuring of the model out.
+"""`DendriteCallback`: the Trainer's events wired to dendrite growth.
 
-After every evaluation the callback hands the score to a `DendriteTracker` and carries out its
-decision on the trainer's model: snapshot the best model, restore it, start a dendrite phase,
-grow, or stop training. It logs the phase, dendrite count, candidate correlation and parameter
-count through `trainer.log` (so every `report_to` integration sees them), draws
-`dendrite_history.png` in `output_dir`, and writes its state into every checkpoint.
+At every evaluation the callback hands the score to a `DendriteGrowth` (`growth.py`), which asks
+the tracker for a decision and carries it out on the trainer's model: snapshot or restore the best
+model, run a dendrite phase, grow, rebuild the optimizer. The callback stops training when growth
+is complete, logs the phase, dendrite count, candidate correlation and parameter count through
+`trainer.log` (so every `report_to` integration sees them), draws `dendrite_history.png` in
+`output_dir`, times the steps, and writes the dendrite state into every checkpoint.
 
 It works with any `Trainer` (pass the trainer: the optimizer must be swapped on it, see
 `optimization.py`); `DendriteTrainer` adds it for you and also makes resuming from a checkpoint
@@ -32,32 +33,13 @@ from .checkpoints import (
     write_text_atomically,
 )
 from .diagnostics import SignalDiagnostics
-from .model import (
-    ModelSnapshot,
-    candidate_scores,
-    configure_candidate_rows,
-    dendrite_layers,
-    grow,
-    mean_candidate_score,
-    num_dendrites,
-    parameter_report,
-    reset_candidate_statistics,
-    restore_snapshot,
-    start_candidates,
-    sum_candidate_statistics,
-    take_snapshot,
-)
-from .optimization import (
-    in_dendrite_phase,
-    load_optimizer_state_by_name,
-    optimizer_state_by_name,
-    rebuild_optimizer,
-)
-from .phase_data import trainer_dendrite_phase
+from .growth import DendriteGrowth
+from .model import ModelSnapshot, configure_candidate_rows, num_dendrites, parameter_report
+from .optimization import in_dendrite_phase
 from .plotting import HISTORY_PLOT, plot_history
 from .serialization import load_snapshot, save_snapshot
 from .step_timer import StepTimer
-from .tracker import Action, Decision, DendriteTracker, Phase
+from .tracker import Action, Decision
 from .training_args import DendriteTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -78,6 +60,10 @@ def greater_is_better(args: TrainingArguments) -> bool:
 class DendriteCallback(TrainerCallback):
     """Drives dendrite growth from `metric_for_best_model` (and `greater_is_better`).
 
+    The callback wires the Trainer's events to a `DendriteGrowth` (`growth.py`, which decides with
+    the tracker and acts on the model) and adds what belongs to the run: the checks before training,
+    step timing, logs, the history plot and the dendrite state of every checkpoint.
+
     Args:
         trainer: the trainer whose model has dendrites (`add_dendrites` was called on it).
         plot: draw `dendrite_history.png` in `output_dir` after every evaluation.
@@ -91,6 +77,8 @@ class DendriteCallback(TrainerCallback):
         model = trainer.accelerator.unwrap_model(trainer.model)
         if getattr(model, "dendrite_config", None) is None:
             raise ValueError("DendriteCallback needs a model prepared with add_dendrites(model, config)")
+        if dendrite_args is not None and not isinstance(dendrite_args, DendriteTrainingArguments):
+            raise TypeError(f"dendrite_args must be a DendriteTrainingArguments, got {type(dendrite_args).__name__}")
         self.trainer = trainer
         self.plot = plot
         # A plain Trainer saves its checkpoint, then calls on_save; DendriteTrainer writes the
@@ -100,28 +88,26 @@ class DendriteCallback(TrainerCallback):
         # it averages across processes the gradients of parameters created after DDP wrapped the model
         # (dendrites, candidates), and it computes the errors of the error signals other than backprop.
         self.dendrite_training_step = False
-        if dendrite_args is not None and not isinstance(dendrite_args, DendriteTrainingArguments):
-            raise TypeError(f"dendrite_args must be a DendriteTrainingArguments, got {type(dendrite_args).__name__}")
-        self.dendrite_args = dendrite_args or model.dendrite_config.legacy_training_arguments()
         self.metric_key = metric_key(trainer.args)
-        self.tracker = DendriteTracker(
-            self.dendrite_args, mode=model.dendrite_config.mode, greater_is_better=greater_is_better(trainer.args)
+        self.growth = DendriteGrowth(
+            trainer,
+            dendrite_args or model.dendrite_config.legacy_training_arguments(),
+            greater_is_better=greater_is_better(trainer.args),
         )
-        self.best: ModelSnapshot | None = None
-        self.phase_start_epoch = 0.0
-        self.phases_started = 0
         self.timer = StepTimer()
-        # Per dendrite-phase evaluation, each layer's candidate score: which layers find signal.
-        self.candidate_scores_per_layer: list[dict[str, Any]] = []
-        # How close the error signal and the candidates come to exact backprop (DendriteTrainer turns it on).
-        self.diagnostics = SignalDiagnostics()
-        # Training batches the candidates left out because their errors were not finite.
-        self.skipped_candidate_batches = 0
-        # With reset_optimizer_on_growth=False: the neuron phase's optimizer state by parameter name,
-        # kept through a dendrite phase (whose optimizer trains the candidates only).
-        self.kept_optimizer_state: dict[str, dict] | None = None
 
-    # ------------------------------------------------------------------ helpers
+    # What the run records, kept by the growth (results.json and the tests read them here).
+    tracker = property(lambda self: self.growth.tracker)
+    dendrite_args = property(lambda self: self.growth.dendrite_args)
+    candidate_scores_per_layer = property(lambda self: self.growth.candidate_scores_per_layer)
+
+    @property
+    def diagnostics(self) -> SignalDiagnostics:
+        return self.growth.diagnostics
+
+    @diagnostics.setter
+    def diagnostics(self, diagnostics: SignalDiagnostics) -> None:
+        self.growth.diagnostics = diagnostics
 
     @property
     def model(self) -> torch.nn.Module:
@@ -135,82 +121,6 @@ class DendriteCallback(TrainerCallback):
             )
         return float(metrics[self.metric_key])
 
-    def _candidate_generator(self) -> torch.Generator:
-        """Candidates of the k-th dendrite phase of a run start from the same weights on every rank."""
-        return torch.Generator().manual_seed(self.trainer.args.seed * 1000 + self.phases_started)
-
-    def _restore_best(self) -> None:
-        if self.best is not None:
-            restore_snapshot(self.model, self.best)
-
-    # ------------------------------------------------------------------ decisions
-
-    def _neuron_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
-        first = self.dendrite_args.first_growth_epoch
-        scheduled = first is not None and self.phases_started == 0 and float(state.epoch or 0.0) >= first - 1e-9
-        decision = self.tracker.step(score, step=state.global_step, force_growth=scheduled)
-        if decision.new_best:
-            self.best = take_snapshot(self.model)
-        if decision.restore_best:
-            self._restore_best()
-        if decision.action == Action.START_DENDRITE_PHASE:
-            if self.dendrite_args.grow_from == "best" and not decision.restore_best:
-                self._restore_best()
-            if self.dendrite_args.candidate_learner == "cached":
-                return self._cached_dendrite_phase(decision, score, state)
-            start_candidates(self.model, generator=self._candidate_generator(), arguments=self.dendrite_args)
-            self.phases_started += 1
-            self.phase_start_epoch = float(state.epoch or 0.0)
-        elif decision.action == Action.GROW:  # gd: no dendrite phase
-            if self.dendrite_args.grow_from == "best" and not decision.restore_best:
-                self._restore_best()
-            grow(self.model, generator=self._candidate_generator(), init_scale=self.dendrite_args.candidate_init_scale)
-            self.phases_started += 1
-        return decision
-
-    def _cached_dendrite_phase(self, start: Decision, score: float, state: TrainerState) -> Decision:
-        """The whole dendrite phase at this evaluation (`dendrite_phase.py`), then growth: one decision
-        that carries the stall's bookkeeping (new best, restore) and the growth."""
-        report = trainer_dendrite_phase(self.trainer, self.model, self.dendrite_args, self._candidate_generator())
-        self.phases_started += 1
-        self.phase_start_epoch = float(state.epoch or 0.0)
-        self.candidate_scores_per_layer.append(
-            {"dendrite_phase": self.phases_started, "step": state.global_step, **report.to_dict()}
-        )
-        grown = self.tracker.candidate_step(report.score, task_score=score, step=state.global_step, force_grow=True)
-        grow(self.model)
-        return Decision(grown.action, new_best=start.new_best, restore_best=start.restore_best, reason=grown.reason)
-
-    def _dendrite_phase_evaluation(self, score: float, state: TrainerState) -> Decision:
-        accelerator = self.trainer.accelerator
-        if accelerator.num_processes > 1:  # every rank picks the same candidates
-            sum_candidate_statistics(self.model, lambda t: accelerator.reduce(t.clone(), reduction="sum"))
-        skipped = max((layer.skipped_candidate_batches for layer in dendrite_layers(self.model).values()), default=0)
-        if skipped:
-            self.skipped_candidate_batches += skipped
-            logger.warning(
-                "dendrites: candidates skipped %d training batch(es) with non-finite errors or outputs since the "
-                "last evaluation (step %d)",
-                skipped,
-                state.global_step,
-            )
-        self.diagnostics.measure_candidates(self.model, self.phases_started, state.global_step)
-        layer_scores = candidate_scores(self.model)
-        candidate_score = mean_candidate_score(self.model)
-        self.candidate_scores_per_layer.append(
-            {"dendrite_phase": self.phases_started, "step": state.global_step, "scores": layer_scores}
-        )
-        epochs = float(state.epoch or 0.0) - self.phase_start_epoch
-        capped = epochs >= self.dendrite_args.max_candidate_epochs - 1e-9
-        decision = self.tracker.candidate_step(
-            candidate_score, task_score=score, step=state.global_step, force_grow=capped
-        )
-        if decision.action == Action.GROW:
-            grow(self.model)
-        else:
-            reset_candidate_statistics(self.model)
-        return decision
-
     def on_evaluate(
         self,
         args: TrainingArguments,
@@ -221,36 +131,14 @@ class DendriteCallback(TrainerCallback):
     ) -> TrainerControl:
         if metrics is None or self.tracker.is_complete:
             return control
-        score = self._score(metrics)
-        names = None  # of the parameters the neuron-phase optimizer knows, before growth may replace them
-        if self.tracker.phase == Phase.DENDRITE:
-            decision = self._dendrite_phase_evaluation(score, state)
-        else:
-            if not self.dendrite_args.reset_optimizer_on_growth:
-                names = {id(parameter): name for name, parameter in self.model.named_parameters()}
-            decision = self._neuron_phase_evaluation(score, state)
-        candidate_score = self.tracker.history[-1]["candidate_score"] if self.tracker.history else None
-        if decision.action != Action.CONTINUE or decision.restore_best:
-            self._rebuild_optimizer(names)
-            logger.info("dendrites: %s (%s)", decision.action, decision.reason)
+        decision = self.growth.evaluate(self._score(metrics), state)
         if decision.action == Action.COMPLETE:
             control.should_training_stop = True
-        self._log(decision, candidate_score)
+        self._log(decision)
         self._plot(args)
         return control
 
-    def _rebuild_optimizer(self, names: dict[int, str] | None) -> None:
-        """A new optimizer for the new phase or structure. With `names` (reset_optimizer_on_growth=False, leaving
-        a neuron phase) the old one's state is kept aside for the next neuron phase's optimizer, by name."""
-        if names is not None:
-            self.kept_optimizer_state = optimizer_state_by_name(self.trainer.optimizer, names)
-        rebuild_optimizer(self.trainer, self.dendrite_args)
-        if self.kept_optimizer_state is not None and not in_dendrite_phase(self.model):
-            restored = load_optimizer_state_by_name(self.trainer.optimizer, self.model, self.kept_optimizer_state)
-            logger.info("dendrites: the optimizer state of %d parameter(s) carries over", restored)
-            self.kept_optimizer_state = None
-
-    def _log(self, decision: Decision, candidate_score: float | None) -> None:
+    def _log(self, decision: Decision) -> None:
         report = parameter_report(self.model)
         logs: dict[str, float] = {
             "dendrites/count": float(num_dendrites(self.model)),
@@ -260,9 +148,10 @@ class DendriteCallback(TrainerCallback):
             "dendrites/grew": float(decision.action == Action.GROW),
             "dendrites/reverted": float(decision.restore_best),
         }
+        candidate_score = self.tracker.history[-1]["candidate_score"] if self.tracker.history else None
         if candidate_score is not None:
             logs["dendrites/candidate_correlation"] = float(candidate_score)
-            logs["dendrites/skipped_candidate_batches"] = float(self.skipped_candidate_batches)
+            logs["dendrites/skipped_candidate_batches"] = float(self.growth.skipped_candidate_batches)
             last = self.candidate_scores_per_layer[-1] if self.candidate_scores_per_layer else {}
             if "chance" in last:
                 logs["dendrites/candidate_chance"] = float(last["chance"])
@@ -347,10 +236,7 @@ class DendriteCallback(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> TrainerControl:
         """Training ends with the best model, whichever way it ended."""
-        if not self.tracker.is_complete:
-            decision = self.tracker.finish("training budget used up")
-            logger.info("dendrites: %s", decision.reason)
-        self._restore_best()
+        self.growth.finish("training budget used up")
         self._plot(args)
         return control
 
@@ -367,12 +253,9 @@ class DendriteCallback(TrainerCallback):
         return {
             "dendrite_args": self.dendrite_args.to_dict(),  # the run's settings (the model keeps none of them)
             "tracker": self.tracker.state_dict(),
-            "phase_start_epoch": self.phase_start_epoch,
-            "phases_started": self.phases_started,
+            **self.growth.state_dict(),
             "step_time": self.timer.state_dict(),
-            "candidate_scores_per_layer": self.candidate_scores_per_layer,
             **self.diagnostics.state_dict(),
-            "skipped_candidate_batches": self.skipped_candidate_batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -381,13 +264,10 @@ class DendriteCallback(TrainerCallback):
             raise ValueError(f"dendrite state is missing {sorted(missing)}")
         self.tracker.load_state_dict(state["tracker"])  # logs growth settings that changed
         self._log_changed_candidate_settings(state.get("dendrite_args") or {})
-        self.phase_start_epoch = float(state["phase_start_epoch"])
-        self.phases_started = int(state["phases_started"])
+        self.growth.load_state_dict(state)
         self.timer.load_state_dict(state.get("step_time", {}))
-        self.candidate_scores_per_layer = list(state.get("candidate_scores_per_layer", []))
         self.diagnostics.load_state_dict(state)
-        self.skipped_candidate_batches = int(state.get("skipped_candidate_batches", 0))
-        self.kept_optimizer_state = state.get("kept_optimizer_state")  # read_state adds it, from its own file
+        self.growth.kept_optimizer_state = state.get("kept_optimizer_state")  # read_state adds it, from its own file
 
     def _log_changed_candidate_settings(self, stored: dict[str, Any]) -> None:
         """Resuming follows this run's settings; say which differ from the checkpoint's (the tracker says so for
@@ -405,10 +285,10 @@ class DendriteCallback(TrainerCallback):
         Both by rename, the state file last: a checkpoint with `dendrite_state.json` is complete.
         """
         folder = Path(folder)
-        if self.best is not None:
-            best = self.best
+        if self.growth.best is not None:
+            best = self.growth.best
             write_folder_atomically(folder / BEST_FOLDER, lambda target: save_snapshot(self.model, best, target))
-        save_kept_optimizer_state(folder, self.kept_optimizer_state)
+        save_kept_optimizer_state(folder, self.growth.kept_optimizer_state)
         write_text_atomically(folder / STATE_FILE, json.dumps(self.state_dict(), indent=2) + "\n")
 
     def read_state(self, folder: str | os.PathLike) -> tuple[dict[str, Any], ModelSnapshot | None]:
@@ -446,4 +326,4 @@ class DendriteCallback(TrainerCallback):
 
     def apply_state(self, state: dict[str, Any], best: ModelSnapshot | None) -> None:
         self.load_state_dict(state)
-        self.best = best
+        self.growth.best = best

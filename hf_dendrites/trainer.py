@@ -257,11 +257,11 @@ class DendriteTrainer(Trainer):
         signal = self.dendrite_args.error_signal if dendrite_phase else "backprop"
         if dendrite_phase and self.dendrite_callback.diagnostics.steps:
             prepared = self._prepare_inputs(inputs)
-            callback = self.dendrite_callback
-            callback.diagnostics.observe_step(
+            growth = self.dendrite_callback.growth
+            growth.diagnostics.observe_step(
                 unwrapped,
                 signal,
-                callback.phases_started,
+                growth.phases_started,
                 self.state.global_step,
                 lambda: self.compute_loss(model, prepared),
                 prepared.get("labels"),
