@@ -140,8 +140,12 @@ def test_corrupted_config_json(tmp_path):
 
 @pytest.mark.parametrize("path", ["missing/folder", "./missing/folder/deeper"])
 def test_loading_a_folder_that_does_not_exist_says_so(tmp_path, monkeypatch, path):
+    import huggingface_hub.constants
+
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # the Hub library reads HF_HUB_OFFLINE once, at import: without its constant set, a repo-id-looking path waits
+    # for network retries (47 s measured)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match="is not a local folder \\(it does not exist\\)") as caught:
         hd.from_pretrained(path)
     assert path in str(caught.value)
