@@ -420,6 +420,8 @@ def train_run(regime: Regime, arm: str, width: int, seed: int, data: dict[str, A
         result["completed_reason"] = holder.tracker.state.completed_reason
     if isinstance(trainer, hd.DendriteTrainer):  # per phase: held-out score, its chance level, per layer
         result["candidate_phases"] = trainer.dendrite_callback.candidate_scores_per_layer
+        # training seconds and steps per phase and dendrite count: the same run's cost of a dendrite set
+        result["step_time"] = trainer.dendrite_callback.timer.state_dict()
     return result
 
 
