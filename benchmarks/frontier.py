@@ -519,6 +519,33 @@ def interpolation(points: list[tuple[float, int]], parameters: float) -> tuple[i
     return None
 
 
+def width_line_parameters_at(line: list[tuple[float, float]], metric: float, greater_is_better: bool) -> float | None:
+    """The parameter count at which the plain width line, `(parameters, metric mean)` by parameters,
+    first reaches `metric` (linear in the metric, in log parameters): what a plain model needs to
+    match an arm. None when even the smallest plain width does as well, or no plain width does."""
+
+    def reaches(value: float) -> bool:
+        return value >= metric if greater_is_better else value <= metric
+
+    if not line or reaches(line[0][1]):
+        return None
+    for (low_p, low_m), (high_p, high_m) in zip(line, line[1:]):
+        if reaches(high_m):
+            weight = (metric - low_m) / (high_m - low_m)
+            return math.exp(math.log(low_p) + weight * (math.log(high_p) - math.log(low_p)))
+    return None
+
+
+def step_cost_of_one_set(run: dict[str, Any]) -> float | None:
+    """Seconds per neuron-phase step with one dendrite set over seconds per step without, in the same
+    run (so on the same machine and load); None for runs that never trained with exactly one set."""
+    neuron = run.get("step_time", {}).get("neuron", {})
+    plain, one_set = neuron.get("0"), neuron.get("1")
+    if not (plain and one_set and plain["steps"] and one_set["steps"]):
+        return None
+    return (one_set["seconds"] / one_set["steps"]) / (plain["seconds"] / plain["steps"])
+
+
 def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRONTIER_RUNS) -> dict[str, Any]:
     outcomes = task_of(regime).outcomes
     points = []
@@ -548,6 +575,19 @@ def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRON
             )
     line = by_arm[LINE]
     line_at = line_points(line)
+    line_metric = sorted((p["parameters"], p["metric_mean"]) for p in points if p["arm"] == LINE)
+    for point in points:
+        if point["arm"] == LINE:
+            continue
+        group = [r for r in by_arm[point["arm"]] if r.get("arm_width", r["width"]) == point["width"]]
+        # compression: what the width line needs for this arm's score, and this arm's share of it
+        needed = width_line_parameters_at(line_metric, point["metric_mean"], regime.greater_is_better)
+        point["width_line_parameters_at_equal_metric"] = needed
+        point["parameters_over_width_line"] = None if needed is None else point["parameters"] / needed
+        costs = [c for c in map(step_cost_of_one_set, group) if c is not None]
+        if costs:
+            point["neuron_step_cost_of_one_set"] = statistics.mean(costs)
+            point["neuron_step_cost_runs"] = len(costs)
     comparisons = []
     for arm in (*DENDRITE_ARMS, "wider"):
         for width in regime.arm_widths:

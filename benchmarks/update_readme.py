@@ -420,15 +420,19 @@ def learner_table(results: dict) -> str:
 
 
 def frontier_table(results: dict) -> str:
-    """The dendrites-vs-width frontier (`benchmarks.frontier`): every point, then each dendrite arm
-    paired with restarts and with the width line at its parameter count."""
+    """The dendrites-vs-width frontier (`benchmarks.frontier`): every point, each dendrite arm
+    paired with restarts and with the width line at its parameter count, then compression and cost."""
     lines = [
         f"`{results.get('command', 'python -m benchmarks.frontier')}` on {results.get('machine', {}).get('cpu', 'a CPU')}. "
         "Mean ± std over seeds (n); every arm trains for the same epoch budget at a constant learning rate and ends "
         "with its best-validation model; growth, restarts and the best model are decided on validation loss, the "
         "score is on test. Intervals: 95% paired bootstrap over test examples (seeds averaged), in the metric's "
         "units (accuracy in points); the width line is interpolated linearly in log parameters between the two "
-        "plain widths around the arm's parameter count (– where the arm is outside the line).",
+        "plain widths around the arm's parameter count (– where the arm is outside the line). The last table "
+        "of a regime: the parameters the width line needs for each arm's score (the same interpolation; – where "
+        "even the smallest plain width scores as well, or none does) and the arm's share of them (below 1: the arm "
+        "compresses), and the seconds of a neuron-phase step with one dendrite set over one without, in the same "
+        "runs.",
     ]
     for name, regime in results.get("regimes", {}).items():
         metric, scale = regime["metric"], 100 if regime["metric"] == "accuracy" else 1
@@ -479,7 +483,31 @@ def frontier_table(results: dict) -> str:
                 f"| {comparison['arm']} | {comparison['width']} | {paired(comparison.get('vs_restarts'))} "
                 f"| {paired(comparison.get('vs_width_line'))} |"
             )
+        lines += ["", *frontier_cost_rows(regime, scale, digits)]
     return "\n".join(lines)
+
+
+def frontier_cost_rows(regime: dict, scale: int, digits: int) -> list[str]:
+    """Compression and cost per arm: the plain width line's parameters at the arm's score (a share
+    ≤ 0.56 is the compression goal) and, same run, a neuron step with one dendrite set over one without."""
+    lines = [
+        f"| arm | width | parameters | test {regime['metric']} | the width line's parameters at that score "
+        "| share | neuron step, one set / none (runs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in sorted(regime["points"], key=lambda p: (p["arm"], p["width"])):
+        if point["arm"] == "plain":
+            continue
+        needed = point.get("width_line_parameters_at_equal_metric")
+        share = "–" if needed is None else f"{needed:,.0f} | {point['parameters_over_width_line']:.2f}"
+        cost = point.get("neuron_step_cost_of_one_set")
+        runs = point.get("neuron_step_cost_runs")
+        lines.append(
+            f"| {point['arm']} | {point['width']} | {point['parameters']:,.0f} "
+            f"| {scale * point['metric_mean']:.{digits}f} | {share if needed is not None else '– | –'} "
+            f"| {'–' if cost is None else f'{cost:.2f}x ({runs})'} |"
+        )
+    return lines
 
 
 TABLES = {

@@ -104,3 +104,30 @@ def test_a_scheduled_first_growth_reaches_the_dendrite_config_and_the_restarts_a
     for arm in frontier.DENDRITE_ARMS:
         assert frontier.growth_arguments(regime, arm).first_growth_epoch == regime.first_growth_epoch
     assert frontier.growth_arguments(REGIME, "pb").first_growth_epoch is None  # mnist1d grows on a stall
+
+
+def test_the_width_line_parameters_at_a_score_are_interpolated_in_log_parameters():
+    line = [(100.0, 0.50), (400.0, 0.70), (1600.0, 0.90)]
+    assert frontier.width_line_parameters_at(line, 0.60, greater_is_better=True) == pytest.approx(200.0)
+    assert frontier.width_line_parameters_at(line, 0.80, greater_is_better=True) == pytest.approx(800.0)
+    assert frontier.width_line_parameters_at(line, 0.45, greater_is_better=True) is None  # the smallest does as well
+    assert frontier.width_line_parameters_at(line, 0.95, greater_is_better=True) is None  # no plain width does
+    losses = [(100.0, 5.4), (400.0, 5.2)]
+    assert frontier.width_line_parameters_at(losses, 5.3, greater_is_better=False) == pytest.approx(200.0)
+    assert frontier.width_line_parameters_at(losses, 5.5, greater_is_better=False) is None
+
+
+def test_each_arm_gets_its_share_of_the_width_lines_parameters_and_its_same_run_step_cost(runs):
+    step_time = {"neuron": {"0": {"seconds": 10.0, "steps": 100}, "1": {"seconds": 6.0, "steps": 50}}, "dendrite": {}}
+    for seed in frontier.SEEDS:
+        write(runs, "gd", 8, seed, first(60), 100, arm_width=8, step_time=step_time)
+    summary = frontier.summarise_regime(REGIME, LABELS, runs)
+    points = {(p["arm"], p["width"]): p for p in summary["points"]}
+    gd, pb = points[("gd", 8)], points[("pb", 8)]
+    # 60% is reached by the line at 200 parameters (halfway from 100 to 400 in log scale)
+    assert gd["width_line_parameters_at_equal_metric"] == pytest.approx(200.0)
+    assert gd["parameters_over_width_line"] == pytest.approx(0.5)
+    assert pb["parameters_over_width_line"] == pytest.approx(1.0)
+    assert gd["neuron_step_cost_of_one_set"] == pytest.approx(1.2) and gd["neuron_step_cost_runs"] == 3
+    assert "neuron_step_cost_of_one_set" not in pb  # its runs recorded no step times
+    assert "parameters_over_width_line" not in points[("plain", 8)]
