@@ -84,6 +84,15 @@ METHOD_FLAGS = {
 # The same-seed run each method's paired test difference is taken against: LoRA with dendrites
 # (and over the whole budget) against LoRA alone, the rest against the plain fine-tune.
 PAIRED_WITH = {"lora_pb": "lora", "lora_gd": "lora", "lora_full": "lora"}
+# The controls a dendrite method is also paired with: the restarts that come with growth (without
+# dendrites), the former candidate learner, and for LoRA the adapter over the same whole budget.
+CONTROLS = {
+    "pb": ("restarts", "pb_streaming"),
+    "gd": ("restarts",),
+    "pb_streaming": ("restarts",),
+    "lora_pb": ("lora_full",),
+    "lora_gd": ("lora_full",),
+}
 
 
 def run_file(task: str, method: str, seed: int) -> Path:
@@ -250,18 +259,32 @@ def targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def add_paired_differences(
     methods: dict[str, dict[str, Any]], correct: dict[str, dict[int, list[bool] | None]]
 ) -> None:
-    """Each method's test accuracy minus its pair's (`PAIRED_WITH`, else the plain fine-tune), example by
-    example with a 95% bootstrap interval, once every seed of both kept its test predictions (else None)."""
+    """Each method's test accuracy minus its pair's (`PAIRED_WITH`, else the plain fine-tune) and minus
+    each of its `CONTROLS`, example by example with a 95% bootstrap interval over the seeds both ran,
+    once every such seed of both kept its test predictions (else None)."""
+
+    def difference(mine: dict[int, list[bool] | None], theirs: dict[int, list[bool] | None]) -> dict | None:
+        seeds = sorted(set(mine) & set(theirs))
+        if not seeds or any(mine[seed] is None or theirs[seed] is None for seed in seeds):
+            return None
+        return {**paired_difference([(mine[seed], theirs[seed]) for seed in seeds]), "seeds": seeds}
+
     for name, summary in methods.items():
         other = PAIRED_WITH.get(name, "baseline")
-        if name == other or other not in correct:
-            continue
-        mine, theirs = correct[name], correct[other]
-        complete = all(mine[seed] is not None and theirs.get(seed) is not None for seed in mine)
-        summary["paired_with"] = other
-        summary["paired_difference"] = (
-            paired_difference([(mine[seed], theirs[seed]) for seed in sorted(mine)]) if complete else None
-        )
+        if name != other and other in correct:
+            mine, theirs = correct[name], correct[other]
+            complete = all(mine[seed] is not None and theirs.get(seed) is not None for seed in mine)
+            summary["paired_with"] = other
+            summary["paired_difference"] = (
+                paired_difference([(mine[seed], theirs[seed]) for seed in sorted(mine)]) if complete else None
+            )
+        controls = {
+            control: difference(correct[name], correct[control])
+            for control in CONTROLS.get(name, ())
+            if control in correct
+        }
+        if controls:
+            summary["minus_controls"] = controls
 
 
 def aggregate(task: str, command: str) -> dict[str, Any] | None:

@@ -117,8 +117,27 @@ def benchmark_table(results: dict) -> str:
             f"| {_fmt(m['seconds_per_epoch'], '.1f')} | {_fmt(m.get('seconds_per_epoch_vs_baseline'), '.2f')} "
             f"| {_fmt(m.get('dendrite_step_over_neuron_step'), '.2f')} |"
         )
+    lines.extend(control_lines(results["methods"]))
     lines.extend(target_lines(results.get("targets", {})))
     return "\n".join(lines).replace("–%", "–")
+
+
+def control_lines(methods: dict) -> list[str]:
+    """A dendrite method against its controls (restarts alone, the former learner, LoRA over the whole
+    budget): paired test differences in points over the seeds both finished."""
+    lines = []
+    for name, m in methods.items():
+        found = m.get("minus_controls") or {}
+        parts = [
+            f"minus {control} {_paired(entry)} (seeds {', '.join(map(str, entry['seeds']))})"
+            for control, entry in found.items()
+            if entry
+        ]
+        if parts:
+            lines.append(f"- {name}, paired test accuracy: " + "; ".join(parts) + ".")
+    if lines:
+        lines.insert(0, "")
+    return lines
 
 
 def target_lines(found: dict) -> list[str]:

@@ -280,6 +280,28 @@ def test_the_task_table_pairs_each_method_with_its_control_once_every_seed_kept_
     assert row.startswith("+50.00 [")
 
 
+def test_a_dendrite_method_is_paired_with_its_controls_over_the_seeds_both_finished():
+    right, wrong = [True, True, False, True], [False, True, False, False]
+    methods = {name: {} for name in ("baseline", "restarts", "pb", "pb_streaming", "gd")}
+    correct = {
+        "baseline": {0: wrong, 1: wrong, 2: wrong},
+        "restarts": {0: wrong, 1: right, 2: wrong},
+        "pb": {0: right, 1: right},  # seed 2 still running: paired over seeds 0 and 1
+        "pb_streaming": {0: right, 1: right, 2: right},
+        "gd": {0: right, 1: None, 2: right},  # one shared seed kept no predictions: no interval yet
+    }
+    benchmark.add_paired_differences(methods, correct)
+    pb = methods["pb"]["minus_controls"]
+    assert pb["restarts"]["seeds"] == [0, 1]
+    assert pb["restarts"]["difference"] == pytest.approx(0.25)  # (0.5 + 0.0) / 2
+    assert pb["pb_streaming"]["difference"] == 0.0
+    assert methods["gd"]["minus_controls"] == {"restarts": None}
+    assert "minus_controls" not in methods["restarts"] and "minus_controls" not in methods["baseline"]
+    lines = update_readme.control_lines(methods)
+    assert any(line.startswith("- pb, paired test accuracy: minus restarts +25.00 [") for line in lines)
+    assert not any(line.startswith("- gd") for line in lines)
+
+
 def test_the_growth_table_shows_the_spread_over_seeds_only_when_there_are_several():
     runs = [{"test_accuracy": 0.80}, {"test_accuracy": 0.84}, {"test_accuracy": None}]
     assert growth.spread_of(runs, "test_accuracy") == pytest.approx(0.02 * 2**0.5)
