@@ -278,8 +278,26 @@ def spread_of(runs: list[dict[str, Any]], key: str) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-# The task benchmark's dendrite runs read the same way: its 3 seeds on both tasks at the defaults.
-BENCHMARK_METHODS = {"benchmark pb": ["--dendrites", "pb"], "benchmark gd": ["--dendrites", "gd"]}
+# The task benchmark's dendrite runs read the same way: its 3 seeds on both tasks at the defaults, and
+# PB with the former streaming learner (under which every `pb_*` variant here that predates the
+# cached learner ran).
+BENCHMARK_METHODS = {
+    "benchmark pb": ["--dendrites", "pb"],
+    "benchmark pb_streaming": ["--dendrites", "pb", "--candidate_learner", "streaming"],
+    "benchmark gd": ["--dendrites", "gd"],
+}
+
+
+def candidate_learner(results: dict[str, Any]) -> str | None:
+    """The candidate learner a run's PB dendrites trained with: recorded since the cached learner came
+    (in `config.dendrite_training`, earlier in `config.dendrites`); runs from before it streamed. None
+    for runs without a candidate phase (plain fine-tunes, GD)."""
+    config = results.get("config", {})
+    dendrites = config.get("dendrites") or {}
+    if dendrites.get("mode") != "pb":
+        return None
+    training = config.get("dendrite_training") or dendrites
+    return training.get("candidate_learner", "streaming")
 
 
 def run_folders(task: str) -> dict[str, tuple[list[str], Path]]:
@@ -298,9 +316,10 @@ def aggregate() -> dict[str, Any]:
         variants = {}
         for variant, (flags, folder) in run_folders(task).items():
             files = sorted(folder.glob("seed*.json"))
-            runs, pairs = [], []
+            runs, pairs, learners = [], [], set()
             for path in files:
                 results = json.loads(path.read_text())
+                learners.add(candidate_learner(results))
                 base = baseline_file(task, results["benchmark"]["seed"], variant)
                 baseline = json.loads(base.read_text()) if base.exists() else None
                 runs.append(run_summary(results, baseline))
@@ -308,6 +327,7 @@ def aggregate() -> dict[str, Any]:
             if runs:
                 variants[variant] = {
                     "flags": " ".join(flags),
+                    "candidate_learner": ", ".join(sorted(learners - {None})) or None,
                     "paired_with": CONTROLS.get(variant, "baseline"),
                     "seeds": len(runs),
                     "test_accuracy_mean": mean_of(runs, "test_accuracy"),

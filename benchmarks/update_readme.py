@@ -194,7 +194,9 @@ def growth_table(results: dict) -> str:
         f"`{results['command']}` ({results['recipe']}) on {results['machine'].get('cpu', 'a CPU')}. Each run "
         "is paired with the plain fine-tune of the same seed (`baseline`: the task benchmark's early-stopped one, "
         "which a dendrite run matches step for step until its first growth) or the control named; n = seeds finished; "
-        "± is the standard deviation over seeds. Rows `benchmark pb` / `benchmark gd` are the task benchmark's runs. Validation "
+        "± is the standard deviation over seeds. Rows `benchmark pb` / `benchmark pb_streaming` / `benchmark gd` are the task "
+        "benchmark's runs. Learner: the candidate learner of the PB runs (`streaming`: the former one, for every "
+        "variant that ran before the cached learner). Validation "
         "after growth: the first evaluation after a growth minus the best score before it (points, mean over "
         "growths and seeds); plain after its best: the same for the plain fine-tune's evaluation after its best. "
         "95% interval: of the paired difference, bootstrapping test examples (the same draw for every seed); "
@@ -207,16 +209,17 @@ def growth_table(results: dict) -> str:
         "test accuracy with every dendrite's output weight held at zero (`hd.disable_dendrites`) minus with "
         "them, points (mean over the seeds that recorded it): how much of the prediction runs through them.",
         "",
-        "| task | variant | flags | n | test accuracy | paired with | difference (points) | 95% interval (test examples) "
-        "| dendrites kept | candidate correlation | error vs backprop | candidates vs exact error "
-        "| mean abs(output weight) | dendrites off | validation after growth | plain after its best |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | variant | flags | learner | n | test accuracy | paired with | difference (points) "
+        "| 95% interval (test examples) | dendrites kept | candidate correlation | error vs backprop "
+        "| candidates vs exact error | mean abs(output weight) | dendrites off | validation after growth "
+        "| plain after its best |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, variants in results["tasks"].items():
         for name, v in variants.items():
             delta = v.get("test_accuracy_minus_baseline_mean")
             lines.append(
-                f"| {task} | {name} | `{v['flags']}` | {v['seeds']} "
+                f"| {task} | {name} | `{v['flags']}` | {v.get('candidate_learner') or '–'} | {v['seeds']} "
                 f"| {_with_spread(v['test_accuracy_mean'], v.get('test_accuracy_std'), '.2f')} "
                 f"| {v.get('paired_with', 'baseline')} "
                 f"| {_with_spread(delta, v.get('test_accuracy_minus_baseline_std'), '+.2f')} "

@@ -311,6 +311,16 @@ def test_the_growth_table_shows_the_spread_over_seeds_only_when_there_are_severa
     assert update_readme._with_spread(None, None, ".2f") == "–"
 
 
+def test_the_growth_study_names_the_candidate_learner_each_pb_run_used():
+    cached = {"config": {"dendrites": {"mode": "pb"}, "dendrite_training": {"candidate_learner": "cached"}}}
+    older = {"config": {"dendrites": {"mode": "pb", "candidate_learner": "cached"}}}  # before the settings split
+    streamed = {"config": {"dendrites": {"mode": "pb", "num_candidates": 4}}}  # before the cached learner
+    assert growth.candidate_learner(cached) == "cached" and growth.candidate_learner(older) == "cached"
+    assert growth.candidate_learner(streamed) == "streaming"
+    assert growth.candidate_learner({"config": {"dendrites": {"mode": "gd"}}}) is None
+    assert growth.candidate_learner({"config": {"dendrites": None}}) is None
+
+
 def test_lora_over_the_whole_budget_differs_from_lora_only_by_the_early_stop(tmp_path):
     lora = benchmark.run_command("trec6", "lora", 0, tmp_path, "python")
     full = benchmark.run_command("trec6", "lora_full", 0, tmp_path, "python")
