@@ -98,6 +98,15 @@ for _signal in ("feedback_alignment", "forward_forward"):
 # random start; the best of them by its chance correlation is grown, and its output weights train as
 # usual): what a dendrite is worth without the error it was meant to learn.
 VARIANTS["pb_untrained_candidates"] = ["--dendrites", "pb", "--candidate_learning_rate", "1e-9"]
+# The same under the former streaming learner, the control of the task benchmark's `pb_streaming` runs.
+VARIANTS["pb_untrained_candidates_streaming"] = [
+    "--dendrites",
+    "pb",
+    "--candidate_learner",
+    "streaming",
+    "--candidate_learning_rate",
+    "1e-9",
+]
 # Early growth: the first dendrite phase right after epoch 2, before the validation peak, while the
 # training errors are still systematic rather than memorised.
 VARIANTS["pb_first_growth_epoch2"] = ["--dendrites", "pb", "--first_growth_epoch", "2"]
@@ -135,6 +144,11 @@ def pb_growth_epochs(task: str, seed: int, folder: Path | None = None) -> list[i
     return [int(epoch_at[entry["step"]]) for entry in results["dendrite_history"] if entry["action"] == "grow"]
 
 
+def pb_streaming_growth_epochs(task: str, seed: int) -> list[int]:
+    """Epochs whose evaluation grew a dendrite in the task benchmark's PB run with the streaming learner."""
+    return pb_growth_epochs(task, seed, RUNS / task / "pb_streaming")
+
+
 def pb_all_train_growth_epochs(task: str, seed: int) -> list[int]:
     """Epochs whose evaluation grew a dendrite in the growth study's PB run on every training sentence."""
     return pb_growth_epochs(task, seed, GROWTH_RUNS / task / "pb_all_train")
@@ -145,6 +159,11 @@ def pb_all_train_growth_epochs(task: str, seed: int) -> list[int]:
 SEED_VARIANTS = {
     "baseline_restarts_pai": (reference_restart_epochs, "<the reference run's restructure epochs>", RESTARTS),
     "baseline_restarts_pb": (pb_growth_epochs, "<the epochs the benchmark's PB run grew at>", RESTARTS),
+    "baseline_restarts_pb_streaming": (
+        pb_streaming_growth_epochs,
+        "<the epochs the benchmark's streaming PB run grew at>",
+        RESTARTS,
+    ),
     "baseline_all_train_restarts_pb": (
         pb_all_train_growth_epochs,
         "<the epochs pb_all_train grew at>",
@@ -170,6 +189,7 @@ def run_file(task: str, variant: str, seed: int) -> Path:
 CONTROLS = {
     "baseline_restarts_pai": "baseline_full",
     "baseline_restarts_pb": "baseline_full",
+    "baseline_restarts_pb_streaming": "baseline_full",
     "pb_all_train": "baseline_all_train",
     "baseline_all_train_restarts_pb": "baseline_all_train",
 }

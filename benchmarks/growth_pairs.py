@@ -19,13 +19,20 @@ from benchmarks.growth_sources import run_folder
 
 # (comparison, (study, run folder) of A, (study, run folder) of B): A minus B. Study "tasks" is the
 # task benchmark (runs/<task>/<method>/), "growth" the growth study (runs/growth/<task>/<variant>/).
+# "streaming PB": runs under the former streaming candidate learner (every growth-study PB variant so
+# far), compared with the task benchmark's PB runs of that learner (`pb_streaming`); "PB": the cached one.
 PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
-    ("PB: Adam's state kept over growth vs reset", ("growth", "pb_keep_optimizer"), ("tasks", "pb")),
+    (
+        "streaming PB: Adam's state kept over growth vs reset",
+        ("growth", "pb_keep_optimizer"),
+        ("tasks", "pb_streaming"),
+    ),
     ("GD: Adam's state kept over growth vs reset", ("growth", "gd_keep_optimizer"), ("tasks", "gd")),
+    ("streaming PB vs the plain run over the whole budget", ("tasks", "pb_streaming"), ("growth", "baseline_full")),
     ("PB vs the plain run over the whole budget", ("tasks", "pb"), ("growth", "baseline_full")),
     ("GD vs the plain run over the whole budget", ("tasks", "gd"), ("growth", "baseline_full")),
     (
-        "PB, Adam's state kept, vs the plain run over the whole budget",
+        "streaming PB, Adam's state kept, vs the plain run over the whole budget",
         ("growth", "pb_keep_optimizer"),
         ("growth", "baseline_full"),
     ),
@@ -44,33 +51,39 @@ PAIRS: list[tuple[str, tuple[str, str], tuple[str, str]]] = [
         ("tasks", "perforatedai"),
         ("growth", "baseline_restarts_pai"),
     ),
+    ("streaming PB vs the reference library", ("tasks", "pb_streaming"), ("tasks", "perforatedai")),
     ("PB vs the reference library", ("tasks", "pb"), ("tasks", "perforatedai")),
-    ("PB grown at epoch 2 vs at the validation stall", ("growth", "pb_first_growth_epoch2"), ("tasks", "pb")),
+    ("PB vs PB with the streaming learner", ("tasks", "pb"), ("tasks", "pb_streaming")),
     (
-        "PB, candidates on a held-out fifth, vs the plain run on the other four fifths",
+        "streaming PB grown at epoch 2 vs at the validation stall",
+        ("growth", "pb_first_growth_epoch2"),
+        ("tasks", "pb_streaming"),
+    ),
+    (
+        "streaming PB, candidates on a held-out fifth, vs the plain run on the other four fifths",
         ("growth", "pb_holdout0.2"),
         ("growth", "baseline_holdout0.2"),
     ),
     (
-        "PB, candidates on a held-out fifth, vs PB on the whole training set",
+        "streaming PB, candidates on a held-out fifth, vs on the whole training set",
         ("growth", "pb_holdout0.2"),
-        ("tasks", "pb"),
+        ("tasks", "pb_streaming"),
     ),
     ("plain run on four fifths vs on the whole training set", ("growth", "baseline_holdout0.2"), ("tasks", "baseline")),
     (
-        "PB vs the plain run, both on every training sentence",
+        "streaming PB vs the plain run, both on every training sentence",
         ("growth", "pb_all_train"),
         ("growth", "baseline_all_train"),
     ),
     (
-        "PB vs the plain run restarted where it grew, both on every training sentence",
+        "streaming PB vs the plain run restarted where it grew, both on every training sentence",
         ("growth", "pb_all_train"),
         ("growth", "baseline_all_train_restarts_pb"),
     ),
     (
-        "PB on every training sentence vs on the recipe's first 3,000",
+        "streaming PB on every training sentence vs on the recipe's first 3,000",
         ("growth", "pb_all_train"),
-        ("tasks", "pb"),
+        ("tasks", "pb_streaming"),
     ),
     (
         "plain run on every training sentence vs on the recipe's first 3,000",

@@ -22,16 +22,26 @@ from benchmarks.common import RUNS, TASKS, interval_text, paired_difference, tes
 COLUMNS: list[tuple[str, str, str]] = [
     ("plain, early-stopped", "tasks", "baseline"),
     ("plain, whole budget", "growth", "baseline_full"),
-    ("plain, restarted where PB grew", "growth", "baseline_restarts_pb"),
     ("plain, restarted on plateau", "tasks", "restarts"),
+    # the former streaming candidate learner: its PB runs and their controls
+    ("plain, restarted where streaming PB grew", "growth", "baseline_restarts_pb_streaming"),
+    ("streaming PB", "tasks", "pb_streaming"),
+    ("streaming PB, untrained candidates", "growth", "pb_untrained_candidates_streaming"),
+    ("streaming PB, linear backprop", "growth", "pb_linear_backprop"),
+    # the cached candidate learner (the default)
+    ("plain, restarted where PB grew", "growth", "baseline_restarts_pb"),
     ("PB", "tasks", "pb"),
     ("PB, untrained candidates", "growth", "pb_untrained_candidates"),
-    ("PB, linear backprop", "growth", "pb_linear_backprop"),
 ]
 # Differences between two columns, per seed (points): what the restarts add to the whole-budget plain
-# run, and what PB adds to the plain run restarted at its own growth epochs or by its own policy.
+# run, and what PB adds to the plain run restarted at its own growth epochs or by its own policy, and
+# to the same PB with candidates that never train; for each candidate learner.
 DIFFERENCES: list[tuple[str, str, str]] = [
-    ("restarts", "plain, restarted where PB grew", "plain, whole budget"),
+    ("restarts where streaming PB grew", "plain, restarted where streaming PB grew", "plain, whole budget"),
+    ("streaming PB over its restarts", "streaming PB", "plain, restarted where streaming PB grew"),
+    ("streaming PB over plateau restarts", "streaming PB", "plain, restarted on plateau"),
+    ("streaming: trained over untrained candidates", "streaming PB", "streaming PB, untrained candidates"),
+    ("restarts where PB grew", "plain, restarted where PB grew", "plain, whole budget"),
     ("PB over its restarts", "PB", "plain, restarted where PB grew"),
     ("PB over plateau restarts", "PB", "plain, restarted on plateau"),
     ("trained over untrained candidates", "PB", "PB, untrained candidates"),

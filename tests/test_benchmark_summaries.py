@@ -223,6 +223,10 @@ def test_the_pb_restart_control_restarts_where_the_same_seeds_pb_run_resumed_its
     flags = growth.variant_flags("trec6", "baseline_restarts_pb", 0)
     assert flags == ["--dendrites", "none", "--early_stopping_patience", "1000", "--restart_at_epochs", "3", "5"]
     assert growth.CONTROLS["baseline_restarts_pb"] == "baseline_full"
+    # the streaming learner's PB runs have their own restart control, at their own growth epochs
+    write_pb_run(tmp_path / "trec6" / "pb_streaming" / "seed0.json", evaluations, history[:3])
+    streaming = growth.variant_flags("trec6", "baseline_restarts_pb_streaming", 0)
+    assert streaming == ["--dendrites", "none", "--early_stopping_patience", "1000", "--restart_at_epochs", "3"]
 
 
 def test_the_all_train_restart_control_trains_on_every_sentence_and_restarts_where_pb_all_train_grew(
@@ -344,17 +348,17 @@ def test_the_per_seed_view_lines_up_each_seeds_controls_and_leaves_missing_runs_
     write("trec6/pb/seed1.json", 0.79)  # a seed whose controls have not run
     rows = growth_sources.per_seed(tmp_path)["trec6"]
     assert [row["seed"] for row in rows] == [0, 1]
-    assert rows[0]["difference"]["restarts"] == pytest.approx(0.02)
+    assert rows[0]["difference"]["restarts where PB grew"] == pytest.approx(0.02)
     assert rows[0]["difference"]["PB over its restarts"] == pytest.approx(0.01)
     assert rows[0]["difference"]["PB over plateau restarts"] == pytest.approx(-0.005)
     assert rows[0]["difference"]["trained over untrained candidates"] is None
     assert all(value is None for value in rows[1]["difference"].values())
     table = growth_sources.sources_table({"per_seed": {"trec6": rows}})
     assert (
-        "| trec6 | 0 | 80.00 | 81.00 | 83.00 | 84.50 | 84.00 (off: 82.00) | – | – | +2.00 | +1.00 | -0.50 | – |"
-        in table
+        "| trec6 | 0 | 80.00 | 81.00 | 84.50 | – | – | – | – | 83.00 | 84.00 (off: 82.00) | – "
+        "| – | – | – | – | +2.00 | +1.00 | -0.50 | – |" in table
     )
-    assert "| trec6 | 1 | – | – | – | – | 79.00 | – | – | – | – | – | – |" in table
+    assert "| trec6 | 1 | – | – | – | – | – | – | – | – | 79.00 | – |" + " – |" * 8 in table
     # the mean row averages each column over the seeds that ran it, and says how many
     assert "81.50 ± 3.54 (n=2)" in table and "+2.00 (n=1)" in table
 
@@ -375,7 +379,8 @@ def test_the_per_seed_view_gives_each_difference_an_interval_once_both_columns_k
     assert over_restarts["seed_differences"] == pytest.approx([0.25, 0.25])
     assert 0 < over_restarts["low"] < 0.25 < over_restarts["high"]
     assert found["PB over plateau restarts"] is None  # seed 1's plateau restarts kept no predictions
-    assert found["restarts"] is None  # no seed ran both columns
+    assert found["restarts where PB grew"] is None  # no seed ran both columns
+    assert found["streaming PB over its restarts"] is None  # the streaming learner's runs are apart
 
     rows = growth_sources.per_seed(tmp_path)["trec6"]
     table = growth_sources.sources_table({"per_seed": {"trec6": rows}, "difference_intervals": {"trec6": found}})
@@ -392,14 +397,17 @@ def test_two_policies_are_paired_seed_by_seed_on_validation_and_on_test(tmp_path
     reset = [True, False, True, False] * 25
     kept = [True, True, True, False] * 25  # right wherever the reset was, and on 25 more examples
     for seed in (0, 1):
-        write(f"trec6/pb/seed{seed}.json", 0.80, reset)
+        write(f"trec6/pb_streaming/seed{seed}.json", 0.80, reset)
         write(f"growth/trec6/pb_keep_optimizer/seed{seed}.json", 0.80 + 0.01 * seed, kept)
     write("growth/trec6/pb_keep_optimizer/seed2.json", 0.90, kept)  # its reset run has not finished
     write("trec6/gd/seed0.json", 0.80, None)  # no predictions: no interval
     write("growth/trec6/gd_keep_optimizer/seed0.json", 0.79, reset)
     rows = {row["comparison"]: row for row in growth_pairs.head_to_head(tmp_path)["trec6"]}
-    assert set(rows) == {"PB: Adam's state kept over growth vs reset", "GD: Adam's state kept over growth vs reset"}
-    pb = rows["PB: Adam's state kept over growth vs reset"]
+    assert set(rows) == {
+        "streaming PB: Adam's state kept over growth vs reset",
+        "GD: Adam's state kept over growth vs reset",
+    }
+    pb = rows["streaming PB: Adam's state kept over growth vs reset"]
     assert pb["seeds"] == [0, 1]  # only the seeds both sides ran
     assert pb["validation"]["differences"] == pytest.approx([0.0, 0.01])
     assert pb["validation"]["a_mean"] == pytest.approx(0.805) and pb["validation"]["b_mean"] == pytest.approx(0.80)
