@@ -86,14 +86,19 @@ DISTILLATION = [
     "--max_candidate_epochs",
     "0.5",
 ]
-# setting -> flags on top of the recipe. "pb" keeps the learning rate its runs were made with;
-# the others use today's defaults (PB output weights 1e-2, GD dendrites 1e-3).
+# The former streaming candidate learner at the candidate rate its runs were made with: every PB run
+# here from before the cached learner (`-streaming` settings), kept beside the cached learner's reruns.
+STREAMING = ["--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"]
+# setting -> flags on top of the recipe. "pb" keeps the dendrite learning rate its first runs were made
+# with; the others use today's defaults (PB output weights 1e-2, GD dendrites 1e-3).
 SETTINGS: dict[str, list[str]] = {
     "none": ["--dendrites", "none"],
     "pb": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}"],
+    "pb-streaming": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}", *STREAMING],
     "gd": ["--dendrites", "gd"],
     "distilled-none": [*DISTILLATION, "--dendrites", "none"],
     "distilled-pb": [*DISTILLATION, "--dendrites", "pb"],
+    "distilled-pb-streaming": [*DISTILLATION, "--dendrites", "pb", *STREAMING],
     "distilled-gd": [*DISTILLATION, "--dendrites", "gd"],
     # A control: the plain student without early stopping, the whole budget and its best evaluation,
     # as long as a PB or GD run may train, so a gain of theirs is not just more training.
@@ -103,10 +108,15 @@ EVERY_SETTING = tuple(SETTINGS)
 
 
 def setting_kind(setting: str) -> tuple[str, str, str]:
-    """(training, dendrites, budget) of a setting: labels/distilled, none/pb/gd, early stopping/full."""
+    """(training, dendrites, budget) of a setting: labels/distilled; none, gd, pb or "pb (streaming)"
+    (PB with the former candidate learner); early stopping, full or tracker."""
     training = "distilled" if setting.startswith("distilled-") else "labels"
-    dendrites, _, full = setting.removeprefix("distilled-").partition("-")
-    return training, dendrites, "full" if full else ("early stopping" if dendrites == "none" else "tracker")
+    dendrites, *options = setting.removeprefix("distilled-").split("-")
+    unknown = set(options) - {"full", "streaming"}
+    if unknown:
+        raise ValueError(f"compression setting {setting!r}: unknown part(s) {sorted(unknown)}")
+    budget = "full" if "full" in options else ("early stopping" if dendrites == "none" else "tracker")
+    return training, dendrites + (" (streaming)" if "streaming" in options else ""), budget
 
 
 # name -> (recipe kind, flags on top of the recipe, settings to run). The narrowed models keep
@@ -116,9 +126,9 @@ MODELS: dict[str, tuple[str, list[str], tuple[str, ...]]] = {
     "summing-e16": ("summing", ["--embedding_size", "16"], EVERY_SETTING),
     "summing-e32": ("summing", ["--embedding_size", "32"], EVERY_SETTING),
     "summing-e64": ("summing", ["--embedding_size", "64"], EVERY_SETTING),
-    "narrowed-h32": ("narrowed", ["--width", "0.0834", "--narrow_init", "importance"], ("none", "pb")),
-    "narrowed-h64": ("narrowed", ["--width", "0.167", "--narrow_init", "importance"], ("none", "pb")),
-    "narrowed-h96": ("narrowed", ["--width", "0.25", "--narrow_init", "importance"], ("none", "pb")),
+    "narrowed-h32": ("narrowed", ["--width", "0.0834", "--narrow_init", "importance"], ("none", "pb", "pb-streaming")),
+    "narrowed-h64": ("narrowed", ["--width", "0.167", "--narrow_init", "importance"], ("none", "pb", "pb-streaming")),
+    "narrowed-h96": ("narrowed", ["--width", "0.25", "--narrow_init", "importance"], ("none", "pb", "pb-streaming")),
     # how to initialise a narrowed model: "importance" (above) against the first units and scratch
     "narrowed-h64-first": ("narrowed", ["--width", "0.167", "--narrow_init", "first"], EVERY_SETTING),
     "narrowed-h64-scratch": ("narrowed", ["--width", "0.167", "--narrow_init", "scratch"], ("none",)),
@@ -439,14 +449,15 @@ FAMILIES = {
 DENDRITE_STYLES = {
     ("none", "early stopping"): ("--", "plain"),
     ("pb", "tracker"): ("-", "+ PB"),
+    ("pb (streaming)", "tracker"): ((0, (5, 1)), "+ PB (streaming learner)"),
     ("gd", "tracker"): (":", "+ GD"),
     ("none", "full"): ("-.", "plain, full budget"),
 }
-COLORS = {
-    ("summing_network", None): ("tab:gray", "tab:green", "tab:olive", "black"),
-    ("narrowed", "importance"): ("tab:blue", "tab:red", "tab:purple", "navy"),
-    ("narrowed", "first"): ("tab:cyan", "tab:orange", "tab:brown", "teal"),
-    ("narrowed", "scratch"): ("tab:pink", "tab:pink", "tab:pink", "tab:pink"),
+COLORS = {  # one per DENDRITE_STYLES entry, in its order
+    ("summing_network", None): ("tab:gray", "tab:green", "limegreen", "tab:olive", "black"),
+    ("narrowed", "importance"): ("tab:blue", "tab:red", "salmon", "tab:purple", "navy"),
+    ("narrowed", "first"): ("tab:cyan", "tab:orange", "gold", "tab:brown", "teal"),
+    ("narrowed", "scratch"): ("tab:pink",) * 5,
 }
 
 

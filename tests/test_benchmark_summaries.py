@@ -444,3 +444,21 @@ def test_a_summary_lists_the_code_commits_its_runs_span(tmp_path):
         files.append(tmp_path / f"seed{index}.json")
         files[-1].write_text(json.dumps(record))
     assert commits_of_runs(files) == ["aaa+dirty", "bbb", "unknown"]
+
+
+def test_a_compression_setting_names_its_training_dendrites_learner_and_budget():
+    assert compression.setting_kind("pb") == ("labels", "pb", "tracker")
+    assert compression.setting_kind("distilled-pb-streaming") == ("distilled", "pb (streaming)", "tracker")
+    assert compression.setting_kind("distilled-none-full") == ("distilled", "none", "full")
+    assert compression.setting_kind("none") == ("labels", "none", "early stopping")
+    streaming = compression.setting_flags("trec6", "narrowed", "pb-streaming")
+    assert streaming[: len(compression.setting_flags("trec6", "narrowed", "pb"))] == compression.setting_flags(
+        "trec6", "narrowed", "pb"
+    )
+    assert streaming[-4:] == ["--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"]
+    with pytest.raises(ValueError, match="unknown part"):
+        compression.setting_kind("pb-fast")
+    # every setting has a line style in the width-frontier plot, and every family a colour per style
+    kinds = {compression.setting_kind(setting)[1:] for setting in compression.SETTINGS}
+    assert kinds <= set(compression.DENDRITE_STYLES)
+    assert all(len(colours) == len(compression.DENDRITE_STYLES) for colours in compression.COLORS.values())
