@@ -587,6 +587,7 @@ def summarise_regime(regime: Regime, labels: list[int] | None, root: Path = FRON
         costs = [c for c in map(step_cost_of_one_set, group) if c is not None]
         if costs:
             point["neuron_step_cost_of_one_set"] = statistics.mean(costs)
+            point["neuron_step_cost_range"] = [min(costs), max(costs)]
             point["neuron_step_cost_runs"] = len(costs)
     comparisons = []
     for arm in (*DENDRITE_ARMS, "wider"):

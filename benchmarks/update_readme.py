@@ -514,7 +514,7 @@ def frontier_cost_rows(regime: dict, scale: int, digits: int) -> list[str]:
     ≤ 0.56 is the compression goal) and, same run, a neuron step with one dendrite set over one without."""
     lines = [
         f"| arm | width | parameters | test {regime['metric']} | the width line's parameters at that score "
-        "| share | neuron step, one set / none (runs) |",
+        "| share | neuron step, one set / none (runs; range) |",
         "|---|---|---|---|---|---|---|",
     ]
     for point in sorted(regime["points"], key=lambda p: (p["arm"], p["width"])):
@@ -524,6 +524,9 @@ def frontier_cost_rows(regime: dict, scale: int, digits: int) -> list[str]:
         share = "–" if needed is None else f"{needed:,.0f} | {point['parameters_over_width_line']:.2f}"
         cost = point.get("neuron_step_cost_of_one_set")
         runs = point.get("neuron_step_cost_runs")
+        low, high = point.get("neuron_step_cost_range") or (None, None)
+        if low is not None and runs > 1:
+            runs = f"{runs}; {low:.2f}–{high:.2f}"
         lines.append(
             f"| {point['arm']} | {point['width']} | {point['parameters']:,.0f} "
             f"| {scale * point['metric_mean']:.{digits}f} | {share if needed is not None else '– | –'} "

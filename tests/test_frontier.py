@@ -129,5 +129,6 @@ def test_each_arm_gets_its_share_of_the_width_lines_parameters_and_its_same_run_
     assert gd["parameters_over_width_line"] == pytest.approx(0.5)
     assert pb["parameters_over_width_line"] == pytest.approx(1.0)
     assert gd["neuron_step_cost_of_one_set"] == pytest.approx(1.2) and gd["neuron_step_cost_runs"] == 3
+    assert gd["neuron_step_cost_range"] == pytest.approx([1.2, 1.2])
     assert "neuron_step_cost_of_one_set" not in pb  # its runs recorded no step times
     assert "parameters_over_width_line" not in points[("plain", 8)]
