@@ -71,6 +71,8 @@ class MaskedLMArguments:
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         for name in ("max_train_blocks", "max_eval_blocks"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(

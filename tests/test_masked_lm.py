@@ -164,12 +164,26 @@ def test_train_script_pretrains_with_dendrites_and_the_model_reloads(tmp_path, t
         (["--metric_for_best_model", "accuracy"], "validation loss, not 'accuracy'"),
         (["--dendrites", "none", "--restart_at_epochs", "2"], "not offered for masked-LM"),
         (["--max_train_blocks", "0"], "--max_train_blocks must be a positive"),
+        (["--vocab_size", "0"], "--vocab_size must be positive"),
+        (["--mlm_probability", "0"], r"--mlm_probability must be in \(0, 1\), got 0"),
+        (["--mlm_probability", "1.5"], r"--mlm_probability must be in \(0, 1\), got 1.5"),
     ],
 )
 def test_bad_masked_lm_flags_are_named(tmp_path, texts, flags, message):
     train = load_script("train")
     with pytest.raises(ValueError, match=message):
         train.main(recipe(tmp_path, texts, flags))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_corpus_file_is_named(tmp_path, texts):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    train = load_script("train")
+    arguments = recipe(tmp_path, texts)
+    arguments[arguments.index("--train_file") + 1] = str(empty)
+    with pytest.raises(ValueError, match=f"{empty} holds no text"):
+        train.main(arguments)
     assert not (tmp_path / "run").exists()
 
 
