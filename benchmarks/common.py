@@ -28,6 +28,9 @@ TASKS = {"movie_reviews": "configs/movie_reviews.yaml", "trec6": "configs/trec6.
 # The recipes' budgets (12 and 8 epochs) end before a grown dendrite gets its evaluations: the
 # plain model peaks after 6-9 epochs. Every method gets this budget; the baseline stops early anyway.
 BUDGET = ["--num_train_epochs", "20"]
+# The former streaming candidate learner at the candidate rate its runs were made with: the flags of
+# every PB run from before the cached learner, kept beside the cached learner's reruns.
+STREAMING_LEARNER = ["--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"]
 SEEDS = (0, 1, 2)
 
 

@@ -33,6 +33,7 @@ from benchmarks.common import (
     ROOT,
     RUNS,
     SEEDS,
+    STREAMING_LEARNER,
     TASKS,
     commits_of_runs,
     execute,
@@ -86,19 +87,16 @@ DISTILLATION = [
     "--max_candidate_epochs",
     "0.5",
 ]
-# The former streaming candidate learner at the candidate rate its runs were made with: every PB run
-# here from before the cached learner (`-streaming` settings), kept beside the cached learner's reruns.
-STREAMING = ["--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"]
 # setting -> flags on top of the recipe. "pb" keeps the dendrite learning rate its first runs were made
 # with; the others use today's defaults (PB output weights 1e-2, GD dendrites 1e-3).
 SETTINGS: dict[str, list[str]] = {
     "none": ["--dendrites", "none"],
     "pb": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}"],
-    "pb-streaming": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}", *STREAMING],
+    "pb-streaming": ["--dendrites", "pb", "--dendrite_learning_rate", "{lr}", *STREAMING_LEARNER],
     "gd": ["--dendrites", "gd"],
     "distilled-none": [*DISTILLATION, "--dendrites", "none"],
     "distilled-pb": [*DISTILLATION, "--dendrites", "pb"],
-    "distilled-pb-streaming": [*DISTILLATION, "--dendrites", "pb", *STREAMING],
+    "distilled-pb-streaming": [*DISTILLATION, "--dendrites", "pb", *STREAMING_LEARNER],
     "distilled-gd": [*DISTILLATION, "--dendrites", "gd"],
     # A control: the plain student without early stopping, the whole budget and its best evaluation,
     # as long as a PB or GD run may train, so a gain of theirs is not just more training.

@@ -43,6 +43,7 @@ from benchmarks.common import (
 )
 from benchmarks.growth_pairs import head_to_head
 from benchmarks.growth_sources import difference_intervals, per_seed
+from benchmarks.tasks import METHOD_FLAGS
 
 GROWTH_RUNS = RUNS / "growth"
 # Flags on top of the task recipe (which is PB on the family's default layers).
@@ -301,11 +302,7 @@ def spread_of(runs: list[dict[str, Any]], key: str) -> float | None:
 # The task benchmark's dendrite runs read the same way: its 3 seeds on both tasks at the defaults, and
 # PB with the former streaming learner (under which every `pb_*` variant here that predates the
 # cached learner ran).
-BENCHMARK_METHODS = {
-    "benchmark pb": ["--dendrites", "pb"],
-    "benchmark pb_streaming": ["--dendrites", "pb", "--candidate_learner", "streaming"],
-    "benchmark gd": ["--dendrites", "gd"],
-}
+BENCHMARK_METHODS = {f"benchmark {method}": METHOD_FLAGS[method] for method in ("pb", "pb_streaming", "gd")}
 
 
 def candidate_learner(results: dict[str, Any]) -> str | None:

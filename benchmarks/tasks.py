@@ -35,6 +35,7 @@ from benchmarks.common import (
     ROOT,
     RUNS,
     SEEDS,
+    STREAMING_LEARNER,
     TASKS,
     commits_of_runs,
     execute,
@@ -75,7 +76,7 @@ METHOD_FLAGS = {
     "pb": ["--dendrites", "pb"],
     # PB as it ran before the cached candidate learner (its runs were recorded as `--dendrites pb` under
     # these then-defaults): the comparison point for what the learner changes on these tasks.
-    "pb_streaming": ["--dendrites", "pb", "--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"],
+    "pb_streaming": ["--dendrites", "pb", *STREAMING_LEARNER],
     "lora": [*LORA, "--dendrites", "none"],
     "lora_pb": [*LORA, "--dendrites", "pb"],
     "lora_gd": [*LORA, "--dendrites", "gd"],
