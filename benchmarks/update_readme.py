@@ -441,6 +441,35 @@ def learner_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def learner_budget_table(results: dict) -> str:
+    """What a cheaper dendrite phase gives up: held-out |r| against the phase's time in fine-tuning epochs."""
+    budgets = results.get("budgets")
+    if not budgets:
+        return "No budget runs yet: `python -m benchmarks.learner --studies budget`."
+    seeds = next(iter(budgets.values()))["seeds"]
+    settings = results["budgets_settings"]
+    lines = [
+        f"`python -m benchmarks.learner --studies budget` on {results['benchmark']['machine'].get('cpu', 'a CPU')}, "
+        f"seed(s) {', '.join(map(str, seeds))}. One cache pass with the defaults "
+        f"({results['budgets_cache_seconds_mean']:.0f} s), then every layer's candidates fitted with each budget "
+        "(– keeps the default: 50 epochs, 8,192 rows per layer); held-out |r| and chance as above, mean over the "
+        "14 layers. Phase: the cache pass plus the fit, over the same run's fine-tuning epoch "
+        f"({results['budgets_neuron_epoch_seconds_mean']:.0f} s, 3,000 sentences).",
+        "",
+        "| budget | candidate epochs | cached rows per layer | held-out abs(r) (chance) | train abs(r) | fit seconds "
+        "| phase / fine-tuning epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in budgets.items():
+        epochs, rows = settings[name]["candidate_epochs"], settings[name]["candidate_cache_rows"]
+        lines.append(
+            f"| {name} | {'–' if epochs is None else epochs} | {'–' if rows is None else f'{rows:,}'} "
+            f"| {row['score_mean']:.4f} ({row['chance_mean']:.4f}) | {row['train_score_mean']:.4f} "
+            f"| {row['fit_seconds_mean']:.0f} | {row['phase_over_epoch_mean']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def frontier_table(results: dict) -> str:
     """The dendrites-vs-width frontier (`benchmarks.frontier`): every point, each dendrite arm
     paired with restarts and with the width line at its parameter count, then compression and cost."""
@@ -539,6 +568,7 @@ TABLES = {
     "frontier": ("frontier.json", frontier_table),
     "control": ("control.json", control_table),
     "learner": ("learner.json", learner_table),
+    "learner-budget": ("learner.json", learner_budget_table),
     "layers": ("layers.json", layers_table),
     "benchmark_movie_reviews": ("movie_reviews.json", benchmark_table),
     "benchmark_trec6": ("trec6.json", benchmark_table),

@@ -10,7 +10,8 @@ pass (no gradient) that computes them exactly; the epoch's minibatch steps then 
 gradient row by row, so a minibatch only samples the sum, never re-centres or re-normalises it.
 (Centring, normalising and taking the sign per minibatch, as a streaming learner must, turns a
 correlation well below 1/sqrt(rows per batch) into noise.) With a batch as large as the cache,
-an epoch is one exact full-batch step.
+an epoch is one exact full-batch step, and that step's own forward gives the statistics: one
+forward and one backward per epoch.
 
 A share of the cached *examples* is kept out of training and split in two halves. On the
 selection half each neuron keeps its best candidate; the score is the kept candidates' |r| on the
@@ -118,9 +119,23 @@ def statistics(
     stats = None
     for part in _chunks(inputs.shape[0], width):
         values = activations(inputs[part], None if dendrites is None else dendrites[part])
-        if stats is None:
-            stats = CorrelationStats(values.shape[1], values.shape[2], device=values.device)
-        stats.add_moments(BatchMoments.of(values, errors[part]))
+        stats = _added(stats, values, errors[part])
+    return stats
+
+
+@torch.no_grad()
+def moments(values: torch.Tensor, errors: torch.Tensor, width: int) -> CorrelationStats:
+    """`statistics` of activations already computed `[rows, C, out]` (in chunks, as there)."""
+    stats = None
+    for part in _chunks(values.shape[0], width):
+        stats = _added(stats, values[part], errors[part])
+    return stats
+
+
+def _added(stats: CorrelationStats | None, values: torch.Tensor, errors: torch.Tensor) -> CorrelationStats:
+    if stats is None:
+        stats = CorrelationStats(values.shape[1], values.shape[2], device=values.device)
+    stats.add_moments(BatchMoments.of(values, errors))
     return stats
 
 
@@ -269,6 +284,26 @@ def ascent_loss(
     return -(values * direction).sum() / values.shape[0]
 
 
+@dataclass(frozen=True)
+class _Steering:
+    """The whole-cache statistics `ascent_loss` needs, `[C, out]` each (0 where a candidate is flat)."""
+
+    along_error: torch.Tensor  # sign(r) / std v
+    along_value: torch.Tensor  # |r| / var v
+    mean_v: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, stats: CorrelationStats) -> _Steering:
+        r = stats.correlation().float()
+        mean_v = (stats.sum_v / stats.count).float()
+        var_v = (stats.sum_vv / stats.count - (stats.sum_v / stats.count).pow(2)).clamp_min(0).float()
+        flat = is_flat(var_v, mean_v)
+        along_error = torch.where(flat, 0.0, r.sign() * var_v.clamp_min(1e-30).rsqrt())
+        along_value = torch.where(flat, 0.0, r.abs() / var_v.clamp_min(1e-30))
+        return cls(along_error, along_value, mean_v)
+
+
 def _train(
     activations,
     parameters: list[torch.Tensor],
@@ -289,21 +324,18 @@ def _train(
     total = settings.epochs * math.ceil(count / batch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     check_every = max(1, settings.epochs // CHECKS)
+    full_batch = batch >= count
     for epoch in range(settings.epochs):
-        with torch.no_grad():
-            stats = statistics(activations, rows.inputs, errors, rows.dendrites, width)
-            r = stats.correlation().float()
-            mean_v = (stats.sum_v / stats.count).float()
-            var_v = (stats.sum_vv / stats.count - (stats.sum_v / stats.count).pow(2)).clamp_min(0).float()
-            flat = is_flat(var_v, mean_v)
-            along_error = torch.where(flat, 0.0, r.sign() * var_v.clamp_min(1e-30).rsqrt())
-            along_value = torch.where(flat, 0.0, r.abs() / var_v.clamp_min(1e-30))
+        if not full_batch:  # a pass of its own for the statistics the epoch's minibatches follow
+            steer = _Steering.of(statistics(activations, rows.inputs, errors, rows.dendrites, width))
         order = torch.randperm(count, generator=generator).to(rows.inputs.device)
         for start in range(0, count, batch):
             index = order[start : start + batch]
             dendrites = None if rows.dendrites is None else rows.dendrites[index]
             values = activations(rows.inputs[index], dendrites)
-            loss = ascent_loss(values, errors[index], along_error, along_value, mean_v)
+            if full_batch:  # the step's own forward holds every row: the statistics come from it
+                steer = _Steering.of(moments(values.detach(), errors[index], width))
+            loss = ascent_loss(values, errors[index], steer.along_error, steer.along_value, steer.mean_v)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

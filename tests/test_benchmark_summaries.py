@@ -462,3 +462,27 @@ def test_a_compression_setting_names_its_training_dendrites_learner_and_budget()
     kinds = {compression.setting_kind(setting)[1:] for setting in compression.SETTINGS}
     assert kinds <= set(compression.DENDRITE_STYLES)
     assert all(len(colours) == len(compression.DENDRITE_STYLES) for colours in compression.COLORS.values())
+
+
+def test_the_learner_budget_study_puts_each_phase_in_fine_tuning_epochs(tmp_path):
+    import benchmarks.learner as learner
+
+    def layers(score: float, seconds: float) -> dict:
+        layer = {"score": score, "chance": 0.02, "train_score": 2 * score, "seconds": seconds}
+        return {"bert.encoder.layer.0.attention.self.query": layer, "classifier": dict(layer, score=3 * score)}
+
+    for seed, epoch_seconds in ((0, 20.0), (1, 40.0)):
+        record = {"seed": seed, "commit": "abc", "fine_tune_epoch_seconds": epoch_seconds, "cache_seconds": 10.0}
+        record["variants"] = {name: layers(0.05, 5.0) for name in learner.BUDGETS}
+        record["variants"]["default"] = layers(0.1, 45.0)  # 90 s of fit over both layers
+        learner.run_path("budget", seed, tmp_path).write_text(json.dumps(record))
+    summary = learner.summarise(tmp_path)
+    default = summary["budgets"]["default"]
+    assert default["seeds"] == [0, 1] and default["score_mean"] == pytest.approx(0.2)  # mean over the 2 layers
+    # (10 s cache + 90 s fit) over a 20 s and a 40 s epoch: 5 and 2.5 epochs
+    assert default["phase_over_epoch_mean"] == pytest.approx(3.75)
+    assert summary["budgets"]["untrained"]["phase_over_epoch_mean"] == pytest.approx((20 / 20 + 20 / 40) / 2)
+    assert summary["variants"] == {}  # no early-stopping runs in this folder
+    table = update_readme.learner_budget_table(summary)
+    assert "| default | – | – | 0.2000 (0.0200) | 0.2000 | 90 | 3.75 |" in table
+    assert "| 2048 rows, 10 epochs | 10 | 2,048 |" in table

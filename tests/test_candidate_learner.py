@@ -110,6 +110,36 @@ def test_candidates_are_chosen_and_scored_on_examples_they_never_trained_on():
     assert torch.equal(fit.choice.index, best) and torch.allclose(fit.choice.score, scores.float())
 
 
+@pytest.mark.parametrize(("batch_size", "forwards_per_epoch"), [(10_000, 1), (100, 3)])
+def test_a_full_batch_epoch_takes_its_statistics_from_the_step_forward(monkeypatch, batch_size, forwards_per_epoch):
+    # 200 rows of which 160 train: one full-batch step per epoch needs one forward over them; with
+    # batches of 100 a statistics pass comes first, then two minibatch forwards.
+    from hf_dendrites import candidate_fit
+
+    generator = torch.Generator().manual_seed(0)
+    rows = LayerRows(
+        torch.randn(200, 6, generator=generator),
+        torch.randn(200, 2, generator=generator),
+        None,
+        torch.arange(100).repeat_interleave(2),
+    )
+    layer = hd.add_dendrites(nn.Sequential(nn.Linear(6, 2)), hd.DendriteConfig(target_modules=["0"]))[0]
+    train_sizes = []
+
+    def counted(inputs, *args, **kwargs):
+        train_sizes.append(inputs.shape[0])
+        return candidate_activations(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(candidate_fit, "candidate_activations", counted)
+    settings = FitSettings(num_candidates=2, epochs=7, batch_size=batch_size, learning_rate=0.1, score_fraction=0.2)
+    fit = fit_layer(layer, rows, settings, torch.Generator().manual_seed(1))
+    assert fit.train_rows == 160
+    # what the scoring after training reads: selection and scoring halves (20 rows each) and the training rows once
+    training_forwards = [size for size in train_sizes if size != 20][:-1]
+    assert len(training_forwards) == 7 * forwards_per_epoch
+    assert sum(training_forwards) == 7 * 160 * (1 if forwards_per_epoch == 1 else 2)
+
+
 def test_with_early_stopping_each_candidate_keeps_the_weights_of_its_best_check_on_the_selection_rows():
     # Errors that are noise: whatever a candidate learns from the training rows does not carry over,
     # so the weights it keeps are never worse on the selection rows than the untrained ones.
