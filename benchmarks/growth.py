@@ -95,11 +95,12 @@ VARIANTS["pb_diagnostics"] = ["--dendrites", "pb", "--error_alignment_steps", "4
 # per-example signal otherwise reaches every token): about a sentence length less candidate work.
 for _signal in ("feedback_alignment", "forward_forward"):
     VARIANTS[f"pb_{_signal}_cls"] = [*VARIANTS[f"pb_{_signal}"], "--candidate_positions", "first"]
-# The default PB with candidates that learn nothing (a learning rate of 1e-9 leaves them at their
-# random start; the best of them by its chance correlation is grown, and its output weights train as
+# The default PB with candidates that learn nothing (no candidate epoch leaves them at their random
+# start; the best of them on the held-out selection rows is grown, and its output weights train as
 # usual): what a dendrite is worth without the error it was meant to learn.
-VARIANTS["pb_untrained_candidates"] = ["--dendrites", "pb", "--candidate_learning_rate", "1e-9"]
-# The same under the former streaming learner, the control of the task benchmark's `pb_streaming` runs.
+VARIANTS["pb_untrained_candidates"] = ["--dendrites", "pb", "--candidate_epochs", "0"]
+# The same under the former streaming learner, the control of the task benchmark's `pb_streaming` runs
+# (it has no epoch count: a learning rate of 1e-9 leaves its candidates where they started).
 VARIANTS["pb_untrained_candidates_streaming"] = [
     "--dendrites",
     "pb",
