@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 from script_modules import load_script
-from test_train_script import TINY
+from test_train_script import SMALL_CANDIDATE_PHASE, TINY_PLAIN
 
 train = load_script("train")
 ROOT = Path(__file__).resolve().parents[1]
 DISTILLED = str(ROOT / "configs" / "movie_reviews_distilled.yaml")
 # the tiny runs evaluate once per epoch and save nothing, like the other script tests
-STUDENT = [
-    *TINY,
+STUDENT_PLAIN = [
+    *TINY_PLAIN,
     "--num_train_epochs",
     "4",
     "--eval_strategy",
@@ -26,6 +26,7 @@ STUDENT = [
     "--max_unlabeled_samples",
     "200",
 ]
+STUDENT = [*STUDENT_PLAIN, *SMALL_CANDIDATE_PHASE]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,17 @@ def distilled_run(teacher_recipe, tmp_path_factory):
     """A distilled summing network with PB dendrites; an impassable threshold makes it grow."""
     output = tmp_path_factory.mktemp("student")
     cache = output.parent / "teacher_logits"
-    arguments = [DISTILLED, *STUDENT, "--teacher_recipe", str(teacher_recipe), "--teacher_logits_cache", str(cache)]
-    results = train.main([*arguments, "--output_dir", str(output), "--improvement_threshold_abs", "10"])
-    return results, output, arguments
+    arguments = [
+        DISTILLED,
+        *STUDENT_PLAIN,
+        "--teacher_recipe",
+        str(teacher_recipe),
+        "--teacher_logits_cache",
+        str(cache),
+    ]
+    grown = [*arguments, *SMALL_CANDIDATE_PHASE, "--improvement_threshold_abs", "10"]
+    results = train.main([*grown, "--output_dir", str(output)])
+    return results, output, arguments  # the arguments of a plain student with the same teacher and cache
 
 
 def test_a_distilled_run_fine_tunes_the_teacher_grows_and_records_everything(distilled_run, teacher_recipe):
@@ -111,7 +120,7 @@ def test_a_user_pool_file_replaces_the_builtin_one(distilled_run, teacher_recipe
     pool = tmp_path / "pool.txt"
     pool.write_text("".join(f"my own unlabelled sentence {i}\n" for i in range(40)))
     teacher = str(teacher_recipe.parent / "model")
-    arguments = [DISTILLED, *STUDENT, "--teacher", teacher, "--unlabeled_file", str(pool), "--dendrites", "none"]
+    arguments = [DISTILLED, *STUDENT_PLAIN, "--teacher", teacher, "--unlabeled_file", str(pool), "--dendrites", "none"]
     arguments += ["--num_train_epochs", "1"]
     results = train.main(
         [*arguments, "--teacher_logits_cache", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "o")]

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 train = load_script("train")
 
-TINY = [
+# a tiny plain run: few rows, short sequences, two epochs, one evaluation per phase
+TINY_PLAIN = [
     "--max_train_samples",
     "96",
     "--max_eval_samples",
@@ -38,11 +39,13 @@ TINY = [
     "1",
     "--max_dendrites",
     "1",
-    "--max_candidate_epochs",
-    "1",
     "--save_strategy",
     "no",
 ]
+# the same with dendrites: a few candidate epochs on a small cache, since the cached learner's full-batch
+# fit of MiniLM's 14 layers at the defaults (50 epochs, 8,192 rows) would take most of each test's time
+SMALL_CANDIDATE_PHASE = ["--candidate_epochs", "3", "--candidate_cache_rows", "512"]
+TINY = [*TINY_PLAIN, *SMALL_CANDIDATE_PHASE]
 
 
 @pytest.mark.parametrize(
@@ -85,7 +88,9 @@ def test_recipe_runs_end_to_end_and_writes_complete_results(tmp_path, recipe, ta
 
 
 def test_baseline_has_no_dendrites(tmp_path):
-    results = train.main([str(ROOT / "configs" / "movie_reviews_baseline.yaml"), *TINY, "--output_dir", str(tmp_path)])
+    results = train.main(
+        [str(ROOT / "configs" / "movie_reviews_baseline.yaml"), *TINY_PLAIN, "--output_dir", str(tmp_path)]
+    )
     assert results["parameters"]["dendrites"] == 0 and results["config"]["dendrites"] is None
     assert results["parameters"]["total"] == results["parameters"]["base"]
     assert [round(entry["epoch"]) for entry in results["evaluations"]] == [1, 2]  # one per epoch, with metrics
@@ -255,14 +260,14 @@ def test_restarts_are_for_plain_runs_only(flags):
 def test_plain_restarts_on_plateau_follow_the_growth_settings(tmp_path):
     recipe = str(ROOT / "configs" / "movie_reviews_baseline.yaml")
     flags = ["--restart_on_plateau", "true", "--max_tries", "0", "--num_train_epochs", "6"]
-    results = train.main([recipe, *TINY, *flags, "--output_dir", str(tmp_path)])  # patience 1, max_dendrites 1
+    results = train.main([recipe, *TINY_PLAIN, *flags, "--output_dir", str(tmp_path)])  # patience 1, max_dendrites 1
     assert results["completed_reason"] and results["parameters"]["dendrites"] == 0
     assert len(results["restarts"]) <= 1  # one restart, and no retry of one that did not help
 
 
 def test_the_plain_holdout_control_trains_on_what_the_neuron_phases_see(tmp_path):
     recipe = str(ROOT / "configs" / "movie_reviews_baseline.yaml")
-    results = train.main([recipe, *TINY, "--candidate_holdout_fraction", "0.25", "--output_dir", str(tmp_path)])
+    results = train.main([recipe, *TINY_PLAIN, "--candidate_holdout_fraction", "0.25", "--output_dir", str(tmp_path)])
     assert results["holdout"] == {"fraction": 0.25, "train": 72, "held_out": 24}
 
 
