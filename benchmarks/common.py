@@ -31,6 +31,9 @@ BUDGET = ["--num_train_epochs", "20"]
 # The former streaming candidate learner at the candidate rate its runs were made with: the flags of
 # every PB run from before the cached learner, kept beside the cached learner's reruns.
 STREAMING_LEARNER = ["--candidate_learner", "streaming", "--candidate_learning_rate", "1e-3"]
+# The cheaper candidate phase of the learner benchmark's budget study: 10 epochs on 2,048 cached rows
+# per layer, a phase (cache pass + fit) of about one fine-tuning epoch.
+SHORT_CANDIDATE_PHASE = ["--candidate_epochs", "10", "--candidate_cache_rows", "2048"]
 SEEDS = (0, 1, 2)
 
 

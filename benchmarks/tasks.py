@@ -35,6 +35,7 @@ from benchmarks.common import (
     ROOT,
     RUNS,
     SEEDS,
+    SHORT_CANDIDATE_PHASE,
     STREAMING_LEARNER,
     TASKS,
     commits_of_runs,
@@ -54,6 +55,7 @@ METHODS = (
     "restarts",
     "gd",
     "pb",
+    "pb_short_phase",
     "pb_streaming",
     "perforatedai",
     "lora",
@@ -74,6 +76,9 @@ METHOD_FLAGS = {
     "restarts": ["--dendrites", "none", "--restart_on_plateau", "true"],
     "gd": ["--dendrites", "gd"],
     "pb": ["--dendrites", "pb"],
+    # PB with the cheaper candidate phase the learner benchmark's budget study measured (a phase of
+    # about one fine-tuning epoch): does accuracy hold when the phase is cut to ~1/7 of its cost?
+    "pb_short_phase": ["--dendrites", "pb", *SHORT_CANDIDATE_PHASE],
     # PB as it ran before the cached candidate learner (its runs were recorded as `--dendrites pb` under
     # these then-defaults): the comparison point for what the learner changes on these tasks.
     "pb_streaming": ["--dendrites", "pb", *STREAMING_LEARNER],
@@ -89,6 +94,7 @@ PAIRED_WITH = {"lora_pb": "lora", "lora_gd": "lora", "lora_full": "lora"}
 # dendrites), the former candidate learner, and for LoRA the adapter over the same whole budget.
 CONTROLS = {
     "pb": ("restarts", "pb_streaming"),
+    "pb_short_phase": ("restarts", "pb"),
     "gd": ("restarts",),
     "pb_streaming": ("restarts",),
     "lora_pb": ("lora_full",),
