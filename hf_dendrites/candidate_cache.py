@@ -140,12 +140,15 @@ def collect_candidate_rows(
     generator: torch.Generator,
     error_signal: str = "backprop",
     positions: str = "all",
+    stop_when_full: bool = False,
 ) -> dict[str, LayerRows]:
     """One frozen pass over `batches`: per dendrite layer, at most `max_rows` rows of input and error.
 
     `compute_loss(batch)` runs the model on a batch (already on the model's device) and returns the
     scalar loss; with a forward-only `error_signal` the batch's `labels` are read too. A layer that
-    saw no row with signal is missing from the result.
+    saw no row with signal is missing from the result. With `stop_when_full`, for batches in random
+    order, the pass ends after the batch that fills every layer's sample: a random prefix of the
+    examples is a uniform sample of them, so a small cache costs a short pass.
     """
     layers = {name: module for name, module in model.named_modules() if isinstance(module, DendriteLinear)}
     if not layers:
@@ -157,6 +160,8 @@ def collect_candidate_rows(
     try:
         for batch in batches:
             offset += _collect_batch(model, layers, samples, batch, compute_loss, error_signal, positions, offset)
+            if stop_when_full and all(sample.seen >= sample.capacity for sample in samples.values()):
+                break
     finally:
         model.train(was_training)
     collected = {name: sample.rows() for name, sample in samples.items()}

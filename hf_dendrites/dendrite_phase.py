@@ -4,7 +4,8 @@
 `add_dendrites`, inside or outside a `Trainer`: it leaves every layer holding its candidates and
 each neuron's choice, and `grow(model)` then installs them. The model's weights and predictions do
 not change. `DendriteTrainer` calls it when the evaluation metric stalls; the cost is one
-forward and backward pass over the training batches plus the candidate epochs on the cache.
+forward and backward pass over the training batches (or, in random order, over as many as fill the
+cache) plus the candidate epochs on the cache.
 """
 
 from __future__ import annotations
@@ -79,16 +80,19 @@ def run_dendrite_phase(
     *,
     generator: torch.Generator | None = None,
     arguments: DendriteTrainingArguments | None = None,
+    stop_when_full: bool = False,
 ) -> DendritePhaseReport:
     """Train candidates for every dendrite layer of `model` on the errors of `batches`; `grow(model)` installs them.
 
     Args:
         model: prepared with `add_dendrites` (PB mode), outside a streaming dendrite phase.
-        batches: the training batches, on the model's device, in a fixed order (one pass).
+        batches: the training batches, on the model's device, in a fixed order (one pass at most).
         compute_loss: runs the model on a batch and returns the scalar training loss.
         generator: seeds candidate weights, row sampling and the scoring split (reproducible phases).
         arguments: the candidate settings (`DendriteTrainingArguments`); default: those given to the model's
             `DendriteConfig` the deprecated way, over the defaults.
+        stop_when_full: `batches` come in random order: stop reading them once every layer has cached its
+            `candidate_cache_rows` (a random prefix is a uniform sample), so a small cache costs a short pass.
     """
     config = getattr(model, "dendrite_config", None)
     if config is None:
@@ -110,6 +114,7 @@ def run_dendrite_phase(
         generator=generator,
         error_signal=arguments.error_signal,
         positions=arguments.candidate_positions,
+        stop_when_full=stop_when_full,
     )
     cache_seconds = time.perf_counter() - started
     missing = sorted(set(layers) - set(cached))

@@ -1,10 +1,12 @@
-"""What a `Trainer` gives a cached dendrite phase: its training batches in a fixed order, and its loss.
+"""What a `Trainer` gives a cached dendrite phase: its training batches in a seeded order, and its loss.
 
 The pass sees the training set as the training steps do (same collator, same column removal, the
-`candidate_holdout_fraction` part alone when one is held aside) but in dataset order, without
-shuffling and unsharded, so every process of a distributed run caches the same rows and picks
-the same candidates. The loss is the trainer's own `compute_loss` (a distillation trainer's
-included), so candidates learn the error of the objective the model trains on.
+`candidate_holdout_fraction` part alone when one is held aside) in an order drawn from the phase's
+seed and unsharded, so every process of a distributed run caches the same rows and picks the same
+candidates. The order is random so that the pass can stop as soon as every layer's cache is full:
+a random prefix of the examples is a uniform sample, and a cache smaller than the data costs a
+pass over only the examples it needs. The loss is the trainer's own `compute_loss` (a distillation
+trainer's included), so candidates learn the error of the objective the model trains on.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def phase_dataset(trainer: Trainer, holdout_fraction: float) -> Dataset:
     return dataset.select(held) if hasattr(dataset, "select") else Subset(dataset, held)
 
 
-def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0) -> Iterator[dict[str, Any]]:
-    """Training batches in dataset order, on the model's device, collated as the training steps collate them."""
+def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Training batches in an order drawn from `seed`, on the model's device, collated as the training
+    steps collate them."""
     dataset = phase_dataset(trainer, holdout_fraction)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    dataset = dataset.select(order) if hasattr(dataset, "select") else Subset(dataset, order)
     # the model's forward decides which columns a batch keeps, exactly as in get_train_dataloader
     dataset, collator = training_columns(trainer, dataset, trainer.data_collator, DESCRIPTION)
     loader = DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size, collate_fn=collator)
@@ -59,5 +64,8 @@ def trainer_dendrite_phase(
     trainer: Trainer, model: torch.nn.Module, arguments: DendriteTrainingArguments, generator: torch.Generator
 ) -> DendritePhaseReport:
     """`run_dendrite_phase` on the trainer's training batches and loss (`model`: the unwrapped one)."""
-    batches = phase_batches(trainer, arguments.candidate_holdout_fraction)
-    return run_dendrite_phase(model, batches, phase_loss(trainer, model), generator=generator, arguments=arguments)
+    # the order's seed is the phase's own, read without drawing from it: the candidates start as before
+    batches = phase_batches(trainer, arguments.candidate_holdout_fraction, seed=generator.initial_seed())
+    return run_dendrite_phase(
+        model, batches, phase_loss(trainer, model), generator=generator, arguments=arguments, stop_when_full=True
+    )

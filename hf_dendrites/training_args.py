@@ -83,7 +83,8 @@ class DendriteTrainingArguments:
         default=8192,
         metadata={
             "help": "'cached' learner: most rows (token positions or examples) cached per layer, a uniform sample "
-            "when there are more; the candidate work grows with it."
+            "when there are more; the candidate work grows with it, and the cache pass reads examples (in random order) "
+            "only until every layer's cache is full."
         },
     )
     candidate_cache_gib: float = field(

@@ -189,6 +189,53 @@ def test_the_cache_keeps_within_its_memory_budget_and_samples_uniformly():
         rows_per_layer(layers, 1_000, max_rows=10_000)
 
 
+def test_a_pass_over_random_order_batches_stops_once_every_layer_is_full():
+    model = hd.add_dendrites(tiny_model(num_labels=3), hd.DendriteConfig())
+    batch = dict(token_batch(), labels=torch.tensor([0, 1, 2, 0]))  # 4 examples: 4 rows a batch at [CLS]
+    losses = []
+
+    def compute_loss(b):
+        losses.append(1)
+        return model(**b).loss
+
+    def collect(stop_when_full: bool) -> dict[str, LayerRows]:
+        losses.clear()
+        generator = torch.Generator().manual_seed(0)
+        return collect_candidate_rows(
+            model, [batch] * 10, compute_loss, max_rows=10, generator=generator, stop_when_full=stop_when_full
+        )
+
+    full = collect(stop_when_full=False)
+    assert len(losses) == 10
+    early = collect(stop_when_full=True)
+    # the [CLS]-only layers (classifier, pooler) fill last: 10 rows need 3 batches of 4 examples
+    assert len(losses) == 3
+    assert all(len(early[name]) == len(rows) == 10 for name, rows in full.items())
+    assert min(rows.seen for rows in early.values()) == 12
+    assert int(early["classifier"].examples.max()) == 11  # only the examples it read
+
+
+def test_the_trainer_phase_reads_the_training_set_in_a_seeded_order(tmp_path):
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from hf_dendrites.phase_data import phase_batches
+
+    data = Dataset.from_dict({"input_ids": [[i + 5, 2] for i in range(12)], "labels": [i % 3 for i in range(12)]})
+    trainer = Trainer(
+        model=tiny_model(num_labels=3),
+        args=TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, report_to=[]),
+        train_dataset=data,
+    )
+
+    def first_tokens(seed: int) -> list[int]:
+        return [int(t) for b in phase_batches(trainer, seed=seed) for t in b["input_ids"][:, 0]]
+
+    assert first_tokens(3) == first_tokens(3)  # the same order on every process and on resume
+    assert sorted(first_tokens(3)) == list(range(5, 17))  # every example once
+    assert first_tokens(3) != first_tokens(4) and first_tokens(3) != list(range(5, 17))
+
+
 def test_the_cached_phase_leaves_predictions_unchanged_and_growth_keeps_them():
     model = hd.add_dendrites(tiny_model(num_labels=3), hd.DendriteConfig())
     batch = dict(token_batch(), labels=torch.tensor([0, 1, 2, 0]))
