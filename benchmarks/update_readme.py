@@ -169,6 +169,15 @@ def target_lines(found: dict) -> list[str]:
             f"- PB dendrite-phase step / neuron-phase step {step['pb']:.2f} (goal: {step['target']:.1f} or less): "
             f"{verdict[step['met']]}."
         )
+    phase = found.get("dendrite_phase_over_neuron_epoch")
+    if phase:
+        costs = "; ".join(
+            f"{name} {cost:.2f} ({verdict[phase['met'][name]]})" for name, cost in phase["by_method"].items()
+        )
+        lines.append(
+            f"- Cached dendrite phase (cache pass + candidate fit, mean over phases) / neuron-phase epoch of the same "
+            f"run (goal: {phase['target']:.1f} or less): {costs}."
+        )
     return ["", *lines] if lines else []
 
 

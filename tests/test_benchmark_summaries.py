@@ -105,6 +105,24 @@ def test_the_readme_states_each_goal_with_its_verdict():
     assert "step 1.20" in lines[3] and lines[3].endswith(": met.")
 
 
+def test_a_cached_phase_is_measured_in_neuron_epochs_of_its_own_run():
+    results = {
+        "evaluations": [{"epoch": 1.0, "step": 100}],
+        "phase_steps": {"neuron": 400, "dendrite": 0},
+        "phase_seconds": {"neuron": 100.0, "dendrite": 0},  # 0.25 s a step: a 25 s epoch
+        "candidate_scores_per_layer": [{"seconds": {"cache": 10.0, "fit": 5.0}}, {"seconds": {"cache": 20, "fit": 15}}],
+    }
+    assert benchmark.phase_over_neuron_epoch(results) == pytest.approx(25 / 25)
+    assert benchmark.phase_over_neuron_epoch({**results, "candidate_scores_per_layer": []}) is None  # no cached phase
+    found = methods([0.82] * 3, [1, 1, 0])
+    found["pb"]["dendrite_phase_over_neuron_epoch"] = 7.5
+    found["pb_short_phase"] = {**found["pb"], "dendrite_phase_over_neuron_epoch": 0.8}
+    cost = benchmark.targets(found)["dendrite_phase_over_neuron_epoch"]
+    assert cost["met"] == {"pb": False, "pb_short_phase": True}
+    line = update_readme.target_lines({"dendrite_phase_over_neuron_epoch": cost})[1]
+    assert "pb 7.50 (not met); pb_short_phase 0.80 (met)" in line
+
+
 def test_no_goal_is_reported_without_pb_runs():
     assert benchmark.targets({"baseline": methods([0.82] * 3, [0] * 3)["baseline"]}) == {}
 
