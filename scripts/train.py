@@ -22,6 +22,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -691,13 +692,17 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in metrics.items() if k.removeprefix(prefix) in METRICS}
 
 
-def check_ignored_flags(dendrite_args: Any, distill_args: DistillationArguments) -> None:
-    """Refuse a setting the run would silently ignore."""
+def check_ignored_flags(
+    dendrite_args: Any, distill_args: DistillationArguments, recipe: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse a setting the run would silently ignore. A candidate setting that the `recipe` itself
+    makes is for the recipe's dendrite runs: `--dendrites none` on that recipe ignores it, as asked."""
     defaults = {
         item.name: item.default
         for item in (*dataclasses.fields(DendriteConfig), *dataclasses.fields(DendriteTrainingArguments))
     }
     if dendrite_args.dendrites == "none":
+        defaults |= {name: value for name, value in (recipe or {}).items() if name in defaults}
         early_stopping_patience(dendrite_args)  # a ValueError naming a bad value
     elif dendrite_args.early_stopping_patience is not None:
         raise ValueError(
@@ -727,16 +732,22 @@ def check_ignored_flags(dendrite_args: Any, distill_args: DistillationArguments)
                 raise ValueError(f"--{name} has no effect without --teacher or --teacher_recipe")
 
 
-def requested_task(argv: list[str]) -> str | None:
-    """The `task` a command line asks for (a flag after the recipe overrides the recipe's key),
-    read before parsing: masked-LM pretraining has flags of its own (`scripts/masked_lm.py`)."""
-    task = None
+def recipe_keys(argv: list[str]) -> dict[str, Any]:
+    """The keys of the recipe file a command line starts with ({} without one, or when it does not
+    parse: `parse_arguments` names the error)."""
     if argv and not argv[0].startswith("-") and Path(argv[0]).suffix in RECIPE_SUFFIXES and Path(argv[0]).is_file():
         try:
             recipe = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:
-            recipe = {}  # parse_arguments names the error
-        task = recipe.get("task") if isinstance(recipe, dict) else None
+            return {}
+        return recipe if isinstance(recipe, dict) else {}
+    return {}
+
+
+def requested_task(argv: list[str]) -> str | None:
+    """The `task` a command line asks for (a flag after the recipe overrides the recipe's key),
+    read before parsing: masked-LM pretraining has flags of its own (`scripts/masked_lm.py`)."""
+    task = recipe_keys(argv).get("task")
     for index, flag in enumerate(argv):
         if flag == "--task" and index + 1 < len(argv):
             task = argv[index + 1]
@@ -752,13 +763,16 @@ def set_metric_defaults(training_args: TrainingArguments) -> None:
         training_args.greater_is_better = not training_args.metric_for_best_model.endswith("loss")
 
 
-def check_run_arguments(model_args, dendrite_args, distill_args, dendrite_config) -> None:
-    """Refuse combinations of flags that would be ignored or contradict each other, before anything loads."""
+def check_run_arguments(
+    model_args, dendrite_args, distill_args, dendrite_config, recipe: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse combinations of flags that would be ignored or contradict each other, before anything loads
+    (`recipe`: the keys of the recipe file the command line started with)."""
     if dendrite_config is not None and (dendrite_args.restart_at_epochs or dendrite_args.restart_on_plateau):
         raise ValueError("--restart_at_epochs and --restart_on_plateau are for plain runs (--dendrites none)")
     if dendrite_args.restart_at_epochs and dendrite_args.restart_on_plateau:
         raise ValueError("give --restart_at_epochs or --restart_on_plateau, not both")
-    check_ignored_flags(dendrite_args, distill_args)
+    check_ignored_flags(dendrite_args, distill_args, recipe)
 
 
 def build_model(model_args, model_path: str, overrides: dict, raw: datasets.DatasetDict) -> tuple[Any, Any, Any]:
@@ -884,7 +898,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return masked_lm.main(argv)
     model_args, data_args, training_args, dendrite_args, distill_args = parse_arguments(argv)
     dendrite_config = dendrite_config_from(dendrite_args)
-    check_run_arguments(model_args, dendrite_args, distill_args, dendrite_config)
+    check_run_arguments(model_args, dendrite_args, distill_args, dendrite_config, recipe_keys(argv))
     resume = resume_target(training_args.resume_from_checkpoint)  # before anything is loaded
     distillation = None
     if distill_args.enabled:

@@ -504,3 +504,21 @@ def test_the_learner_budget_study_puts_each_phase_in_fine_tuning_epochs(tmp_path
     table = update_readme.learner_budget_table(summary)
     assert "| default | – | – | 0.2000 (0.0200) | 0.2000 | 90 | 3.75 |" in table
     assert "| 2048 rows, 10 epochs | 10 | 2,048 |" in table
+
+
+def test_benchmark_runs_pin_the_candidate_phase_they_were_made_with_and_a_method_overrides_it(tmp_path):
+    import benchmarks.tasks as tasks
+    from hf_dendrites import DendriteTrainingArguments
+
+    defaults = DendriteTrainingArguments()
+    pinned = dict(zip(common.BENCHMARK_CANDIDATE_PHASE[::2], common.BENCHMARK_CANDIDATE_PHASE[1::2], strict=True))
+    # equal to the library's defaults, so a plain run does not refuse the pin
+    assert pinned == {
+        "--candidate_epochs": str(defaults.candidate_epochs),
+        "--candidate_cache_rows": str(defaults.candidate_cache_rows),
+    }
+    command = tasks.run_command("trec6", "pb_short_phase", 0, tmp_path, "unused")
+    last = {flag: command[i + 1] for i, flag in enumerate(command) if flag.startswith("--candidate_")}
+    assert last == {"--candidate_epochs": "10", "--candidate_cache_rows": "2048"}  # the method's flags come last
+    plain = tasks.run_command("trec6", "baseline", 0, tmp_path, "unused")
+    assert "--candidate_epochs" in plain and plain.index("--candidate_epochs") < plain.index("--dendrites")

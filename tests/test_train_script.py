@@ -120,7 +120,8 @@ def test_patience_is_the_growth_stall_and_early_stopping_has_its_own_flag(tmp_pa
 
     def checked(*flags: str) -> Any:
         model_args, _, _, dendrite_args, distill_args = train.parse_arguments([recipe, *flags])
-        train.check_run_arguments(model_args, dendrite_args, distill_args, train.dendrite_config_from(dendrite_args))
+        config = train.dendrite_config_from(dendrite_args)
+        train.check_run_arguments(model_args, dendrite_args, distill_args, config, train.recipe_keys([recipe]))
         return dendrite_args
 
     assert train.early_stopping_patience(checked("--dendrites", "none")) == 2  # the recipe's plain run waits as long
@@ -363,6 +364,20 @@ def test_a_recipe_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
 def test_a_flag_the_run_would_ignore_is_refused_by_name(flags, message):
     with pytest.raises(ValueError, match=message):
         train.main([*flags, "--output_dir", "unused"])
+
+
+def test_a_recipes_own_candidate_settings_do_not_stop_its_plain_run(tmp_path):
+    recipe = tmp_path / "phase.yaml"
+    recipe.write_text("task: trec6\ndendrites: pb\ncandidate_epochs: 10\ncandidate_cache_rows: 2048\n")
+
+    def check(*flags: str) -> None:
+        model_args, _, _, dendrite_args, distill_args = train.parse_arguments([str(recipe), *flags])
+        config = train.dendrite_config_from(dendrite_args)
+        train.check_run_arguments(model_args, dendrite_args, distill_args, config, train.recipe_keys([str(recipe)]))
+
+    check("--dendrites", "none")  # the recipe's phase is for its dendrite runs
+    with pytest.raises(ValueError, match="--candidate_epochs has no effect with --dendrites none"):
+        check("--dendrites", "none", "--candidate_epochs", "5")  # asked for on the command line
 
 
 def test_resume_from_checkpoint_true_means_the_newest_checkpoint_not_a_folder_named_true(tmp_path):
