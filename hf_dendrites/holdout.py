@@ -16,7 +16,12 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler, Subset
+
+
+def examples_at(dataset: Dataset, indices: list[int] | range) -> Dataset:
+    """These examples of `dataset`, in this order (a `datasets.Dataset` stays one)."""
+    return dataset.select(indices) if hasattr(dataset, "select") else Subset(dataset, indices)
 
 
 def holdout_split(size: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from transformers import Trainer
 
 from .dendrite_phase import DendritePhaseReport, run_dendrite_phase
-from .holdout import holdout_split
+from .holdout import examples_at, holdout_split
 from .trainer_internals import prepare_inputs, training_columns
 from .training_args import DendriteTrainingArguments
 
@@ -34,7 +34,7 @@ def phase_dataset(trainer: Trainer, holdout_fraction: float) -> Dataset:
     if not holdout_fraction:
         return dataset
     _, held = holdout_split(len(dataset), holdout_fraction, trainer.args.seed)
-    return dataset.select(held) if hasattr(dataset, "select") else Subset(dataset, held)
+    return examples_at(dataset, held)
 
 
 def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -42,7 +42,7 @@ def phase_batches(trainer: Trainer, holdout_fraction: float = 0.0, seed: int = 0
     steps collate them."""
     dataset = phase_dataset(trainer, holdout_fraction)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    dataset = dataset.select(order) if hasattr(dataset, "select") else Subset(dataset, order)
+    dataset = examples_at(dataset, order)
     # the model's forward decides which columns a batch keeps, exactly as in get_train_dataloader
     dataset, collator = training_columns(trainer, dataset, trainer.data_collator, DESCRIPTION)
     loader = DataLoader(dataset, batch_size=trainer.args.per_device_train_batch_size, collate_fn=collator)

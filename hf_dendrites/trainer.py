@@ -40,7 +40,7 @@ from .error_signals import (
     per_example_signal,
     update_candidates,
 )
-from .holdout import PhaseSampler, holdout_split
+from .holdout import PhaseSampler, examples_at, holdout_split
 from .hub import RESULTS_FILE
 from .hub import push_to_hub as push_model
 from .model import dendrite_layers, has_dendrites, is_peft_model, unchanged_on_error
@@ -218,10 +218,7 @@ class DendriteTrainer(Trainer):
         if isinstance(self.eval_dataset, dict):
             raise ValueError("DendriteTrainer takes one eval_dataset, not a dict of them")
         size = min(len(self.eval_dataset), 2 * self.args.per_device_eval_batch_size)
-        if hasattr(self.eval_dataset, "select"):
-            probe = self.eval_dataset.select(range(size))
-        else:
-            probe = torch.utils.data.Subset(self.eval_dataset, range(size))
+        probe = examples_at(self.eval_dataset, range(size))
         # Iterating a DataLoader draws from the global RNG; without the fork the probe would shift
         # every dropout mask of the run, and a dendrite run would no longer match the plain Trainer
         # run of the same seed step for step until its first growth.
